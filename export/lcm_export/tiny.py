@@ -1,0 +1,174 @@
+"""A tiny random-weight LCM pipeline with the real CLIP vocabulary.
+
+Users smoke-test deployments with it without downloading 4 GB, and the tests build it offline.
+The structure mirrors SD1.5/LCM_Dreamshaper_v7 (cross-attention UNet with time_cond_proj_dim,
+4-block VAE so vae_scale_factor is 8, CLIP text encoder with the 49,408-token BPE vocabulary);
+only the widths are shrunk.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tempfile
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from diffusers import LatentConsistencyModelPipeline
+    from transformers import CLIPTokenizer
+
+CLIP_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
+# OpenAI CLIP uses the first 49152 - 256 - 2 merges of the file (the rest were never trained).
+CLIP_MERGE_COUNT = 49152 - 256 - 2
+CLIP_BOS = "<|startoftext|>"
+CLIP_EOS = "<|endoftext|>"
+TEXT_MAX_LENGTH = 77
+
+# SimianLuo/LCM_Dreamshaper_v7's scheduler/scheduler_config.json, so the tiny model schedules
+# exactly like the real one.
+DREAMSHAPER_SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "trained_betas": None,
+    "original_inference_steps": 50,
+    "clip_sample": False,
+    "clip_sample_range": 1.0,
+    "set_alpha_to_one": True,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+    "thresholding": False,
+    "dynamic_thresholding_ratio": 0.995,
+    "sample_max_value": 1.0,
+    "timestep_spacing": "leading",
+    "timestep_scaling": 10.0,
+    "rescale_betas_zero_snr": False,
+}
+
+TINY_TEXT_HIDDEN = 32
+TINY_TIME_COND_DIM = 32
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable unicode character map."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    codepoints = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codepoints.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in codepoints)))
+
+
+@lru_cache(maxsize=1)
+def clip_vocab_and_merges() -> tuple[dict[str, int], tuple[str, ...]]:
+    """Derive CLIP's vocab.json and merges from the shipped BPE file, exactly as OpenAI's tokenizer does."""
+    raw = resources.files("lcm_export").joinpath("data", CLIP_BPE_FILE).read_bytes()
+    lines = gzip.decompress(raw).decode("utf-8").split("\n")
+    merges = tuple(lines[1 : 1 + CLIP_MERGE_COUNT])  # line 0 is the "#version" header
+    tokens = list(_bytes_to_unicode().values())
+    tokens += [token + "</w>" for token in tokens]
+    tokens += ["".join(merge.split()) for merge in merges]
+    tokens += [CLIP_BOS, CLIP_EOS]
+    return {token: index for index, token in enumerate(tokens)}, merges
+
+
+def write_clip_vocab_files(folder: Path) -> tuple[Path, Path]:
+    """Write vocab.json and merges.txt (the files slow and older tokenizer readers need)."""
+    vocab, merges = clip_vocab_and_merges()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
+    vocab_path.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    merges_path.write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    return vocab_path, merges_path
+
+
+def build_clip_tokenizer() -> "CLIPTokenizer":
+    from transformers import CLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as scratch:
+        vocab_path, merges_path = write_clip_vocab_files(Path(scratch))
+        return CLIPTokenizer(
+            vocab=str(vocab_path),
+            merges=str(merges_path),
+            pad_token=CLIP_EOS,
+            model_max_length=TEXT_MAX_LENGTH,
+        )
+
+
+def build_tiny_pipeline(seed: int = 0) -> "LatentConsistencyModelPipeline":
+    """A random-weight LCM pipeline; the same seed always gives the same weights."""
+    import torch
+    from diffusers import AutoencoderKL, LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TINY_TEXT_HIDDEN,
+        time_cond_proj_dim=TINY_TIME_COND_DIM,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16, 16, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=TINY_TEXT_HIDDEN,
+            intermediate_size=64,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=TEXT_MAX_LENGTH,
+            projection_dim=TINY_TEXT_HIDDEN,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
+    scheduler = LCMScheduler(**DREAMSHAPER_SCHEDULER_CONFIG)
+    pipeline = LatentConsistencyModelPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=build_clip_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    for module in (unet, vae, text_encoder):
+        module.eval()
+    return pipeline
+
+
+def save_tiny_pipeline(folder: Path | str, seed: int = 0, safe_serialization: bool = True) -> Path:
+    """Save the tiny pipeline as a diffusers folder (a valid lcm-export SOURCE)."""
+    folder = Path(folder)
+    pipeline = build_tiny_pipeline(seed)
+    pipeline.save_pretrained(folder, safe_serialization=safe_serialization)
+    # transformers 5 writes only tokenizer.json for CLIP; older readers need vocab.json/merges.txt.
+    write_clip_vocab_files(folder / "tokenizer")
+    return folder
