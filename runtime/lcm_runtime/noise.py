@@ -1,0 +1,39 @@
+"""Random draws. Anything with ``standard_normal(size, dtype)`` is a noise source, so a caller can
+hand the runtime torch's draws (parity tests) or a NumPy Generator; an int seed makes one."""
+
+from __future__ import annotations
+
+from typing import Protocol, Union
+
+import numpy as np
+
+from .errors import InputError
+
+
+class NoiseSource(Protocol):
+    def standard_normal(self, size: tuple[int, ...], dtype: type) -> np.ndarray: ...
+
+
+GeneratorLike = Union[int, np.random.Generator, NoiseSource, None]
+
+
+def as_noise_source(generator: GeneratorLike) -> NoiseSource:
+    if generator is None:
+        return np.random.default_rng()
+    if isinstance(generator, (bool, float)):
+        raise InputError(f"generator must be an integer seed or a random generator, got {generator!r}")
+    if isinstance(generator, (int, np.integer)):
+        if generator < 0:
+            raise InputError(f"seed must be a non-negative integer, got {generator}")
+        return np.random.default_rng(int(generator))
+    if callable(getattr(generator, "standard_normal", None)):
+        return generator
+    raise InputError(f"generator must be an integer seed or have standard_normal(size, dtype), got {type(generator).__name__}")
+
+
+def draw_normal(source: NoiseSource | None, shape: tuple[int, ...]) -> np.ndarray:
+    source = source if source is not None else np.random.default_rng()
+    values = np.asarray(source.standard_normal(tuple(shape), dtype=np.float32), dtype=np.float32)
+    if values.shape != tuple(shape):
+        raise InputError(f"the generator returned shape {values.shape}, expected {tuple(shape)}")
+    return values
