@@ -1,0 +1,170 @@
+"""`lcm-run`: parse, call the API, print. Nothing here imports openvino until a command runs,
+so `lcm-run --help` answers instantly."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import __version__
+from .errors import LCMError
+from .outputs import plan_output_paths, png_parameters
+
+DEFAULT_MODEL = "artifacts/lcm-dreamshaper-v7"
+
+generate_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+tools_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                        help="Inspect bundles.")
+
+
+def _default_model() -> str:
+    return os.environ.get("LCM_MODEL") or DEFAULT_MODEL
+
+
+@generate_app.command(
+    epilog="Other commands: `lcm-run verify BUNDLE` checks a bundle's files against its manifest; "
+    "`lcm-run info BUNDLE` describes it and lists OpenVINO devices."
+)
+def generate(
+    prompt: str = typer.Argument(..., help="What to draw."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Bundle folder [default: $LCM_MODEL or {DEFAULT_MODEL}]"),
+    steps: Optional[int] = typer.Option(None, "--steps", "-s", help="Denoising steps [default: the bundle's, 4]"),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Guidance scale, diffusers' convention [default: the bundle's, 8.0]"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [default: random, printed]"),
+    height: Optional[int] = typer.Option(None, "--height", help="Image height [default: the model's native size]"),
+    width: Optional[int] = typer.Option(None, "--width", help="Image width [default: the model's native size]"),
+    num_images: int = typer.Option(1, "--num-images", "-n", help="Images to make from the prompt"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="A .png file or a folder [default: ./outputs/]"),
+    device: str = typer.Option("CPU", "--device", help="OpenVINO device: CPU, GPU, NPU, AUTO..."),
+    precision: str = typer.Option("auto", "--precision", help="auto (the device's default), f32, bf16 or f16"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not use or fill the compiled-model cache"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files instead of picking a new name"),
+) -> None:
+    """Generate images from PROMPT with an exported LCM bundle and write them as PNG."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .pipeline import LCMPipeline  # imports openvino: only once a command really runs
+
+    console = Console(stderr=True)
+    warnings.showwarning = lambda message, *_args, **_kw: console.print(f"warning: {message}", markup=False)
+    seed = secrets.randbelow(2**32) if seed is None else seed
+    if seed < 0:
+        raise LCMError("--seed must be 0 or more")
+    model_path = Path(model or _default_model())
+    paths = plan_output_paths(output, seed, num_images, overwrite)
+
+    started = time.perf_counter()
+    pipe = LCMPipeline.from_pretrained(model_path, device=device, precision=precision,
+                                       cache_dir=False if no_cache else None)
+    opened = time.perf_counter() - started
+    steps_total = steps or pipe.facts.default_steps
+    with Progress(TextColumn("denoising"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("denoise", total=steps_total)
+        result = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
+                      num_images_per_prompt=num_images, generator=seed,
+                      callback=lambda index, total, _t: progress.update(task, completed=index + 1, total=total))
+
+    started = time.perf_counter()
+    from .image import save_png
+
+    written = []
+    for index, (image, path) in enumerate(zip(result.images, paths)):
+        text = png_parameters(prompt, steps=steps_total, guidance=guidance if guidance is not None else pipe.facts.default_guidance_scale,
+                              seed=seed, width=image.width, height=image.height, model=pipe.folder.name,
+                              model_hash=pipe.folder.identity(), precision=precision, device=device,
+                              index=index, count=num_images)
+        written.append(save_png(image, path, {"parameters": text}, overwrite=overwrite))
+    saved = time.perf_counter() - started
+
+    timings = result.timings
+    unet = timings["unet"]
+    for path in written:
+        typer.echo(str(path))
+    console.print(
+        f"seed {seed} | load {opened:.2f}s, compile {timings['compile']:.2f}s, text encoder {timings['text_encoder']:.2f}s, "
+        f"UNet {len(unet)} steps {sum(unet):.2f}s ({', '.join(f'{t:.2f}' for t in unet)}), "
+        f"VAE decode {timings['vae_decode']:.2f}s, write {saved:.2f}s",
+        markup=False, highlight=False,
+    )
+
+
+@tools_app.command()
+def verify(bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle folder")) -> None:
+    """Check every file of BUNDLE against the sizes and sha256 in its manifest."""
+    from .bundle import read_manifest, verify_files
+
+    if not bundle_path.is_dir():
+        raise LCMError(f"{bundle_path} is not a folder; pass the bundle folder written by lcm-export")
+    manifest = read_manifest(bundle_path)
+    problems = verify_files(bundle_path, manifest)
+    for problem in problems:
+        typer.echo(f"{problem.problem}: {problem.path}")
+    if problems:
+        raise LCMError(f"{len(problems)} of {len(manifest.files)} files do not match the manifest; re-export or re-download the bundle")
+    typer.echo(f"ok: all {len(manifest.files)} files match the manifest of {bundle_path}")
+
+
+@tools_app.command()
+def info(bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle folder")) -> None:
+    """Describe BUNDLE (source, precisions, model facts) and list the devices OpenVINO sees."""
+    from .loading import open_model_folder
+
+    folder = open_model_folder(bundle_path)
+    facts = folder.facts
+    manifest = folder.manifest
+    typer.echo(f"bundle: {folder.root}")
+    if manifest is not None:
+        source = ", ".join(f"{key}={value}" for key, value in sorted(manifest.source.items()))
+        typer.echo(f"format: {manifest.format} v{manifest.format_version}, manifest hash {manifest.digest()}")
+        typer.echo(f"source: {source}")
+        typer.echo("precision: " + ", ".join(f"{name} {entry.get('precision')}" for name, entry in sorted(manifest.components.items())))
+        typer.echo("exported with: " + ", ".join(f"{name} {version}" for name, version in sorted(manifest.versions.items())))
+        if manifest.calibration:
+            typer.echo(f"calibration: {manifest.calibration}")
+    else:
+        typer.echo("format: folder without manifest (optimum-cli export); files cannot be verified")
+    typer.echo(f"native size: {facts.default_image_size}x{facts.default_image_size}, sides multiple of {folder.size_multiple}")
+    typer.echo(f"defaults: {facts.default_steps} steps, guidance {facts.default_guidance_scale} ({facts.guidance_embedding})")
+    import openvino as ov
+
+    core = ov.Core()
+    devices = ", ".join(f"{name} ({core.get_property(name, 'FULL_DEVICE_NAME')})" for name in core.available_devices)
+    typer.echo(f"OpenVINO {ov.get_version()} devices: {devices}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    app = tools_app if args[:1] in (["verify"], ["info"]) else generate_app
+    if args[:1] == ["--version"]:
+        print(f"lcm-run {__version__}")
+        return
+    try:
+        app(args=args, prog_name="lcm-run", standalone_mode=False)
+    except LCMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as error:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(error, click.ClickException):
+            print(f"error: {error.format_message()} (see lcm-run --help)", file=sys.stderr)
+            sys.exit(error.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Open a model folder and check it before any model is compiled.
+
+Two kinds of folder: an lcm-openvino bundle (manifest.json: checked against its format version and
+file sizes, scheduler tables from torch) and a folder from ``optimum-cli export openvino`` (no
+manifest: facts from model_index.json and the configs, scheduler tables computed in NumPy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import bundle
+from .bundle import BundleError, Manifest, ModelFacts
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    root: Path
+    manifest: Manifest | None
+    facts: ModelFacts
+    scheduler_config: dict[str, Any]
+    scheduler_tables: dict[str, np.ndarray] | None
+    size_multiple: int  # image sides must be multiples of this (VAE factor x UNet down-sampling)
+    vae_block_out_channels: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.root / bundle.TOKENIZER_JSON
+
+    def xml(self, component: str) -> Path:
+        return self.root / bundle.component_xml(component)
+
+    def identity(self) -> str:
+        """What to record in image metadata: the manifest's hash, or 'no-manifest'."""
+        return self.manifest.digest() if self.manifest else "no-manifest"
+
+
+def open_model_folder(path: str | Path) -> ModelFolder:
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise BundleError(f"model folder {root} does not exist; export one with `lcm-export` or pass --model")
+    if not root.is_dir():
+        raise BundleError(f"{root} is not a folder; pass the bundle folder written by lcm-export")
+
+    manifest = None
+    if (root / bundle.MANIFEST_FILE).exists():
+        manifest = bundle.read_manifest(root)
+        problems = bundle.verify_files(root, manifest, checksums=False)
+        missing = [problem for problem in problems if problem.problem != "not in manifest"]
+        if missing:
+            first = missing[0]
+            raise BundleError(
+                f"bundle {root} is incomplete or corrupted: {first.path} is {first.problem}"
+                f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; "
+                f"run `lcm-run verify {root}` or re-export it"
+            )
+    elif not (root / bundle.MODEL_INDEX_FILE).exists():
+        raise BundleError(f"{root} is not a model bundle (no manifest.json or model_index.json); export one with lcm-export")
+
+    for component in bundle.REQUIRED_COMPONENTS:
+        for suffix in (bundle.MODEL_XML, bundle.MODEL_BIN):
+            if not (root / component / suffix).is_file():
+                raise BundleError(f"{root} has no {component}/{suffix}: the bundle is incomplete; re-export it")
+    if not (root / bundle.TOKENIZER_JSON).is_file():
+        raise BundleError(f"{root} has no {bundle.TOKENIZER_JSON}; re-export the model with lcm-export")
+
+    unet_config = bundle.read_json(root / "unet" / bundle.CONFIG_FILE)
+    vae_config = bundle.read_json(root / "vae_decoder" / bundle.CONFIG_FILE)
+    scheduler_config = bundle.read_json(root / bundle.SCHEDULER_CONFIG)
+
+    if manifest is not None:
+        facts = manifest.model
+        tables = _load_tables(root, scheduler_config)
+    else:
+        text_config = bundle.read_json(root / "text_encoder" / bundle.CONFIG_FILE)
+        facts = ModelFacts.from_configs(unet_config, vae_config, int(text_config.get("max_position_embeddings", 77)))
+        tables = None
+
+    unet_downsamplings = max(len(unet_config.get("block_out_channels", [0])) - 1, 0)
+    return ModelFolder(
+        root=root,
+        manifest=manifest,
+        facts=facts,
+        scheduler_config=scheduler_config,
+        scheduler_tables=tables,
+        size_multiple=facts.vae_scale_factor * 2**unet_downsamplings,
+        vae_block_out_channels=tuple(vae_config.get("block_out_channels", (128,))),
+    )
+
+
+def _load_tables(root: Path, scheduler_config: dict[str, Any]) -> dict[str, np.ndarray]:
+    steps = int(scheduler_config.get("num_train_timesteps", 1000))
+    tables = {}
+    for name in bundle.SCHEDULER_TABLES:
+        path = root / bundle.scheduler_table_file(name)
+        try:
+            table = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            raise BundleError(f"{path} is missing or corrupted; re-export the bundle") from None
+        if table.dtype != np.float32 or table.shape != (steps,):
+            raise BundleError(f"{path} is not a float32 table of {steps} values; re-export the bundle")
+        tables[name] = table
+    return tables

@@ -1,0 +1,116 @@
+"""Thin wrappers over OpenVINO compiled models: reshape to the requested size, compile, infer.
+
+Input names and element types are read from the model, never assumed (optimum exports the
+timestep as int64, older notebooks as float32).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import openvino as ov
+
+from .errors import InputError
+
+PRECISION_HINTS = {"auto": None, "f32": "f32", "bf16": "bf16", "f16": "f16"}
+VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+
+def check_device(core: ov.Core, device: str) -> None:
+    available = core.available_devices
+    root = device.split(":")[0].split(".")[0].upper()
+    if root in VIRTUAL_DEVICES or device in available or root in {name.split(".")[0] for name in available}:
+        return
+    raise InputError(f"OpenVINO has no device {device!r} on this machine; choose one of {', '.join(available)}")
+
+
+def compile_config(precision: str) -> dict[str, Any]:
+    if precision not in PRECISION_HINTS:
+        raise InputError(f"precision must be one of {', '.join(PRECISION_HINTS)}, got {precision!r}")
+    hint = PRECISION_HINTS[precision]
+    return {"INFERENCE_PRECISION_HINT": hint} if hint else {}
+
+
+class CompiledComponent:
+    """One model: read, reshaped to static shapes, compiled; the ov.Model is dropped after compile."""
+
+    def __init__(
+        self,
+        core: ov.Core,
+        xml: Path,
+        shapes: Mapping[str, list[int]],
+        device: str,
+        config: Mapping[str, Any],
+    ) -> None:
+        model = core.read_model(os.fspath(xml))
+        model.reshape(_static_shapes(model, shapes))
+        self.input_types = {port.get_any_name(): port.get_element_type().to_dtype() for port in model.inputs}
+        self.compiled = core.compile_model(model, device, dict(config))
+        self.request = self.compiled.create_infer_request()
+        del model
+
+    def set_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
+        for name, value in inputs.items():
+            self.request.set_tensor(name, ov.Tensor(np.ascontiguousarray(value, dtype=self.input_types[name])))
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Infer with these inputs (plus any set before) and return a copy of the first output."""
+        self.set_inputs(inputs)
+        self.request.infer()
+        return self.request.get_output_tensor(0).data.copy()
+
+
+class TextEncoder(CompiledComponent):
+    def __call__(self, input_ids: np.ndarray) -> np.ndarray:
+        return self.run({"input_ids": input_ids})
+
+
+class UNet(CompiledComponent):
+    def bind_conditioning(self, encoder_hidden_states: np.ndarray, timestep_cond: np.ndarray) -> None:
+        """Set the inputs that stay the same for every step, once, before the loop."""
+        self.set_inputs({"encoder_hidden_states": encoder_hidden_states, "timestep_cond": timestep_cond})
+
+    def __call__(self, sample: np.ndarray, timestep: int) -> np.ndarray:
+        return self.run({"sample": sample, "timestep": np.array([timestep])})
+
+
+class VAEDecoder(CompiledComponent):
+    def __call__(self, latents: np.ndarray) -> np.ndarray:
+        return self.run({"latent_sample": latents})
+
+
+def _static_shapes(model: ov.Model, requested: Mapping[str, list[int]]) -> dict[str, ov.PartialShape]:
+    """Requested shapes per input name; -1 keeps the model's own dimension (e.g. hidden size)."""
+    shapes = {}
+    for port in model.inputs:
+        name = port.get_any_name()
+        own = port.get_partial_shape()
+        if name not in requested or own.rank.is_dynamic or own.rank.get_length() != len(requested[name]):
+            continue
+        shapes[name] = ov.PartialShape(
+            [own[axis] if size == -1 else ov.Dimension(size) for axis, size in enumerate(requested[name])]
+        )
+    return shapes
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lcm-openvino" / "openvino"
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | bool | None) -> Path | None:
+    """None/True -> $LCM_CACHE_DIR or the user's cache folder; False or "" -> no cache.
+
+    LCM_CACHE_DIR set to an empty string, "0" or "off" turns caching off.
+    """
+    if cache_dir is False:
+        return None
+    if cache_dir is None or cache_dir is True:
+        env = os.environ.get("LCM_CACHE_DIR")
+        if env is not None:
+            return None if env.strip().lower() in ("", "0", "off", "none", "false") else Path(env)
+        return default_cache_dir()
+    return Path(cache_dir) if str(cache_dir) else None

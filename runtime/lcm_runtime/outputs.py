@@ -1,0 +1,70 @@
+"""Where images go and what they record: output names that never clobber, and A1111-style
+``parameters`` text so that any image can be regenerated from its own file."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import InputError
+
+DEFAULT_OUTPUT_DIR = Path("outputs")
+
+
+def plan_output_paths(output: Path | None, seed: int, count: int, overwrite: bool = False) -> list[Path]:
+    """The paths for ``count`` images; checks the folder is writable before any work is done."""
+    if output is None or output.is_dir() or str(output).endswith(("/", os.sep)) or output.suffix == "":
+        folder = output if output is not None else DEFAULT_OUTPUT_DIR
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{seed}"
+    elif output.suffix.lower() == ".png":
+        folder, stem = output.parent, output.stem
+    else:
+        raise InputError(f"--output {output} must be a .png file or a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the output folder {folder} ({error.strerror}); choose another --output") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write to {folder} (permission denied); choose another --output")
+
+    names = [f"{stem}.png"] if count == 1 else [f"{stem}-{index}.png" for index in range(1, count + 1)]
+    paths: list[Path] = []
+    for name in names:
+        path = folder / name
+        if not overwrite:
+            path = _free_path(path, taken=set(paths))
+        elif path.is_dir():
+            raise InputError(f"{path} is a folder; choose another --output")
+        paths.append(path)
+    return paths
+
+
+def _free_path(path: Path, taken: set[Path]) -> Path:
+    candidate, number = path, 1
+    while candidate.exists() or candidate in taken:
+        candidate = path.with_name(f"{path.stem}_{number}{path.suffix}")
+        number += 1
+    return candidate
+
+
+def png_parameters(prompt: str, *, steps: int, guidance: float, seed: int, width: int, height: int, model: str,
+                   model_hash: str, precision: str, device: str, index: int, count: int) -> str:
+    """The A1111 ``parameters`` chunk: the prompt on the first line, then key: value pairs."""
+    fields = {
+        "Steps": steps,
+        "Sampler": "LCM",
+        "CFG scale": guidance,
+        "Seed": seed,
+        "Size": f"{width}x{height}",
+        "Model": model,
+        "Model hash": model_hash,
+        "Precision": precision,
+        "Device": device,
+        "Batch size": count,
+        "Batch pos": index,
+        "Generator": "numpy PCG64 standard_normal",
+        "Version": f"lcm-openvino {__version__}",
+    }
+    return prompt + "\n" + ", ".join(f"{key}: {value}" for key, value in fields.items())

@@ -1,0 +1,184 @@
+"""Text-to-image with a Latent Consistency Model: prompt -> tokens -> embeddings -> latents -> image.
+
+Mirrors diffusers' LatentConsistencyModelPipeline (0.42.1) step for step, so that with the same
+random draws, FP32 weights and f32 precision it produces the same image.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import openvino as ov
+from PIL import Image
+
+from .errors import InputError
+from .guidance import guidance_scale_embedding
+from .image import to_pil, to_unit_range
+from .loading import ModelFolder, open_model_folder
+from .models import TextEncoder, UNet, VAEDecoder, check_device, compile_config, resolve_cache_dir
+from .noise import GeneratorLike, as_noise_source, draw_normal
+from .schedulers.scheduling_lcm import LCMScheduler, LCMSchedulerConfig
+from .tokenizer import PromptTokenizer
+
+StepCallback = Callable[[int, int, int], None]  # (step index, number of steps, timestep)
+
+
+@dataclass
+class LCMPipelineOutput:
+    images: list[Image.Image] | np.ndarray
+    timings: dict[str, float | list[float]] = field(default_factory=dict)
+
+
+class LCMPipeline:
+    def __init__(self, folder: ModelFolder, device: str = "CPU", precision: str = "auto",
+                 cache_dir: str | os.PathLike | bool | None = None) -> None:
+        self.folder = folder
+        self.facts = folder.facts
+        self.device = device
+        self.core = ov.Core()
+        check_device(self.core, device)
+        self.compile_config = compile_config(precision)
+        self.precision = precision
+        self.cache_dir = resolve_cache_dir(cache_dir)
+        if self.cache_dir is not None:
+            try:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                self.core.set_property({"CACHE_DIR": str(self.cache_dir)})
+            except OSError:
+                self.cache_dir = None  # an unwritable cache only costs start-up time
+        self.tokenizer = PromptTokenizer.from_file(folder.tokenizer_file, self.facts.text_max_length)
+        self.scheduler = LCMScheduler(LCMSchedulerConfig.from_dict(folder.scheduler_config), folder.scheduler_tables)
+        self._text_encoder: TextEncoder | None = None
+        self._unet: UNet | None = None
+        self._vae_decoder: VAEDecoder | None = None
+        self._compiled_shape: tuple[int, int, int] | None = None
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str = "CPU", precision: str = "auto",
+                        cache_dir: str | os.PathLike | bool | None = None) -> "LCMPipeline":
+        """Open a bundle from lcm-export (or a folder from optimum-cli). ``cache_dir=False`` disables
+        OpenVINO's compiled-model cache; None uses $LCM_CACHE_DIR or ~/.cache/lcm-openvino."""
+        return cls(open_model_folder(path), device=device, precision=precision, cache_dir=cache_dir)
+
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_images_per_prompt: int = 1,
+        generator: GeneratorLike = None,
+        output_type: str = "pil",
+        original_inference_steps: int | None = None,
+        timesteps: Sequence[int] | None = None,
+        callback: StepCallback | None = None,
+    ) -> LCMPipelineOutput:
+        facts = self.facts
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        height = facts.default_image_size if height is None else height
+        width = facts.default_image_size if width is None else width
+        guidance_scale = facts.default_guidance_scale if guidance_scale is None else guidance_scale
+        if num_inference_steps is None and timesteps is None:
+            num_inference_steps = facts.default_steps
+        self.check_inputs(prompts, height, width, guidance_scale, num_images_per_prompt, output_type)
+        self.scheduler.set_timesteps(num_inference_steps, original_inference_steps, timesteps)
+        noise = as_noise_source(generator)
+        batch = len(prompts) * num_images_per_prompt
+        timings: dict[str, float | list[float]] = {}
+
+        started = time.perf_counter()
+        self._compile(batch, height, width)
+        timings["compile"] = time.perf_counter() - started
+
+        # prompt -> tokens -> embeddings (one text-encoder pass per prompt, repeated per image)
+        started = time.perf_counter()
+        token_ids = self.tokenizer(prompts)
+        embeddings = np.concatenate([self._text_encoder(ids[None]) for ids in token_ids])
+        embeddings = np.repeat(embeddings, num_images_per_prompt, axis=0)
+        guidance = np.full(batch, guidance_scale + facts.guidance_offset, dtype=np.float32)
+        self._unet.bind_conditioning(embeddings, guidance_scale_embedding(guidance, facts.time_cond_proj_dim))
+        timings["text_encoder"] = time.perf_counter() - started
+
+        # latents: initial noise, then one consistency step per timestep
+        latents = draw_normal(noise, (batch, facts.latent_channels,
+                                      height // facts.vae_scale_factor, width // facts.vae_scale_factor))
+        step_times = []
+        for index, timestep in enumerate(self.scheduler.timesteps):
+            started = time.perf_counter()
+            model_output = self._unet(latents, int(timestep))
+            latents, denoised = self.scheduler.step(model_output, int(timestep), latents, noise)
+            step_times.append(time.perf_counter() - started)
+            if callback is not None:
+                callback(index, len(self.scheduler.timesteps), int(timestep))
+        timings["unet"] = step_times
+
+        # latents -> image, one image at a time to bound peak memory
+        started = time.perf_counter()
+        scaled = denoised / np.float32(facts.vae_scaling_factor)
+        decoded = np.concatenate([self._vae_decoder(latent[None]) for latent in scaled])
+        images = to_unit_range(decoded)
+        timings["vae_decode"] = time.perf_counter() - started
+        return LCMPipelineOutput(images=to_pil(images) if output_type == "pil" else images, timings=timings)
+
+    def check_inputs(self, prompts: list[str], height: int, width: int, guidance_scale: float,
+                     num_images_per_prompt: int, output_type: str) -> None:
+        if not prompts or not all(isinstance(text, str) for text in prompts):
+            raise InputError("prompt must be a string or a non-empty list of strings")
+        multiple = self.folder.size_multiple
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, (int, np.integer)) or value < multiple or value % multiple:
+                raise InputError(f"{name} must be a positive multiple of {multiple} for this model, got {value}")
+        if guidance_scale < 0:
+            raise InputError(f"guidance scale must be 0 or more (8.0 is typical), got {guidance_scale}")
+        if not isinstance(num_images_per_prompt, (int, np.integer)) or num_images_per_prompt < 1:
+            raise InputError(f"number of images must be 1 or more, got {num_images_per_prompt}")
+        if output_type not in ("pil", "np"):
+            raise InputError(f"output_type must be 'pil' or 'np', got {output_type!r}")
+        needed, available = self.memory_estimate(height, width), _available_memory()
+        if available is not None and needed > available:
+            raise InputError(
+                f"{width}x{height} needs about {needed / 2**30:.1f} GiB to decode, but only "
+                f"{available / 2**30:.1f} GiB is free; choose a smaller height and width"
+            )
+
+    def memory_estimate(self, height: int, width: int) -> int:
+        """A lower bound of the VAE decoder's working set: a few full-resolution float32 activations."""
+        widest_full_resolution = self.folder.vae_block_out_channels[0]
+        return 8 * 4 * height * width * widest_full_resolution
+
+    def _compile(self, batch: int, height: int, width: int) -> None:
+        if self._compiled_shape == (batch, height, width):
+            return
+        facts, folder = self.facts, self.folder
+        latent_h, latent_w = height // facts.vae_scale_factor, width // facts.vae_scale_factor
+        self._unet = self._vae_decoder = None  # free the old compiled models before compiling new ones
+        args = (self.device, self.compile_config)
+        if self._text_encoder is None:  # batch 1 whatever the request: it does not depend on the size
+            self._text_encoder = TextEncoder(self.core, folder.xml("text_encoder"),
+                                             {"input_ids": [1, facts.text_max_length]}, *args)
+        self._unet = UNet(self.core, folder.xml("unet"), {
+            "sample": [batch, facts.latent_channels, latent_h, latent_w],
+            "timestep": [1],
+            "encoder_hidden_states": [batch, facts.text_max_length, -1],
+            "timestep_cond": [batch, facts.time_cond_proj_dim],
+        }, *args)
+        self._vae_decoder = VAEDecoder(self.core, folder.xml("vae_decoder"),
+                                       {"latent_sample": [1, facts.latent_channels, latent_h, latent_w]}, *args)
+        self._compiled_shape = (batch, height, width)
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
