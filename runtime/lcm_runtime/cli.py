@@ -157,10 +157,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as error:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(error, click.ClickException):
+    except Exception as error:
+        # Usage errors of typer's (vendored) click arrive here in non-standalone mode.
+        if callable(getattr(error, "format_message", None)) and isinstance(getattr(error, "exit_code", None), int):
             print(f"error: {error.format_message()} (see lcm-run --help)", file=sys.stderr)
             sys.exit(error.exit_code)
         raise

@@ -1,0 +1,89 @@
+"""Output naming never clobbers; PNG parameters record what is needed to regenerate an image."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lcm_runtime.errors import InputError
+from lcm_runtime.image import save_png, to_uint8, to_unit_range
+from lcm_runtime.outputs import plan_output_paths, png_parameters
+
+
+def test_default_names_go_to_outputs_and_carry_the_seed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths = plan_output_paths(None, seed=42, count=2)
+    assert [p.parent for p in paths] == [tmp_path.joinpath("outputs").relative_to(tmp_path)] * 2
+    assert all(p.name.endswith(f"-42-{i}.png") for i, p in zip((1, 2), paths))
+
+
+def test_existing_files_are_never_reused(tmp_path):
+    (tmp_path / "cat.png").write_bytes(b"mine")
+    (tmp_path / "cat_1.png").write_bytes(b"mine too")
+    [path] = plan_output_paths(tmp_path / "cat.png", seed=1, count=1)
+    assert path == tmp_path / "cat_2.png"
+    [same] = plan_output_paths(tmp_path / "cat.png", seed=1, count=1, overwrite=True)
+    assert same == tmp_path / "cat.png"
+
+
+def test_folder_output_and_bad_suffix(tmp_path):
+    paths = plan_output_paths(tmp_path / "new" / "dir", seed=7, count=3)
+    assert len(set(paths)) == 3 and all(p.parent == tmp_path / "new" / "dir" for p in paths)
+    with pytest.raises(InputError, match="png"):
+        plan_output_paths(tmp_path / "image.jpg", seed=7, count=1)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_folder_is_refused_before_any_work(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(InputError, match="cannot write"):
+        plan_output_paths(locked / "x.png", seed=1, count=1)
+
+
+def test_unwritable_path_is_refused_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(InputError, match="cannot create"):
+        plan_output_paths(tmp_path / "file" / "sub" / "x.png", seed=1, count=1)
+
+
+def test_save_png_is_atomic_and_does_not_overwrite(tmp_path):
+    image = Image.new("RGB", (8, 8), (10, 20, 30))
+    target = tmp_path / "a.png"
+    save_png(image, target, {"parameters": "p\nSteps: 4"})
+    assert Image.open(target).text["parameters"] == "p\nSteps: 4"
+    with pytest.raises(InputError, match="already exists"):
+        save_png(Image.new("RGB", (8, 8)), target)
+    assert Image.open(target).getpixel((0, 0)) == (10, 20, 30)
+    save_png(Image.new("RGB", (8, 8)), target, overwrite=True)
+    assert Image.open(target).getpixel((0, 0)) == (0, 0, 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]  # no temporary left behind
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    def broken_save(self, fp, *args, **kwargs):
+        fp.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OSError):
+        save_png(Image.new("RGB", (4, 4)), tmp_path / "b.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parameters_are_a1111_style():
+    text = png_parameters("a cat, 8k", steps=4, guidance=8.0, seed=5, width=512, height=768, model="m",
+                          model_hash="abc", precision="f32", device="CPU", index=0, count=1)
+    prompt, fields = text.split("\n")
+    assert prompt == "a cat, 8k"
+    assert "Steps: 4" in fields and "CFG scale: 8.0" in fields and "Seed: 5" in fields and "Size: 512x768" in fields
+    assert "Model hash: abc" in fields and "Precision: f32" in fields
+
+
+def test_uint8_rounds_half_to_even_like_diffusers():
+    decoded = np.array([-1.0, 1.0, 2 * (0.5 / 255) - 1, 2 * (1.5 / 255) - 1], dtype=np.float32).reshape(1, 1, 2, 2)
+    pixels = to_uint8(to_unit_range(decoded)).ravel()
+    expected = (np.clip(decoded * np.float32(0.5) + np.float32(0.5), 0, 1) * np.float32(255)).round().astype(np.uint8)
+    assert pixels.tolist() == expected.ravel().tolist()
+    assert pixels[0] == 0 and pixels[1] == 255
