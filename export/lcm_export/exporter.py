@@ -1,0 +1,250 @@
+"""The export itself: a loaded pipeline -> a complete, verified bundle at OUT.
+
+Stages run in a staging folder (writer.staged_output); the manifest is written last and the
+bundle is verified (every IR compiles with the contract's names, every checksum matches)
+before it is renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lcm_runtime.bundle import (
+    COMPONENT_IO,
+    CONFIG_FILE,
+    MODEL_INDEX_FILE,
+    SCHEDULER_CONFIG,
+    Manifest,
+    ModelFacts,
+    component_xml,
+    dumps_json,
+    read_manifest,
+    verify_files,
+    write_manifest,
+)
+from lcm_runtime.errors import LCMError
+
+from .compress import WEIGHT_OPTIONS, component_precision, compress_weights, compression_details, save_ir
+from .source import LoadedSource
+from .writer import check_free_space, check_output, staged_output
+
+if TYPE_CHECKING:
+    from diffusers import LatentConsistencyModelPipeline
+
+COMPONENTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
+QUANTIZE_OPTIONS = ("int8",)
+DEFAULT_CALIBRATION_SIZE = 32
+VERSIONED_PACKAGES = ("lcm-openvino", "openvino", "openvino-tokenizers", "diffusers", "torch", "transformers", "nncf")
+# Approximate bytes per parameter on disk, for the free-space check (plus a fixed margin).
+BYTES_PER_PARAMETER = {"fp32": 4.0, "fp16": 2.0, "int8": 1.1, "int4": 0.7}
+SPACE_MARGIN = 64 << 20
+
+
+class ExportError(LCMError):
+    """The export produced something unusable (a bug or a broken environment, reported in one line)."""
+
+
+@dataclass
+class ExportOptions:
+    weights: str = "fp16"
+    quantize_unet: str | None = None
+    calibration_dataset: str | None = None
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE
+    force: bool = False
+
+    def validate(self) -> None:
+        from lcm_runtime.errors import InputError
+
+        if self.weights not in WEIGHT_OPTIONS:
+            raise InputError(f"unknown --weights {self.weights!r}; choose one of {', '.join(WEIGHT_OPTIONS)}")
+        if self.quantize_unet is not None and self.quantize_unet not in QUANTIZE_OPTIONS:
+            raise InputError(f"unknown --quantize-unet {self.quantize_unet!r}; the only choice is int8")
+        if self.calibration_size < 1:
+            raise InputError(f"--calibration-size must be at least 1, got {self.calibration_size}")
+        if self.quantize_unet is None and self.calibration_dataset is not None:
+            raise InputError("--calibration-dataset only applies with --quantize-unet int8; add it or drop the dataset")
+
+
+@dataclass
+class StageTime:
+    name: str
+    seconds: float
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    manifest: Manifest
+    stages: list[StageTime] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Progress:
+    """Stage notifications; the CLI prints them, tests may record them or inject failures."""
+
+    def __init__(self, notify: Callable[[str, str, float | None], None] | None = None) -> None:
+        self.notify = notify or (lambda event, name, seconds: None)
+        self.stages: list[StageTime] = []
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.notify("start", name, None)
+        started = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - started
+        self.stages.append(StageTime(name, seconds))
+        self.notify("done", name, seconds)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def clean_config(config_json: str) -> dict[str, Any]:
+    """A component config as JSON data, minus where it was loaded from (an absolute path)."""
+    data = json.loads(config_json)
+    for key in ("_name_or_path", "_commit_hash", "_use_default_values"):
+        data.pop(key, None)
+    return data
+
+
+def model_index(pipeline: "LatentConsistencyModelPipeline") -> dict[str, Any]:
+    """diffusers' model_index.json for the exported pipeline (what optimum-intel ships too)."""
+    import diffusers
+
+    return {
+        "_class_name": "LatentConsistencyModelPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "LCMScheduler"],
+        "text_encoder": ["transformers", type(pipeline.text_encoder).__name__],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", type(pipeline.unet).__name__],
+        "vae": ["diffusers", type(pipeline.vae).__name__],
+    }
+
+
+def component_configs(pipeline: "LatentConsistencyModelPipeline") -> dict[str, dict[str, Any]]:
+    vae = clean_config(pipeline.vae.to_json_string())
+    return {
+        "text_encoder": clean_config(pipeline.text_encoder.config.to_json_string(use_diff=False)),
+        "unet": clean_config(pipeline.unet.to_json_string()),
+        "vae_decoder": vae,
+        "vae_encoder": vae,
+    }
+
+
+def estimate_bundle_bytes(pipeline: "LatentConsistencyModelPipeline", weights: str) -> int:
+    parameters = sum(p.numel() for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder) for p in module.parameters())
+    return int(parameters * BYTES_PER_PARAMETER[weights]) + SPACE_MARGIN
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def export_bundle(
+    loaded: LoadedSource,
+    out: Path,
+    options: ExportOptions,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Write a complete, verified bundle for ``loaded`` at ``out`` (atomically)."""
+    from .scheduler_tables import write_scheduler_tables
+    from .tokenizer import text_max_length, write_tokenizer_folder
+
+    options.validate()
+    progress = progress or Progress()
+    started = time.perf_counter()
+    out = Path(out).absolute()
+    pipeline = loaded.pipeline
+    check_output(out, options.force)
+    check_free_space(out, estimate_bundle_bytes(pipeline, options.weights))
+
+    max_length = text_max_length(pipeline.tokenizer, pipeline.text_encoder.config.max_position_embeddings)
+    precisions = {component: component_precision(options.weights, component) for component in COMPONENTS}
+    if options.quantize_unet:
+        precisions["unet"] = "int8-ptq"
+    calibration = None
+
+    with staged_output(out, options.force) as staging:
+        with progress.stage("configs"):
+            write_text(staging / MODEL_INDEX_FILE, dumps_json(model_index(pipeline)))
+            for component, config in component_configs(pipeline).items():
+                write_text(staging / component / CONFIG_FILE, dumps_json(config))
+            write_text(staging / SCHEDULER_CONFIG, dumps_json(clean_config(pipeline.scheduler.to_json_string())))
+        with progress.stage("scheduler tables"):
+            write_scheduler_tables(staging, pipeline.scheduler)
+        with progress.stage("tokenizer"):
+            write_tokenizer_folder(staging, pipeline.tokenizer, max_length)
+        for component in COMPONENTS:
+            with progress.stage(f"{component} ({precisions[component]})"):
+                _export_component(pipeline, component, precisions[component], options, staging)
+        if options.quantize_unet:
+            from .calibration import quantize_unet
+
+            with progress.stage(f"unet calibration + int8 quantization ({options.calibration_size} samples)"):
+                calibration = quantize_unet(pipeline, staging, options)
+        with progress.stage("manifest"):
+            facts = ModelFacts.from_configs(dict(pipeline.unet.config), dict(pipeline.vae.config), max_length)
+            manifest = Manifest(
+                source=loaded.info,
+                versions=package_versions(),
+                components={
+                    component: {"precision": precisions[component], "file": component_xml(component)}
+                    for component in COMPONENTS
+                },
+                model=facts,
+                calibration=calibration,
+            )
+            manifest.source = {**loaded.info, "weights": options.weights, "compression": compression_details(options.weights)}
+            write_manifest(staging, manifest)
+        with progress.stage("verify"):
+            verify_bundle(staging)
+    return ExportResult(out=out, manifest=manifest, stages=progress.stages, seconds=time.perf_counter() - started)
+
+
+def _export_component(
+    pipeline: "LatentConsistencyModelPipeline", component: str, precision: str, options: ExportOptions, staging: Path
+) -> None:
+    from .convert import convert_component
+
+    model = convert_component(pipeline, component)
+    if precision != "int8-ptq":  # PTQ replaces this IR later, starting from the float model
+        model = compress_weights(model, precision)
+    save_ir(model, staging / component_xml(component), options.weights)
+    del model
+
+
+def verify_bundle(root: Path) -> None:
+    """Every IR compiles and has the contract's names; every file matches the manifest."""
+    import openvino as ov
+
+    manifest = read_manifest(root)
+    problems = verify_files(root, manifest)
+    if problems:
+        listing = ", ".join(f"{p.path} ({p.problem})" for p in problems[:3])
+        raise ExportError(f"the written bundle does not verify: {listing}; check the disk and retry")
+    core = ov.Core()
+    for component, (inputs, outputs) in COMPONENT_IO.items():
+        model = core.read_model(root / component_xml(component))
+        names = ({name for port in model.inputs for name in port.get_names()}, {name for port in model.outputs for name in port.get_names()})
+        if not set(inputs) <= names[0] or not set(outputs) <= names[1]:
+            raise ExportError(f"{component} IR has inputs {sorted(names[0])} / outputs {sorted(names[1])}, not {inputs} / {outputs}")
+        core.compile_model(model, "CPU")

@@ -1,0 +1,212 @@
+"""Find, validate and load the pipeline to export: a local diffusers folder, a hub id, or tiny-random.
+
+Validation happens on the folder's files before any weights are loaded, so every bad input
+gets a one-line SourceError naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lcm_runtime.bundle import sha256_file
+from lcm_runtime.errors import LCMError
+
+if TYPE_CHECKING:
+    from diffusers import LatentConsistencyModelPipeline
+
+DEFAULT_SOURCE = "SimianLuo/LCM_Dreamshaper_v7"
+MODEL_COMPONENTS = ("unet", "vae", "text_encoder")
+REQUIRED_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+SAFE_WEIGHTS = ("*.safetensors",)
+PICKLE_WEIGHTS = ("*.bin", "*.ckpt", "*.pt", "*.pth")
+
+
+class SourceError(LCMError):
+    """The SOURCE cannot be exported (missing, unreachable, not a diffusers LCM pipeline...)."""
+
+
+@dataclass
+class LoadedSource:
+    pipeline: "LatentConsistencyModelPipeline"
+    info: dict[str, Any]  # the manifest's "source"
+    folder: Path | None = None
+    weight_files: list[Path] = field(default_factory=list)
+
+
+def is_hub_id(source: str) -> bool:
+    return bool(HUB_ID.match(source)) and not Path(source).exists()
+
+
+def resolve_source_folder(source: str, revision: str | None, allow_pickle: bool) -> tuple[Path, dict[str, Any]]:
+    """The local folder holding the pipeline, and the manifest's description of where it came from."""
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise SourceError(f"{source} is a file, not a diffusers pipeline folder; pass the folder that holds model_index.json")
+        if revision is not None:
+            raise SourceError("--revision only applies to hub ids, not to a local folder; drop --revision")
+        return path.resolve(), {"kind": "local", "path": str(path.resolve())}
+    if not HUB_ID.match(source):
+        raise SourceError(f"{source} is neither an existing folder nor a hub id like {DEFAULT_SOURCE}; check the path")
+    folder = download_from_hub(source, revision, allow_pickle)
+    return folder, {"kind": "hub", "id": source, "revision": revision or "main", "commit": folder.name}
+
+
+def download_from_hub(repo_id: str, revision: str | None, allow_pickle: bool) -> Path:
+    """Download (or find in the cache) only what the export reads: configs, tokenizer, weights."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            GatedRepoError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+    except ImportError:  # pragma: no cover - huggingface_hub comes with diffusers
+        raise SourceError("huggingface_hub is not installed; pip install 'lcm-openvino[export]'") from None
+
+    ignore = ["safety_checker/*", "feature_extractor/*", "*.fp16.*", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.ckpt"]
+    if not allow_pickle:
+        ignore += ["*.bin", "*.pt", "*.pth"]
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, ignore_patterns=ignore))
+    except GatedRepoError:
+        raise SourceError(f"{repo_id} is gated on the hub; accept its licence and log in (hf auth login), or pass a local folder") from None
+    except RepositoryNotFoundError:
+        raise SourceError(f"{repo_id} was not found on the hub (or is private); check the id, or pass a local folder") from None
+    except RevisionNotFoundError:
+        raise SourceError(f"revision {revision!r} of {repo_id} was not found on the hub; check --revision") from None
+    except (LocalEntryNotFoundError, EntryNotFoundError, OSError) as error:
+        # Offline (HF_HUB_OFFLINE=1 or no network) and not in the local cache.
+        raise SourceError(
+            f"cannot reach the Hugging Face hub to download {repo_id} and it is not in the local cache "
+            f"({type(error).__name__}); connect to the internet, or pass a local diffusers folder as SOURCE"
+        ) from None
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise SourceError(f"{path} is not valid JSON; the {what} is corrupted, re-download it") from None
+    if not isinstance(data, dict):
+        raise SourceError(f"{path} is not a JSON object; the {what} is corrupted, re-download it")
+    return data
+
+
+def validate_pipeline_folder(folder: Path, allow_pickle: bool) -> list[Path]:
+    """Check the folder is an exportable diffusers LCM pipeline; return the weight files to load."""
+    if not (folder / "model_index.json").is_file():
+        raise SourceError(
+            f"{folder} is not a diffusers pipeline folder (no model_index.json); "
+            "pass a folder written by DiffusionPipeline.save_pretrained, or a hub id"
+        )
+    _read_json(folder / "model_index.json", "pipeline index")
+    missing = [name for name in REQUIRED_SUBFOLDERS if not (folder / name).is_dir()]
+    if missing:
+        raise SourceError(
+            f"{folder} is missing the {', '.join(missing)} folder(s) of a Stable Diffusion pipeline; "
+            "lcm-export needs unet, vae, text_encoder, tokenizer and scheduler"
+        )
+    unet_config = _read_json(_config_path(folder, "unet"), "UNet config")
+    if not unet_config.get("time_cond_proj_dim"):
+        raise SourceError(
+            f"the UNet in {folder} has no time_cond_proj_dim: this is not an LCM-distilled model; "
+            f"export an LCM such as {DEFAULT_SOURCE}"
+        )
+    return [weight for component in MODEL_COMPONENTS for weight in _component_weights(folder, component, allow_pickle)]
+
+
+def _config_path(folder: Path, component: str) -> Path:
+    path = folder / component / "config.json"
+    if not path.is_file():
+        raise SourceError(f"{folder / component} has no config.json; the pipeline folder is incomplete, re-download it")
+    return path
+
+
+def _component_weights(folder: Path, component: str, allow_pickle: bool) -> list[Path]:
+    _config_path(folder, component)
+    directory = folder / component
+    safe = sorted(path for pattern in SAFE_WEIGHTS for path in directory.glob(pattern))
+    non_variant_safe = [path for path in safe if path.name.count(".") == 1]
+    if non_variant_safe:
+        return non_variant_safe
+    pickled = sorted(path for pattern in PICKLE_WEIGHTS for path in directory.glob(pattern))
+    if pickled:
+        if allow_pickle:
+            return pickled
+        raise SourceError(
+            f"{directory} has only pickle weights ({pickled[0].name}), which can run arbitrary code when loaded; "
+            "convert them to safetensors, or pass --allow-pickle if you trust the source"
+        )
+    if safe:
+        raise SourceError(
+            f"{directory} has only variant weights ({safe[0].name}); save the pipeline without a variant and retry"
+        )
+    raise SourceError(f"{directory} has no weights (no .safetensors file); the pipeline folder is incomplete")
+
+
+def weights_sha256(folder: Path, weight_files: list[Path]) -> str:
+    """One hash over every weight file (path relative to the folder, and content)."""
+    digest = hashlib.sha256()
+    for path in sorted(weight_files):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def load_pipeline_folder(folder: Path, allow_pickle: bool) -> "LatentConsistencyModelPipeline":
+    """Load the components one by one (float32) and assemble an LCM pipeline.
+
+    Loading by component rather than by model_index lets a Stable Diffusion folder whose
+    UNet is LCM-distilled (e.g. with a DDIM scheduler config) export with the LCM scheduler,
+    and never loads the safety checker.
+    """
+    import torch
+    from diffusers import AutoencoderKL, LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    use_safetensors = None if allow_pickle else True
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32, use_safetensors=use_safetensors)
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32, use_safetensors=use_safetensors)
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32, use_safetensors=use_safetensors)
+        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+        scheduler = LCMScheduler.from_pretrained(folder, subfolder="scheduler")
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SourceError(f"cannot load the pipeline in {folder}: {first_line}; check the folder is a complete diffusers pipeline") from None
+    pipeline = LatentConsistencyModelPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    for module in (unet, vae, text_encoder):
+        module.eval()
+    return pipeline
+
+
+def load_source(source: str, revision: str | None = None, allow_pickle: bool = False) -> LoadedSource:
+    folder, info = resolve_source_folder(source, revision, allow_pickle)
+    weight_files = validate_pipeline_folder(folder, allow_pickle)
+    if info["kind"] == "local":
+        info["weights_sha256"] = weights_sha256(folder, weight_files)
+    pipeline = load_pipeline_folder(folder, allow_pickle)
+    return LoadedSource(pipeline=pipeline, info=info, folder=folder, weight_files=weight_files)
+
+
+def load_tiny_random(seed: int = 0) -> LoadedSource:
+    from .tiny import build_tiny_pipeline
+
+    return LoadedSource(pipeline=build_tiny_pipeline(seed), info={"kind": "tiny-random", "seed": int(seed)})
