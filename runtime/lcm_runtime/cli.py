@@ -54,7 +54,7 @@ def generate(
     from .pipeline import LCMPipeline  # imports openvino: only once a command really runs
 
     console = Console(stderr=True)
-    warnings.showwarning = lambda message, *_args, **_kw: console.print(f"warning: {message}", markup=False)
+    warnings.showwarning = lambda message, *_args, **_kw: console.print(f"warning: {message}", markup=False, soft_wrap=True)
     seed = secrets.randbelow(2**32) if seed is None else seed
     if seed < 0:
         raise LCMError("--seed must be 0 or more")
@@ -93,7 +93,7 @@ def generate(
         f"seed {seed} | load {opened:.2f}s, compile {timings['compile']:.2f}s, text encoder {timings['text_encoder']:.2f}s, "
         f"UNet {len(unet)} steps {sum(unet):.2f}s ({', '.join(f'{t:.2f}' for t in unet)}), "
         f"VAE decode {timings['vae_decode']:.2f}s, write {saved:.2f}s",
-        markup=False, highlight=False,
+        markup=False, highlight=False, soft_wrap=True,
     )
 
 

@@ -1,0 +1,144 @@
+"""`lcm-run` through a real process: images, metadata, verify/info, and every bad input."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+
+def lcm_run(*args, cwd=None, env_extra=None):
+    env = {**os.environ, "LCM_CACHE_DIR": "off", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "lcm_runtime.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, cwd=cwd, env=env)
+
+
+def assert_one_line_error(result, *words):
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle_fp32, tmp_path):
+    target = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_fp32, target)
+    return target
+
+
+def test_generates_pngs_that_never_overwrite(tiny_bundle_fp32, tmp_path):
+    first = lcm_run("a cat", "--model", tiny_bundle_fp32, "--seed", "5", "--steps", "2", "-n", "2",
+                    "--output", tmp_path / "cat.png")
+    assert first.returncode == 0, first.stderr
+    written = first.stdout.split()
+    assert written == [str(tmp_path / "cat-1.png"), str(tmp_path / "cat-2.png")]
+    assert "seed 5" in first.stderr and "VAE decode" in first.stderr
+    params = Image.open(written[1]).text["parameters"]
+    assert "Batch pos: 1" in params and "Batch size: 2" in params
+
+    again = lcm_run("a dog", "--model", tiny_bundle_fp32, "--seed", "6", "--steps", "1", "--output", tmp_path / "cat-1.png")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == str(tmp_path / "cat-1_1.png")
+    assert Image.open(tmp_path / "cat-1.png").text["parameters"].startswith("a cat\n")
+
+    replaced = lcm_run("a dog", "--model", tiny_bundle_fp32, "--seed", "6", "--steps", "1", "--overwrite",
+                       "--output", tmp_path / "cat-1.png")
+    assert replaced.returncode == 0 and Image.open(tmp_path / "cat-1.png").text["parameters"].startswith("a dog\n")
+
+
+def test_same_seed_same_image_and_default_output_folder(tiny_bundle_fp32, tmp_path):
+    runs = [lcm_run("a cat", "--model", tiny_bundle_fp32, "--seed", "9", cwd=tmp_path) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    paths = [tmp_path / r.stdout.strip() for r in runs]
+    assert paths[0] != paths[1] and all(p.parent == tmp_path / "outputs" for p in paths)
+    assert Image.open(paths[0]).tobytes() == Image.open(paths[1]).tobytes()
+
+
+def test_random_seed_is_printed_and_recorded(tiny_bundle_fp32, tmp_path):
+    result = lcm_run("a cat", "--model", tiny_bundle_fp32, "--output", tmp_path)
+    assert result.returncode == 0, result.stderr
+    seed = result.stderr.split("seed ")[1].split()[0]
+    assert f"Seed: {seed}," in Image.open(result.stdout.strip()).text["parameters"]
+
+
+def test_model_from_environment(tiny_bundle_fp32, tmp_path):
+    result = lcm_run("a cat", "--seed", "1", "--output", tmp_path / "x.png", env_extra={"LCM_MODEL": str(tiny_bundle_fp32)})
+    assert result.returncode == 0, result.stderr
+
+
+def test_verify_and_info(bundle_copy):
+    ok = lcm_run("verify", bundle_copy)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok:")
+    info = lcm_run("info", bundle_copy)
+    assert info.returncode == 0, info.stderr
+    assert "tiny-random" in info.stdout and "CPU" in info.stdout and "64x64" in info.stdout
+    weights = bundle_copy / "unet" / "openvino_model.bin"
+    data = bytearray(weights.read_bytes())
+    data[100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    bad = lcm_run("verify", bundle_copy)
+    assert bad.returncode != 0 and "checksum differs: unet/openvino_model.bin" in bad.stdout
+    assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--steps", "0"], ["steps", "between 1 and 50"]),
+        (["--steps", "51"], ["steps", "between 1 and 50"]),
+        (["--height", "72"], ["height", "multiple of 16"]),
+        (["--width", "0"], ["width"]),
+        (["--height", "65536", "--width", "65536"], ["GiB", "smaller"]),
+        (["--guidance", "-1"], ["guidance"]),
+        (["--num-images", "0"], ["number of images"]),
+        (["--device", "NPU.7"], ["no device", "NPU.7"]),
+        (["--precision", "int3"], ["precision"]),
+        (["--seed", "-4"], ["seed"]),
+    ],
+)
+def test_bad_arguments(tiny_bundle_fp32, tmp_path, args, words):
+    result = lcm_run("a cat", "--model", tiny_bundle_fp32, "--output", tmp_path / "out", *args)
+    assert_one_line_error(result, *words)
+    assert not any((tmp_path / "out").glob("*.png")) if (tmp_path / "out").exists() else True
+
+
+def test_unwritable_output(tiny_bundle_fp32, tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert_one_line_error(lcm_run("a cat", "--model", tiny_bundle_fp32, "--output", tmp_path / "file" / "a.png"),
+                          "cannot create")
+    assert_one_line_error(lcm_run("a cat", "--model", tiny_bundle_fp32, "--output", tmp_path / "a.jpg"), ".png")
+
+
+def test_missing_bundle(tmp_path):
+    assert_one_line_error(lcm_run("a cat", "--model", tmp_path / "nothing"), "does not exist", "lcm-export")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(lcm_run("a cat", "--model", tmp_path / "empty"), "not a model bundle")
+
+
+def test_incomplete_bundle(bundle_copy, tmp_path):
+    (bundle_copy / "unet" / "openvino_model.bin").unlink()
+    result = lcm_run("a cat", "--model", bundle_copy, "--output", tmp_path / "o")
+    assert_one_line_error(result, "incomplete", "unet/openvino_model.bin", "missing")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_truncated_weights(bundle_copy):
+    weights = bundle_copy / "vae_decoder" / "openvino_model.bin"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    assert_one_line_error(lcm_run("a cat", "--model", bundle_copy), "vae_decoder/openvino_model.bin", "size differs")
+
+
+def test_corrupted_and_future_manifest(bundle_copy):
+    manifest = bundle_copy / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["format_version"] = 99
+    manifest.write_text(json.dumps(data))
+    assert_one_line_error(lcm_run("a cat", "--model", bundle_copy), "format version 99", "upgrade")
+    manifest.write_text("{ broken")
+    assert_one_line_error(lcm_run("a cat", "--model", bundle_copy), "corrupted")
