@@ -25,20 +25,21 @@ def component_precision(weights: str, component: str) -> str:
     return weights
 
 
-def compression_details(weights: str) -> dict[str, Any]:
-    """What the manifest records about how weights were compressed."""
-    if weights == "int8":
+def compression_details(precision: str) -> dict[str, Any]:
+    """What the manifest records about how a component's weights were compressed."""
+    if precision == "int8":
         return {"method": "nncf.compress_weights", "mode": "int8_asym"}
-    if weights == "int4":
+    if precision == "int4":
         return {
             "method": "nncf.compress_weights",
             "mode": "int4_sym",
             "group_size": INT4_GROUP_SIZE,
             "ratio": 1.0,
             "group_size_fallback_mode": "adjust",
-            "components": {"unet": "int4_sym", "others": "int8_asym"},
         }
-    return {"method": "ov.save_model", "compress_to_fp16": weights != "fp32"}
+    if precision == "int8-ptq":
+        return {"method": "nncf.quantize", "mode": "int8", "see": "calibration"}
+    return {"method": "ov.save_model", "compress_to_fp16": precision != "fp32"}
 
 
 def compress_weights(model: "ov.Model", precision: str) -> "ov.Model":

@@ -207,13 +207,16 @@ def export_bundle(
                 source=loaded.info,
                 versions=package_versions(),
                 components={
-                    component: {"precision": precisions[component], "file": component_xml(component)}
+                    component: {
+                        "precision": precisions[component],
+                        "file": component_xml(component),
+                        "compression": compression_details(precisions[component]),
+                    }
                     for component in COMPONENTS
                 },
                 model=facts,
                 calibration=calibration,
             )
-            manifest.source = {**loaded.info, "weights": options.weights, "compression": compression_details(options.weights)}
             write_manifest(staging, manifest)
         with progress.stage("verify"):
             verify_bundle(staging)

@@ -1,0 +1,196 @@
+"""Post-training INT8 quantization of the UNet, calibrated on the UNet inputs it really sees.
+
+The inputs are captured by running the exported (floating-point) text encoder and UNet
+through the runtime's own tokenizer, guidance embedding and LCM scheduler, so that the
+activation statistics match deployment. Capture runs at f32 precision with fixed seeds:
+bf16 (the CPU default on some machines) would make the statistics, and therefore the
+quantized bundle's checksums, depend on the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lcm_runtime.bundle import SCHEDULER_TABLES, component_xml, read_json, scheduler_table_file
+from lcm_runtime.errors import InputError
+
+if TYPE_CHECKING:
+    from diffusers import LatentConsistencyModelPipeline
+
+    from .exporter import ExportOptions
+
+DEFAULT_PROMPTS_FILE = "calibration_prompts.txt"
+CALIBRATION_STEPS = 4
+CALIBRATION_GUIDANCE_SCALE = 8.0
+CALIBRATION_SEED = 0
+PROMPT_COLUMNS = ("prompt", "Prompt", "text", "caption", "TEXT", "sentence")
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def default_prompts() -> list[str]:
+    text = resources.files("lcm_export").joinpath("data", DEFAULT_PROMPTS_FILE).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def load_prompts(dataset: str | None, count: int) -> tuple[list[str], str]:
+    """Up to ``count`` prompts, and a description of where they came from for the manifest."""
+    if dataset is None:
+        prompts = default_prompts()
+        return _cycle(prompts, count), f"lcm_export/data/{DEFAULT_PROMPTS_FILE}"
+    path = Path(dataset).expanduser()
+    if path.is_file() and path.suffix == ".txt":
+        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        prompts = _prompts_from_datasets(dataset, path, count)
+    if not prompts:
+        raise InputError(f"the calibration dataset {dataset} has no prompts; pass one with a text column")
+    return _cycle(prompts, count), dataset
+
+
+def _cycle(prompts: list[str], count: int) -> list[str]:
+    return [prompts[index % len(prompts)] for index in range(count)]
+
+
+def _prompts_from_datasets(name: str, path: Path, count: int) -> list[str]:
+    try:
+        import datasets
+    except ImportError:
+        raise InputError("--calibration-dataset needs the datasets package; pip install 'lcm-openvino[export]'") from None
+    try:
+        if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
+            rows = datasets.load_from_disk(str(path))
+            if isinstance(rows, datasets.DatasetDict):
+                rows = rows[next(iter(rows))]
+        elif path.is_file():
+            kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix)
+            if kind is None:
+                raise InputError(f"cannot read prompts from {path}: use .txt, .json(l), .csv or .parquet")
+            rows = datasets.load_dataset(kind, data_files=str(path), split="train")
+        else:
+            # Streaming reads only the first rows instead of downloading a whole dataset.
+            rows = datasets.load_dataset(name, split="train", streaming=True)
+        column = _prompt_column(rows.column_names or list(next(iter(rows)).keys()), name)
+        prompts = []
+        for row in rows:
+            if isinstance(row.get(column), str) and row[column].strip():
+                prompts.append(row[column].strip())
+            if len(prompts) >= count:
+                break
+        return prompts
+    except InputError:
+        raise
+    except Exception as error:  # datasets raises many unrelated types for "not found"/"offline"
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputError(
+            f"cannot load the calibration dataset {name!r} ({first_line[:160]}); "
+            "check the name, connect to the internet, or pass a local .txt/.jsonl/.csv file"
+        ) from None
+
+
+def _prompt_column(columns: list[str], name: str) -> str:
+    for column in PROMPT_COLUMNS:
+        if column in columns:
+            return column
+    raise InputError(f"the calibration dataset {name} has no prompt column (one of {', '.join(PROMPT_COLUMNS)}); columns: {', '.join(columns)}")
+
+
+def capture_unet_inputs(bundle_root: Path, prompts: list[str], size: int) -> list[dict[str, np.ndarray]]:
+    """Run the exported text encoder + UNet with the runtime's scheduler; record every UNet call."""
+    import openvino as ov
+
+    from lcm_runtime.guidance import guidance_scale_embedding
+    from lcm_runtime.schedulers.scheduling_lcm import LCMScheduler, LCMSchedulerConfig
+    from lcm_runtime.tokenizer import PromptTokenizer
+
+    root = Path(bundle_root)
+    unet_config = read_json(root / "unet" / "config.json")
+    text_config = read_json(root / "text_encoder" / "config.json")
+    latent_channels = int(unet_config["in_channels"])
+    sample_size = unet_config.get("sample_size", 64)
+    latent_side = int(sample_size[0] if isinstance(sample_size, (list, tuple)) else sample_size)
+    max_length = int(text_config["max_position_embeddings"])
+
+    tables = {name: np.load(root / scheduler_table_file(name)) for name in SCHEDULER_TABLES}
+    scheduler = LCMScheduler(LCMSchedulerConfig.from_dict(read_json(root / "scheduler" / "scheduler_config.json")), tables)
+    tokenizer = PromptTokenizer.from_file(root / "tokenizer" / "tokenizer.json", max_length)
+    core = ov.Core()
+    text_encoder = core.compile_model(root / component_xml("text_encoder"), "CPU", F32)
+    unet = core.compile_model(root / component_xml("unet"), "CPU", F32)
+    timestep_cond = guidance_scale_embedding(
+        np.array([CALIBRATION_GUIDANCE_SCALE - 1.0], dtype=np.float32), int(unet_config["time_cond_proj_dim"])
+    )
+
+    samples: list[dict[str, np.ndarray]] = []
+    for index, prompt in enumerate(prompts):
+        if len(samples) >= size:
+            break
+        rng = np.random.default_rng(CALIBRATION_SEED + index)
+        embeddings = text_encoder({"input_ids": tokenizer([prompt])})[0]
+        latents = rng.standard_normal((1, latent_channels, latent_side, latent_side), dtype=np.float32)
+        scheduler.set_timesteps(CALIBRATION_STEPS)
+        for timestep in scheduler.timesteps:
+            inputs = {
+                "sample": latents,
+                "timestep": np.array([timestep], dtype=np.int64),
+                "encoder_hidden_states": embeddings,
+                "timestep_cond": timestep_cond,
+            }
+            samples.append({name: np.array(value, copy=True) for name, value in inputs.items()})
+            noise_prediction = unet(inputs)[0]
+            latents, _denoised = scheduler.step(noise_prediction, int(timestep), latents, rng)
+    return samples[:size]
+
+
+def quantize_unet(pipeline: "LatentConsistencyModelPipeline", bundle_root: Path, options: "ExportOptions") -> dict[str, Any]:
+    """Replace the bundle's UNet IR with an INT8 post-training-quantized one; return manifest details."""
+    import nncf
+
+    from .compress import save_ir
+    from .convert import convert_component
+
+    size = options.calibration_size
+    prompts_needed = -(-size // CALIBRATION_STEPS)
+    prompts, dataset = load_prompts(options.calibration_dataset, prompts_needed)
+    samples = capture_unet_inputs(bundle_root, prompts, size)
+
+    float_unet = convert_component(pipeline, "unet")
+    quantized = nncf.quantize(
+        float_unet,
+        nncf.Dataset(samples),
+        subset_size=len(samples),
+        model_type=nncf.ModelType.TRANSFORMER,
+        # SmoothQuant rescales activations for LLM outliers; it does not help conv-heavy UNets.
+        advanced_parameters=nncf.AdvancedQuantizationParameters(smooth_quant_alpha=-1),
+    )
+    del float_unet
+
+    # Save beside, then replace: a model file may still be memory-mapped by OpenVINO, and
+    # os.replace gives the new IR a new inode instead of truncating the mapped one.
+    scratch = Path(bundle_root) / ".unet-ptq"
+    save_ir(quantized, scratch / "openvino_model.xml", options.weights)
+    for name in ("openvino_model.xml", "openvino_model.bin"):
+        os.replace(scratch / name, Path(bundle_root) / "unet" / name)
+    scratch.rmdir()
+
+    used_prompts = prompts[: -(-len(samples) // CALIBRATION_STEPS)]
+    return {
+        "method": "nncf.quantize",
+        "precision": "int8",
+        "model_type": "transformer",
+        "smooth_quant": False,
+        "dataset": dataset,
+        "prompts": len(used_prompts),
+        "prompts_sha256": hashlib.sha256("\n".join(used_prompts).encode()).hexdigest(),
+        "samples": len(samples),
+        "steps": CALIBRATION_STEPS,
+        "guidance_scale": CALIBRATION_GUIDANCE_SCALE,
+        "latent_size": int(samples[0]["sample"].shape[-1]) if samples else None,
+        "seed": CALIBRATION_SEED,
+        "inference_precision": "f32",
+    }
