@@ -103,6 +103,11 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 def validate_pipeline_folder(folder: Path, allow_pickle: bool) -> list[Path]:
     """Check the folder is an exportable diffusers LCM pipeline; return the weight files to load."""
+    if (folder / "manifest.json").is_file() and (folder / "unet" / "openvino_model.xml").is_file():
+        raise SourceError(
+            f"{folder} is already an exported OpenVINO bundle, not a diffusers pipeline; "
+            "pass the original diffusers folder or hub id as SOURCE"
+        )
     if not (folder / "model_index.json").is_file():
         raise SourceError(
             f"{folder} is not a diffusers pipeline folder (no model_index.json); "

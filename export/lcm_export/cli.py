@@ -1,0 +1,211 @@
+"""`lcm-export`: parse arguments, run the export with per-stage progress, print a summary.
+
+Every user-facing failure is one line on stderr and a non-zero exit; tracebacks are kept for
+bugs, and even then only with LCM_EXPORT_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lcm_runtime.errors import InputError, LCMError
+
+from .source import DEFAULT_SOURCE
+
+DEFAULT_CALIBRATION_SIZE = 16  # nncf.quantize of the SD1.5 UNet peaks near 14 GiB with 16 samples
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+
+
+def _quiet_libraries() -> None:
+    # Loading and tracing print pages of warnings and progress bars that say nothing to a user.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore")
+
+
+def _terminate_as_interrupt(_signum: int, _frame: object) -> None:
+    # SIGTERM (CI cancellations, `timeout`) must clean up the staging folder like Ctrl-C does.
+    raise KeyboardInterrupt
+
+
+@app.command(
+    epilog=f"Examples: lcm-export {DEFAULT_SOURCE} artifacts/lcm-dreamshaper-v7 | "
+    "lcm-export ./my-lcm-folder out --weights int8 | lcm-export --tiny-random artifacts/tiny"
+)
+def export(
+    paths: list[str] = typer.Argument(
+        ..., metavar="[SOURCE] OUT", help=f"SOURCE: hub id or local diffusers folder [default: {DEFAULT_SOURCE}]; OUT: bundle folder to write"
+    ),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of SOURCE"),
+    weights: str = typer.Option("fp16", "--weights", help="Weight precision: fp32, fp16, int8 or int4 (NNCF weight-only)"),
+    quantize_unet: Optional[str] = typer.Option(None, "--quantize-unet", help="int8: NNCF post-training quantization of the UNet"),
+    calibration_dataset: Optional[str] = typer.Option(
+        None, "--calibration-dataset", help="Prompts for --quantize-unet: a `datasets` name or a local .txt/.jsonl/.csv/.parquet or saved dataset [default: the shipped prompt list]"
+    ),
+    calibration_size: int = typer.Option(DEFAULT_CALIBRATION_SIZE, "--calibration-size", help="UNet input samples for calibration (4 per prompt)"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle (.bin) weights; they can run code when loaded"),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists"),
+    tiny_random: bool = typer.Option(False, "--tiny-random", help="Export a tiny random-weight LCM with the real CLIP vocabulary instead of SOURCE"),
+    seed: int = typer.Option(0, "--seed", help="Weights seed for --tiny-random"),
+) -> None:
+    """Export a diffusers Latent Consistency Model to a verified OpenVINO bundle at OUT."""
+    from .exporter import ExportOptions
+
+    source, out = _split_paths(paths, tiny_random)
+    if revision is not None and tiny_random:
+        raise InputError("--revision does not apply to --tiny-random; drop one of them")
+    if seed != 0 and not tiny_random:
+        raise InputError("--seed only applies to --tiny-random; drop --seed")
+    options = ExportOptions(
+        weights=weights,
+        quantize_unet=quantize_unet,
+        calibration_dataset=calibration_dataset,
+        calibration_size=calibration_size,
+        force=force,
+    )
+    options.validate()
+    run_export(source, Path(out), options, revision=revision, allow_pickle=allow_pickle, tiny_random=tiny_random, seed=seed)
+
+
+def _split_paths(paths: list[str], tiny_random: bool) -> tuple[str | None, str]:
+    if tiny_random:
+        if len(paths) != 1:
+            raise InputError("with --tiny-random give only OUT (no SOURCE): lcm-export --tiny-random OUT")
+        return None, paths[0]
+    if len(paths) == 1:
+        return DEFAULT_SOURCE, paths[0]
+    if len(paths) == 2:
+        return paths[0], paths[1]
+    raise InputError(f"expected [SOURCE] OUT, got {len(paths)} paths; quote paths that contain spaces")
+
+
+def run_export(
+    source: str | None,
+    out: Path,
+    options: "ExportOptions",  # noqa: F821 - imported lazily
+    revision: str | None = None,
+    allow_pickle: bool = False,
+    tiny_random: bool = False,
+    seed: int = 0,
+) -> None:
+    from rich.console import Console
+
+    from .exporter import Progress, export_bundle
+    from .source import load_source, load_tiny_random
+    from .writer import check_output
+
+    console = Console(stderr=True, highlight=False)
+    started = time.perf_counter()
+    check_output(out, options.force)  # fail before spending minutes loading weights
+
+    spinner = console.status("")
+
+    def notify(event: str, name: str, seconds: float | None) -> None:
+        # A live spinner names the running stage (on a terminal); each finished stage gets a line.
+        if event == "start":
+            spinner.update(f"{name} ...")
+            spinner.start()
+        else:
+            spinner.stop()
+            console.print(f"  {name:<55} {seconds:7.1f} s", markup=False)
+
+    progress = Progress(notify)
+    label = f"tiny-random (seed {seed})" if tiny_random else source
+    try:
+        with progress.stage(f"load {label}"):
+            loaded = load_tiny_random(seed) if tiny_random else load_source(str(source), revision, allow_pickle)
+        result = export_bundle(loaded, out, options, progress)
+    finally:
+        spinner.stop()
+    print_summary(console, result, time.perf_counter() - started)
+    typer.echo(str(result.out))
+
+
+def print_summary(console: "object", result: "object", seconds: float) -> None:
+    """One screen: each bundle folder with its precision and size, then totals."""
+    from rich.table import Table
+
+    manifest = result.manifest
+    groups: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for name, entry in manifest.files.items():
+        group = name.split("/")[0] if "/" in name else name
+        groups[group] = groups.get(group, 0) + entry["size"]
+        counts[group] = counts.get(group, 0) + 1
+    table = Table(title=f"lcm-export: {result.out}", title_justify="left")
+    table.add_column("part")
+    table.add_column("files", justify="right")
+    table.add_column("precision")
+    table.add_column("size", justify="right")
+    for group in sorted(groups):
+        precision = manifest.components.get(group, {}).get("precision", "")
+        table.add_row(group, str(counts[group]), precision, _human(groups[group]))
+    total = sum(groups.values())
+    table.add_row("total", str(sum(counts.values())), "", _human(total), end_section=True)
+    console.print(table)
+    facts = manifest.model
+    source = ", ".join(f"{key} {value}" for key, value in manifest.source.items() if key != "weights_sha256")
+    console.print(f"source: {source}", markup=False)
+    console.print(
+        f"native size {facts.default_image_size}x{facts.default_image_size}, {facts.default_steps} steps, "
+        f"guidance {facts.default_guidance_scale}; manifest {manifest.digest()}; {seconds:.1f} s",
+        markup=False,
+    )
+
+
+def _human(size: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--version"]:
+        from importlib.metadata import version
+
+        print(f"lcm-export {version('lcm-openvino')}")
+        return
+    _quiet_libraries()
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        app(args=args, prog_name="lcm-export", standalone_mode=False)
+    except LCMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except MemoryError:
+        print("error: out of memory; close other programs or export on a machine with more RAM", file=sys.stderr)
+        sys.exit(1)
+    except Exception as error:
+        # Usage errors of typer's (vendored) click arrive here in non-standalone mode.
+        if callable(getattr(error, "format_message", None)) and isinstance(getattr(error, "exit_code", None), int):
+            print(f"error: {error.format_message()} (see lcm-export --help)", file=sys.stderr)
+            sys.exit(error.exit_code or 2)
+        if os.environ.get("LCM_EXPORT_DEBUG"):
+            raise
+        message = (str(error).strip().splitlines() or [""])[0][:200]
+        print(
+            f"error: the export failed unexpectedly ({type(error).__name__}: {message}); "
+            "nothing was written; rerun with LCM_EXPORT_DEBUG=1 and report the traceback",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
