@@ -1,0 +1,145 @@
+"""What every worker shares: its arguments, the measurement loop and the result file.
+
+Workers are standalone scripts run by a system's own python (its own virtual environment), so
+they import nothing from the benchmarks package; Python puts this folder on sys.path for them.
+
+A worker: load the pipeline (timed), make one image and write it as first.png right away (the
+parent measures cold start as spawn -> that file's mtime), then make --runs more images, each
+timed from prompt to PIL image. The image write is timed once, apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+IMPORTED_AT = time.time()
+
+# (image, per-stage seconds or None) for one prompt at one seed
+Generate = Callable[[int], "tuple[Any, dict[str, Any] | None]"]
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", required=True, help="the OpenVINO bundle (or, for torch, the diffusers folder)")
+    parser.add_argument("--out-dir", required=True, type=Path)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--precision", default="default", choices=("default", "f32", "bf16"))
+    parser.add_argument("--variant", default="default")
+    parser.add_argument("--prompt", default="a photo of an astronaut riding a horse on mars")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--guidance", type=float, default=8.0)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=0, help="0: the library's default")
+    return parser.parse_args()
+
+
+def versions(*packages: str) -> dict[str, str]:
+    found = {}
+    for package in packages:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+class StageClock:
+    """Times named calls of a pipeline by wrapping its methods, and denoising steps by callback."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, Any] = {}
+        self.step_ends: list[float] = []
+        self.started = 0.0
+
+    def reset(self) -> None:
+        self.stages = {}
+        self.step_ends = []
+        self.started = time.perf_counter()
+
+    def wrap(self, owner: Any, attribute: str, stage: str) -> None:
+        original = getattr(owner, attribute)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.stages[stage] = self.stages.get(stage, 0.0) + time.perf_counter() - started
+
+        setattr(owner, attribute, timed)
+
+    def step_callback(self, *_args: Any, **_kwargs: Any) -> dict:
+        self.step_ends.append(time.perf_counter())
+        return {}  # diffusers' callback_on_step_end expects a dict of tensors to replace
+
+    def result(self) -> dict[str, Any]:
+        stages = dict(self.stages)
+        if self.step_ends:
+            # The first step's start is not observable; it is the end of prompt encoding and
+            # latent preparation, so that step is reported from the encoder's end.
+            encoded = self.started + stages.get("text_encoder", 0.0)
+            ends = [encoded, *self.step_ends]
+            stages["unet"] = [after - before for before, after in zip(ends, ends[1:])]
+        return stages
+
+
+def run(args: argparse.Namespace, setup: Callable[[argparse.Namespace], "tuple[Generate, dict[str, Any]]"]) -> None:
+    """Load, make the first image (cold), then args.runs warm images; write result.json."""
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"imports_seconds": time.time() - IMPORTED_AT}
+
+    started = time.perf_counter()
+    generate, info = setup(args)
+    result["load_seconds"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    image, first_stages = generate(args.seed)
+    result["first_image_seconds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    image.save(args.out_dir / "first.png")
+    result["png_write_seconds"] = time.perf_counter() - started
+    result["first_image_stages"] = first_stages
+
+    latencies, stages = [], []
+    for _ in range(args.runs):
+        started = time.perf_counter()
+        image, run_stages = generate(args.seed)
+        latencies.append(time.perf_counter() - started)
+        stages.append(run_stages)
+    result.update(
+        latencies_seconds=latencies,
+        median_seconds=statistics.median(latencies) if latencies else None,
+        stages=stages,
+        image_size=list(image.size),
+        # callables are facts known only once the pipeline has run (e.g. what it compiled to)
+        **{key: value() if callable(value) else value for key, value in info.items()},
+    )
+    (args.out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def openvino_default_precision() -> str:
+    """What the CPU plugin runs in when nobody asks (bf16 on CPUs with avx512_bf16 or AMX)."""
+    import openvino as ov
+
+    return str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+
+
+def openvino_config(precision: str) -> dict[str, str]:
+    return {} if precision == "default" else {"INFERENCE_PRECISION_HINT": precision}
+
+
+def set_torch_threads(threads: int) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
