@@ -106,6 +106,12 @@ def run_export(
     from .writer import check_output
 
     console = Console(stderr=True, highlight=False)
+    if options.weights in ("int8", "int4") or options.quantize_unet:
+        import logging
+
+        import nncf
+
+        nncf.set_log_level(logging.ERROR)  # its per-model statistics tables would bury the progress lines
     started = time.perf_counter()
     check_output(out, options.force)  # fail before spending minutes loading weights
 
