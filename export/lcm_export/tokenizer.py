@@ -83,14 +83,16 @@ def write_tokenizer_folder(bundle_root: Path, tokenizer: "PreTrainedTokenizerBas
     (folder / "tokenizer_config.json").write_text(dumps_json(config), encoding="utf-8")
     (folder / "special_tokens_map.json").write_text(dumps_json(special), encoding="utf-8")
 
-    _write_openvino_tokenizer(folder, tokenizer)
+    _write_openvino_tokenizer(folder, tokenizer, max_length)
     return {"max_length": max_length, "pad_token_id": pad_token_id(tokenizer), "vocab_size": len(vocab)}
 
 
-def _write_openvino_tokenizer(folder: Path, tokenizer: "PreTrainedTokenizerBase") -> None:
+def _write_openvino_tokenizer(folder: Path, tokenizer: "PreTrainedTokenizerBase", max_length: int) -> None:
     import openvino as ov
     from openvino_tokenizers import convert_tokenizer
 
-    ov_tokenizer = convert_tokenizer(tokenizer)
+    # Truncation to the encoder's length is baked in, keeping the end-of-text token as diffusers
+    # does, so that the IR alone gives diffusers' ids (openvino.genai pads the result itself).
+    ov_tokenizer = convert_tokenizer(tokenizer, max_length=max_length, truncation=True)
     ov_tokenizer.set_friendly_name("tokenizer")
     ov.save_model(ov_tokenizer, folder / "openvino_tokenizer.xml", compress_to_fp16=False)
