@@ -150,6 +150,7 @@ def capture_unet_inputs(bundle_root: Path, prompts: list[str], size: int) -> lis
 def quantize_unet(pipeline: "LatentConsistencyModelPipeline", bundle_root: Path, options: "ExportOptions") -> dict[str, Any]:
     """Replace the bundle's UNet IR with an INT8 post-training-quantized one; return manifest details."""
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedSmoothQuantParameters
 
     from .compress import save_ir
     from .convert import convert_component
@@ -166,7 +167,9 @@ def quantize_unet(pipeline: "LatentConsistencyModelPipeline", bundle_root: Path,
         subset_size=len(samples),
         model_type=nncf.ModelType.TRANSFORMER,
         # SmoothQuant rescales activations for LLM outliers; it does not help conv-heavy UNets.
-        advanced_parameters=nncf.AdvancedQuantizationParameters(smooth_quant_alpha=-1),
+        advanced_parameters=nncf.AdvancedQuantizationParameters(
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(convolution=-1, matmul=-1)
+        ),
     )
     del float_unet
 

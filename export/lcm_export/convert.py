@@ -8,6 +8,7 @@ reshape to any size and batch without re-exporting.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -76,8 +77,13 @@ def _example_and_shapes(pipeline: "LatentConsistencyModelPipeline", component: s
     max_length = int(pipeline.text_encoder.config.max_position_embeddings)
     cond_dim = int(unet_config.time_cond_proj_dim)
     vae_scale = 2 ** (len(pipeline.vae.config.block_out_channels) - 1)
-    # Any latent side divisible by the UNet's total downsampling works for tracing; 8 is cheap.
-    latent_side = 2 ** max(3, len(unet_config.block_out_channels))
+    # The UNet is traced at a latent side that is NOT a multiple of its total up-sampling factor:
+    # diffusers then passes each skip connection's size to the up-samplers, and the traced graph
+    # keeps that general path, so the IR accepts any latent size (any image side multiple of 8),
+    # like diffusers does. Traced at a multiple, it would only accept multiples (64 px for SD1.5).
+    up_factor = 2 ** (len(unet_config.block_out_channels) - 1)
+    unet_side = 2 * up_factor + 1
+    latent_side = 8
     image_channels = int(pipeline.vae.config.in_channels)
     dynamic = -1
 
@@ -86,7 +92,7 @@ def _example_and_shapes(pipeline: "LatentConsistencyModelPipeline", component: s
         shapes = [(ov.PartialShape([dynamic, dynamic]), ov.Type.i64)]
     elif component == "unet":
         example = (
-            torch.randn(1, latent_channels, latent_side, latent_side, generator=torch.Generator().manual_seed(0)),
+            torch.randn(1, latent_channels, unet_side, unet_side, generator=torch.Generator().manual_seed(0)),
             torch.tensor([999], dtype=torch.int64),
             torch.randn(1, max_length, text_dim, generator=torch.Generator().manual_seed(1)),
             torch.randn(1, cond_dim, generator=torch.Generator().manual_seed(2)),
@@ -135,7 +141,11 @@ def convert_component(pipeline: "LatentConsistencyModelPipeline", component: str
     module = wrap_component(pipeline, component)
     example, shapes = _example_and_shapes(pipeline, component)
     input_names, output_names = COMPONENT_IO[component]
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # diffusers' shape checks (sizes divisible by the up-sampling factor, batch >= 64) become
+        # constants in the trace; that is intended, since they only pick contiguous() or
+        # an explicit upsample size, so the warnings are noise.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         model = ov.convert_model(module, example_input=example, input=shapes)
     if len(model.inputs) != len(input_names) or len(model.outputs) != len(output_names):
         raise RuntimeError(

@@ -211,6 +211,7 @@ def export_bundle(
                         "precision": precisions[component],
                         "file": component_xml(component),
                         "compression": compression_details(precisions[component]),
+                        **({"latent_size_multiple": 1} if component == "unet" else {}),
                     }
                     for component in COMPONENTS
                 },
