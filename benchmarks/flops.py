@@ -73,14 +73,19 @@ def store_flops(digest: str, height: int, width: int, counts: dict[str, int], st
     store.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def configs_from_folder(folder: Path) -> dict[str, dict[str, Any]]:
+    """The component configs of a saved diffusers pipeline folder."""
+    return {name: json.loads((Path(folder) / name / "config.json").read_text()) for name in ("unet", "vae", "text_encoder")}
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m benchmarks.flops HEIGHT WIDTH [CONFIG_DIR]`: print the counts as JSON."""
-    from .model import CONFIG_DIR, COMPONENT_CONFIGS
+    """`python -m benchmarks.flops HEIGHT WIDTH [DIFFUSERS_FOLDER]`: print the counts as JSON
+    (of the folder's configs, or by default of the benchmark's model_configs/)."""
+    from .model import load_configs
 
     args = sys.argv[1:] if argv is None else argv
     height, width = int(args[0]), int(args[1])
-    config_dir = Path(args[2]) if len(args) > 2 else CONFIG_DIR
-    configs = {name: json.loads((config_dir / f"{name}.json").read_text()) for name in COMPONENT_CONFIGS}
+    configs = configs_from_folder(Path(args[2])) if len(args) > 2 else load_configs()
     print(json.dumps(count_flops(configs, height, width)))
 
 

@@ -130,7 +130,15 @@ def openvino_default_precision() -> str:
     """What the CPU plugin runs in when nobody asks (bf16 on CPUs with avx512_bf16 or AMX)."""
     import openvino as ov
 
-    return str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    return precision_name(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+
+
+def precision_name(value: Any) -> str:
+    """'bf16', 'f32', ... from an ov.Type, a torch dtype or a string."""
+    if hasattr(value, "get_type_name"):
+        return value.get_type_name()
+    text = str(value).removeprefix("torch.")
+    return {"bfloat16": "bf16", "float32": "f32", "float16": "f16"}.get(text, text)
 
 
 def openvino_config(precision: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common import Generate, StageClock, parse_args, run, set_torch_threads, versions
+from common import Generate, StageClock, parse_args, precision_name, run, set_torch_threads, versions
 
 
 def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
@@ -33,7 +33,7 @@ def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
         return image, clock.result()
 
     info = {"versions": versions("diffusers", "torch", "transformers"),
-            "precision_executed": {"all": str(dtype).removeprefix("torch.")},
+            "precision_executed": {"all": precision_name(dtype)},
             "torch_threads": torch.get_num_threads()}
     return generate, info
 

@@ -29,7 +29,7 @@ def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
                                guidance_scale=args.guidance, rng_seed=seed, num_images_per_prompt=1)
         return Image.fromarray(np.asarray(tensor.data)[0]), performance_stages(pipe)
 
-    precision = args.precision if args.precision != "default" else f"{openvino_default_precision()} (plugin default)"
+    precision = args.precision if args.precision != "default" else openvino_default_precision()
     return generate, {"versions": versions("openvino-genai", "openvino"), "precision_executed": {"all": precision}}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common import Generate, parse_args, run, versions
+from common import Generate, parse_args, precision_name, run, versions
 
 PRECISION_ARGUMENT = {"default": "auto", "f32": "f32", "bf16": "bf16"}
 
@@ -32,7 +32,7 @@ def executed_precision(pipe: Any) -> dict[str, str]:
         component = getattr(pipe, name, None)
         compiled = getattr(component, "compiled", None)
         if compiled is not None:
-            found[name.strip("_")] = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+            found[name.strip("_")] = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
     return found
 
 

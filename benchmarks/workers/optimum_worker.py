@@ -32,7 +32,7 @@ def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
                      callback_on_step_end=clock.step_callback).images[0]
         return image, clock.result()
 
-    precision = args.precision if args.precision != "default" else f"{openvino_default_precision()} (plugin default)"
+    precision = args.precision if args.precision != "default" else openvino_default_precision()
     info = {"versions": versions("optimum-intel", "optimum", "openvino", "diffusers", "torch"), "precision_executed": {"all": precision}}
     return generate, info
 

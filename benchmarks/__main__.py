@@ -1,0 +1,72 @@
+"""`python -m benchmarks`: measure everything and regenerate docs/benchmarks.md.
+
+    python -m benchmarks                 # the full run (real-size model; ~35 min on 2 CPUs)
+    python -m benchmarks --quick         # tiny model, current environment only; checks the harness
+    python -m benchmarks report RESULTS  # regenerate the page from a stored results file
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from . import report
+from .run import REPO_ROOT, Benchmark, Log, Settings, results_path, write_results
+from .systems import BY_KEY
+
+QUICK_SIZE = 256  # the tiny model at 512 spends most of the quick run in torch's f32 VAE
+
+
+def parse_settings(argv: list[str]) -> Settings:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny random model, systems installed here, no new environments")
+    parser.add_argument("--source", help="real weights: a hub id (needs internet) or a local diffusers folder")
+    parser.add_argument("--only", default="", help=f"comma-separated measurements: {', '.join(BY_KEY)}")
+    parser.add_argument("--runs", type=int, default=3, help="warm runs per system after the warm-up (default 3)")
+    parser.add_argument("--no-int8", action="store_true", help="skip the --quantize-unet int8 export and its run")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the model folder and re-export the bundles")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per process (default 900)")
+    parser.add_argument("--work-dir", type=Path, default=Settings.work_dir, help="scratch (venvs, model, logs)")
+    parser.add_argument("--results-dir", type=Path, default=Settings.results_dir)
+    parser.add_argument("--docs", type=Path, default=None,
+                        help="page to write [default: docs/benchmarks.md; with --quick, WORK_DIR/quick/benchmarks.md]")
+    parser.add_argument("--machine", help="name for results/<machine>-<date>.json [default: from the CPU]")
+    args = parser.parse_args(argv)
+    docs = args.docs or (args.work_dir / "quick" / "benchmarks.md" if args.quick else Settings.docs_path)
+    size = QUICK_SIZE if args.quick else Settings.height
+    return Settings(quick=args.quick, height=size, width=size, source=args.source, work_dir=args.work_dir, results_dir=args.results_dir,
+                    docs_path=docs, only=[key for key in args.only.split(",") if key], runs=args.runs,
+                    timeout=args.timeout, rebuild=args.rebuild, int8=not args.no_int8, machine=args.machine)
+
+
+def render_report(benchmark: Benchmark, settings: Settings, results_file: Path) -> None:
+    if settings.quick:
+        report.render(benchmark.results, results_file, settings.docs_path)  # plots only if matplotlib is here
+        return
+    # matplotlib lives in the harness environment, not in the project's.
+    python = benchmark.python_for("harness")
+    subprocess.run([python, "-m", "benchmarks.report", str(results_file), "--docs", str(settings.docs_path)],
+                   cwd=REPO_ROOT, check=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["report"]:
+        report.main(args[1:])
+        return
+    settings = parse_settings(args)
+    log = Log()
+    benchmark = Benchmark(settings, log)
+    results = benchmark.run()
+    results_file = results_path(settings, results)
+    write_results(results, results_file)
+    log(f"results: {results_file}")
+    render_report(benchmark, settings, results_file)
+    log(f"page: {settings.docs_path}")
+
+
+if __name__ == "__main__":
+    main()

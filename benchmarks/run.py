@@ -1,0 +1,293 @@
+"""The whole benchmark, in order: machine, environments, model and bundles, FLOPs, matmul peak,
+every system in its own fresh process, lcm-run's cold start, then the results file and the report.
+
+Every step that can fail records its error and the run goes on: a peer that breaks is a result
+("failed: ..."), not a reason to lose the other forty minutes of measurements.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import flops as flop_store
+from .machine import machine_facts, machine_slug
+from .measure import ProcessResult, run_measured
+from .model import MODEL_NAME, configs_digest
+from .systems import BUNDLE, BUNDLE_INT8, SOURCE, Measurement, available_here, select
+from .venvs import ENVIRONMENTS, ensure_environment, installed_size
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+WORKERS = PACKAGE_DIR / "workers"
+RESULTS_SCHEMA = 1
+
+
+@dataclass
+class Settings:
+    quick: bool = False
+    source: str | None = None  # hub id or diffusers folder with real weights; None builds random weights
+    work_dir: Path = PACKAGE_DIR / ".work"
+    results_dir: Path = PACKAGE_DIR / "results"
+    docs_path: Path = REPO_ROOT / "docs" / "benchmarks.md"
+    only: list[str] = field(default_factory=list)
+    runs: int = 3
+    height: int = 512
+    width: int = 512
+    steps: int = 4
+    guidance: float = 8.0
+    seed: int = 0
+    prompt: str = "a photo of an astronaut riding a horse on mars"
+    timeout: float = 900.0  # per process
+    rebuild: bool = False
+    int8: bool = True
+    machine: str | None = None
+
+
+class Log:
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        elapsed = time.perf_counter() - self.started
+        print(f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] {message}", flush=True)
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    env.pop("PYTHONPATH", None)  # a worker sees only its own environment
+    env.update(extra or {})
+    return env
+
+
+def python_code(code: str) -> list[str]:
+    return ["-c", code]
+
+
+class Benchmark:
+    def __init__(self, settings: Settings, log: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.log = log
+        mode = "quick" if settings.quick else "full"
+        self.scratch = settings.work_dir / mode
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self.pythons: dict[str, str] = {}
+        self.results: dict[str, Any] = {
+            "schema": RESULTS_SCHEMA,
+            "mode": mode,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "settings": {key: settings.__dict__[key] for key in ("runs", "height", "width", "steps", "guidance", "seed", "prompt")},
+            "errors": [],
+        }
+
+    # -- environments -------------------------------------------------------------------------
+    def python_for(self, environment: str) -> str:
+        if self.settings.quick:
+            return sys.executable  # --quick never builds environments: it uses what is installed here
+        if environment not in self.pythons:
+            venvs_dir = self.settings.work_dir / "venvs"
+            self.pythons[environment] = str(ensure_environment(ENVIRONMENTS[environment], venvs_dir, self.log))
+            self.results.setdefault("environments", {})[environment] = {
+                "installed_bytes": installed_size(venvs_dir / environment),
+                "requirements": ENVIRONMENTS[environment].requirements,
+            }
+        return self.pythons[environment]
+
+    def lcm_run_command(self) -> str:
+        return str(Path(self.python_for("lcm-runtime")).parent / "lcm-run")
+
+    # -- model ----------------------------------------------------------------------------------
+    def prepare_model(self) -> dict[str, Path]:
+        settings = self.settings
+        model_dir = self.scratch / ("tiny" if settings.quick else f"{configs_digest()}-seed{settings.seed}")
+        if settings.rebuild or settings.quick:
+            shutil.rmtree(model_dir, ignore_errors=True)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        source = self.source_folder(model_dir)
+        paths = {SOURCE: source, BUNDLE: model_dir / "bundle-fp16"}
+        self.export(source, paths[BUNDLE], [])
+        if settings.int8 and not settings.quick:
+            paths[BUNDLE_INT8] = model_dir / "bundle-int8"
+            self.export(source, paths[BUNDLE_INT8], ["--quantize-unet", "int8"])
+        self.results["model"]["bundles"] = {
+            kind: {"path": str(path), "bytes": _folder_bytes(path)} for kind, path in paths.items() if path.exists()
+        }
+        return {kind: path for kind, path in paths.items() if path.exists()}
+
+    def source_folder(self, model_dir: Path) -> Path:
+        settings = self.settings
+        dev_python = sys.executable  # the development environment has the [export] extra (torch)
+        if settings.source:
+            folder = Path(settings.source)
+            if not folder.is_dir():
+                code = ("import sys; from huggingface_hub import snapshot_download; "
+                        "print(snapshot_download(sys.argv[1], ignore_patterns=['*.bin', '*.ckpt', '*.onnx*', '*.msgpack', "
+                        "'safety_checker/*', 'feature_extractor/*', '*.fp16.*']))")
+                completed = subprocess.run([dev_python, "-c", code, settings.source], capture_output=True, text=True,
+                                           env={**child_env(), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")})
+                if completed.returncode != 0:
+                    raise SystemExit(f"cannot download {settings.source}: {completed.stderr.strip().splitlines()[-1:]}")
+                folder = Path(completed.stdout.strip().splitlines()[-1])
+            self.results["model"] = {"name": settings.source, "weights": "real", "source": str(folder)}
+            return folder
+        folder = model_dir / "source"
+        if settings.quick:
+            name, code = "tiny random (lcm_export.tiny)", "import sys; from lcm_export.tiny import save_tiny_pipeline as s; s(sys.argv[1], seed=int(sys.argv[2]))"
+            command = [dev_python, "-c", code, str(folder), str(settings.seed)]
+        else:
+            name = MODEL_NAME
+            command = [dev_python, "-m", "benchmarks.model", str(folder), str(settings.seed)]
+        self.results["model"] = {"name": name, "weights": f"random, seed {settings.seed}", "configs_digest": configs_digest(),
+                                 "source": str(folder)}
+        if not (folder / "model_index.json").exists():
+            self.log(f"building the {name} diffusers folder")
+            result = run_measured(command, self.scratch / "logs" / "build-model.log", self.settings.timeout,
+                                  env=child_env(), cwd=REPO_ROOT)
+            self.results["model"]["build"] = result.to_dict()
+            if not result.ok:
+                raise SystemExit(f"building the model failed:\n{result.log_tail()}")
+        return folder
+
+    def export(self, source: Path, out: Path, options: list[str]) -> None:
+        if out.exists() and (out / "manifest.json").exists():
+            return
+        self.log(f"exporting {out.name} with lcm-export {' '.join(options)}".rstrip())
+        command = [sys.executable, "-c", "from lcm_export.entry import main; main()", str(source), str(out), "--force", *options]
+        result = run_measured(command, self.scratch / "logs" / f"export-{out.name}.log", self.settings.timeout * 2,
+                              env=child_env(), cwd=REPO_ROOT)
+        self.results["model"].setdefault("exports", {})[out.name] = {"options": options, **result.to_dict()}
+        if not result.ok:
+            self.error(f"lcm-export {' '.join(options)} failed", result)
+
+    # -- bounds -----------------------------------------------------------------------------------
+    def count_flops(self, source: Path) -> None:
+        settings = self.settings
+        height, width = settings.height, settings.width
+        digest = configs_digest()
+        counts = None if (settings.quick or settings.source) else flop_store.stored_flops(digest, height, width)
+        if counts is None:
+            self.log("counting FLOPs with torch's FlopCounterMode (meta device)")
+            folder_args = [str(source)] if (settings.quick or settings.source) else []
+            completed = subprocess.run([sys.executable, "-m", "benchmarks.flops", str(height), str(width), *folder_args],
+                                       capture_output=True, text=True, cwd=REPO_ROOT, env=child_env())
+            if completed.returncode != 0:
+                self.results["errors"].append(f"FLOP count failed: {completed.stderr.strip()[-500:]}")
+                return
+            counts = json.loads(completed.stdout.strip().splitlines()[-1])
+            if not (settings.quick or settings.source):
+                flop_store.store_flops(digest, height, width, counts)
+        self.results["flops"] = counts
+
+    def matmul_peak(self) -> None:
+        self.log("measuring OpenVINO's peak matmul throughput (f32, bf16, int8)")
+        out = self.scratch / "matmul_peak.json"
+        command = [self.python_for("lcm-runtime"), str(WORKERS / "matmul_peak.py"), str(out)]
+        if self.settings.quick:
+            command.append("--quick")
+        result = run_measured(command, self.scratch / "logs" / "matmul_peak.log", self.settings.timeout, env=child_env())
+        if result.ok:
+            self.results["matmul"] = json.loads(out.read_text())
+        else:
+            self.error("matmul peak failed", result)
+
+    # -- systems ----------------------------------------------------------------------------------
+    def measure(self, measurement: Measurement, paths: dict[str, Path]) -> dict[str, Any]:
+        entry: dict[str, Any] = {"key": measurement.key, "system": measurement.system, "label": measurement.label,
+                                 "precision": measurement.precision, "variant": measurement.variant,
+                                 "environment": measurement.environment, "model": measurement.model}
+        if self.settings.quick and not available_here(measurement):
+            entry.update(status="skipped", reason=f"{measurement.module} is not installed in this environment")
+            return entry
+        if measurement.model not in paths:
+            entry.update(status="skipped", reason=f"no {measurement.model} (its export failed or was not asked for)")
+            return entry
+        try:
+            python = self.python_for(measurement.environment)
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            entry.update(status="failed", reason=f"environment: {str(error)[-400:]}")
+            return entry
+        out_dir = self.scratch / "runs" / measurement.key
+        shutil.rmtree(out_dir, ignore_errors=True)
+        settings = self.settings
+        command = [python, str(WORKERS / measurement.worker), "--model", str(paths[measurement.model]), "--out-dir", str(out_dir),
+                   "--runs", str(settings.runs), "--precision", measurement.precision, "--variant", measurement.variant,
+                   "--prompt", settings.prompt, "--seed", str(settings.seed), "--steps", str(settings.steps),
+                   "--guidance", str(settings.guidance), "--height", str(settings.height), "--width", str(settings.width)]
+        self.log(f"measuring {measurement.key}")
+        result = run_measured(command, self.scratch / "logs" / f"{measurement.key}.log", settings.timeout,
+                              env=child_env(), first_png=out_dir / "first.png")
+        entry["process"] = result.to_dict()
+        if result.ok and (out_dir / "result.json").exists():
+            entry.update(status="ok", worker=json.loads((out_dir / "result.json").read_text()))
+            median = entry["worker"]["median_seconds"]
+            self.log(f"  {measurement.key}: median {median:.3f} s, peak RSS {result.peak_rss_bytes / 2**30:.2f} GiB")
+        else:
+            entry.update(status="timed out" if result.timed_out else "failed", reason=result.log_tail())
+            self.log(f"  {measurement.key}: {entry['status']}")
+        return entry
+
+    def cold_starts(self, bundle: Path) -> list[dict[str, Any]]:
+        """lcm-run's CLI from a new process to the PNG on disk, with an empty then a filled cache."""
+        settings = self.settings
+        lcm_run = shutil.which("lcm-run") if settings.quick else self.lcm_run_command()
+        if settings.quick and not lcm_run:
+            lcm_run = str(Path(sys.executable).parent / "lcm-run")
+        cache = self.scratch / "compile-cache"
+        shutil.rmtree(cache, ignore_errors=True)
+        starts = []
+        for name in ("empty cache", "filled cache"):
+            png = self.scratch / "cold" / f"{name.replace(' ', '-')}.png"
+            png.unlink(missing_ok=True)
+            command = [lcm_run, settings.prompt, "--model", str(bundle), "--steps", str(settings.steps),
+                       "--guidance", str(settings.guidance), "--seed", str(settings.seed), "--height", str(settings.height),
+                       "--width", str(settings.width), "--output", str(png), "--overwrite"]
+            self.log(f"lcm-run CLI cold start, {name}")
+            result = run_measured(command, self.scratch / "logs" / f"cold-{png.stem}.log", settings.timeout,
+                                  env=child_env({"LCM_CACHE_DIR": str(cache)}), first_png=png)
+            entry = {"name": name, "status": "ok" if result.ok else "failed", "process": result.to_dict(),
+                     "stderr_summary": result.log_tail(2)}
+            starts.append(entry)
+            if not result.ok:
+                break
+        return starts
+
+    def error(self, what: str, result: ProcessResult) -> None:
+        self.results["errors"].append(f"{what}: {result.log_tail()}")
+        self.log(f"{what} (log: {result.log})")
+
+    # -- the whole run ---------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self.results["machine"] = machine_facts()
+        paths = self.prepare_model()
+        self.count_flops(paths[SOURCE])
+        self.matmul_peak()
+        if BUNDLE not in paths:
+            raise SystemExit("the FP16 export failed; nothing to measure (see the errors above)")
+        self.results["runs"] = [self.measure(measurement, paths) for measurement in select(self.settings.only)]
+        self.results["cold_start"] = self.cold_starts(paths[BUNDLE])
+        self.results["openvino_version"] = (self.results.get("matmul") or {}).get("openvino")
+        return self.results
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
+
+
+def results_path(settings: Settings, results: dict[str, Any]) -> Path:
+    slug = settings.machine or machine_slug(results["machine"])
+    directory = settings.results_dir if not settings.quick else settings.work_dir / "quick" / "results"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{slug}-{results['date'][:10]}.json"
+
+
+def write_results(results: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,0 +1,62 @@
+"""What is measured: each system, variant and precision, and how to start it in a fresh process."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+# Which model files a measurement loads.
+BUNDLE = "bundle"  # the FP16 OpenVINO bundle from lcm-export
+BUNDLE_INT8 = "bundle-int8"  # the same, with --quantize-unet int8
+SOURCE = "source"  # the diffusers folder the bundles were exported from (torch)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    key: str  # unique, stable across runs: results are compared by it
+    system: str  # who made it: lcm-run, openvino.genai, optimum-intel, diffusers
+    label: str  # how the report names it
+    environment: str  # the venv (benchmarks/venvs.py) whose python runs the worker
+    worker: str  # script in benchmarks/workers/
+    model: str  # BUNDLE, BUNDLE_INT8 or SOURCE
+    precision: str = "default"  # default (the library's choice), f32 or bf16
+    variant: str = "default"
+    module: str = ""  # importable module that must exist for --quick to run it in the current python
+
+
+MEASUREMENTS: tuple[Measurement, ...] = (
+    Measurement("lcm-run", "lcm-run", "lcm-run (API)", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE, module="lcm_runtime"),
+    Measurement("lcm-run-f32", "lcm-run", "lcm-run (API)", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE, "f32", module="lcm_runtime"),
+    Measurement("lcm-run-int8", "lcm-run", "lcm-run (API), INT8 UNet", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_INT8, module="lcm_runtime"),
+    Measurement("genai", "openvino.genai", "openvino.genai", "openvino-genai", "genai_worker.py", BUNDLE, module="openvino_genai"),
+    Measurement("genai-reshape", "openvino.genai", "openvino.genai (reshaped)", "openvino-genai", "genai_worker.py", BUNDLE,
+                variant="reshape", module="openvino_genai"),
+    Measurement("genai-reshape-f32", "openvino.genai", "openvino.genai (reshaped)", "openvino-genai", "genai_worker.py", BUNDLE,
+                "f32", variant="reshape", module="openvino_genai"),
+    Measurement("optimum", "optimum-intel", "optimum-intel", "optimum-intel", "optimum_worker.py", BUNDLE, module="optimum.intel"),
+    Measurement("optimum-f32", "optimum-intel", "optimum-intel", "optimum-intel", "optimum_worker.py", BUNDLE, "f32", module="optimum.intel"),
+    Measurement("diffusers-f32", "diffusers", "diffusers (torch)", "diffusers-torch", "diffusers_worker.py", SOURCE, "f32", module="diffusers"),
+    Measurement("diffusers-bf16", "diffusers", "diffusers (torch)", "diffusers-torch", "diffusers_worker.py", SOURCE, "bf16", module="diffusers"),
+)
+
+BY_KEY = {measurement.key: measurement for measurement in MEASUREMENTS}
+BASELINE = "lcm-run"  # ratios in the report are relative to this measurement
+F32_BASELINE = "lcm-run-f32"
+
+
+def available_here(measurement: Measurement) -> bool:
+    """Whether the current python can run it (--quick never builds environments)."""
+    root = measurement.module.split(".")[0]
+    try:
+        return importlib.util.find_spec(root) is not None and importlib.util.find_spec(measurement.module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def select(keys: list[str] | None) -> list[Measurement]:
+    if not keys:
+        return list(MEASUREMENTS)
+    unknown = [key for key in keys if key not in BY_KEY]
+    if unknown:
+        raise SystemExit(f"unknown measurement(s) {', '.join(unknown)}; choose from {', '.join(BY_KEY)}")
+    return [BY_KEY[key] for key in keys]
