@@ -27,6 +27,8 @@ def parse_settings(argv: list[str]) -> Settings:
     parser.add_argument("--only", default="", help=f"comma-separated measurements: {', '.join(BY_KEY)}")
     parser.add_argument("--runs", type=int, default=3, help="warm runs per system after the warm-up (default 3)")
     parser.add_argument("--no-int8", action="store_true", help="skip the --quantize-unet int8 export and its run")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="build the environments, the model and its bundles, then stop (no measurement)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the model folder and re-export the bundles")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per process (default 900)")
     parser.add_argument("--work-dir", type=Path, default=Settings.work_dir, help="scratch (venvs, model, logs)")
@@ -39,7 +41,7 @@ def parse_settings(argv: list[str]) -> Settings:
     size = QUICK_SIZE if args.quick else Settings.height
     return Settings(quick=args.quick, height=size, width=size, source=args.source, work_dir=args.work_dir, results_dir=args.results_dir,
                     docs_path=docs, only=[key for key in args.only.split(",") if key], runs=args.runs,
-                    timeout=args.timeout, rebuild=args.rebuild, int8=not args.no_int8, machine=args.machine)
+                    timeout=args.timeout, rebuild=args.rebuild, prepare_only=args.prepare_only, int8=not args.no_int8, machine=args.machine)
 
 
 def render_report(benchmark: Benchmark, settings: Settings, results_file: Path) -> None:
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     log = Log()
     benchmark = Benchmark(settings, log)
     results = benchmark.run()
+    if settings.prepare_only:
+        log("prepared: " + ", ".join(f"{kind} {entry['path']}" for kind, entry in results["model"]["bundles"].items()))
+        return
     results_file = results_path(settings, results)
     write_results(results, results_file)
     log(f"results: {results_file}")

@@ -48,6 +48,7 @@ class Settings:
     prompt: str = "a photo of an astronaut riding a horse on mars"
     timeout: float = 900.0  # per process
     rebuild: bool = False
+    prepare_only: bool = False
     int8: bool = True
     machine: str | None = None
 
@@ -268,6 +269,10 @@ class Benchmark:
     def run(self) -> dict[str, Any]:
         self.results["machine"] = machine_facts()
         paths = self.prepare_model()
+        if self.settings.prepare_only:
+            for measurement in select(self.settings.only):
+                self.python_for(measurement.environment)
+            return self.results
         self.count_flops(paths[SOURCE])
         self.matmul_peak()
         if BUNDLE not in paths:
