@@ -91,6 +91,10 @@ class ModelFacts:
     guidance_embedding: str = DIFFUSERS_GUIDANCE_CONVENTION
     default_steps: int = 4
     default_guidance_scale: float = 8.0
+    # The UNet IR's own constraint on the latent side. lcm-export traces diffusers' general
+    # up-sampling path, so any side works (1); an IR traced at a multiple of the UNet's up-sampling
+    # factor (optimum-cli's) only accepts multiples of it.
+    latent_size_multiple: int = 1
 
     @property
     def default_image_size(self) -> int:

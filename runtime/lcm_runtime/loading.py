@@ -81,17 +81,18 @@ def open_model_folder(path: str | Path) -> ModelFolder:
         tables = _load_tables(root, scheduler_config)
     else:
         text_config = bundle.read_json(root / "text_encoder" / bundle.CONFIG_FILE)
-        facts = ModelFacts.from_configs(unet_config, vae_config, int(text_config.get("max_position_embeddings", 77)))
+        up_factor = 2 ** max(len(unet_config.get("block_out_channels", [0])) - 1, 0)
+        facts = ModelFacts.from_configs(unet_config, vae_config, int(text_config.get("max_position_embeddings", 77)),
+                                        latent_size_multiple=up_factor)
         tables = None
 
-    unet_downsamplings = max(len(unet_config.get("block_out_channels", [0])) - 1, 0)
     return ModelFolder(
         root=root,
         manifest=manifest,
         facts=facts,
         scheduler_config=scheduler_config,
         scheduler_tables=tables,
-        size_multiple=facts.vae_scale_factor * 2**unet_downsamplings,
+        size_multiple=facts.vae_scale_factor * facts.latent_size_multiple,
         vae_block_out_channels=tuple(vae_config.get("block_out_channels", (128,))),
     )
 
