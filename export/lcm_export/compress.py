@@ -66,7 +66,6 @@ def compress_weights(model: "ov.Model", precision: str) -> "ov.Model":
 
 def save_ir(model: "ov.Model", xml_path: Path, weights: str) -> None:
     """Save IR; everything not already int8/int4 is stored as FP16 unless --weights fp32."""
-    import openvino as ov
+    from .ir import save_reproducibly
 
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(model, xml_path, compress_to_fp16=weights != "fp32")
+    save_reproducibly(model, xml_path, compress_to_fp16=weights != "fp32")

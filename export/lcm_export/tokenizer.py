@@ -88,11 +88,12 @@ def write_tokenizer_folder(bundle_root: Path, tokenizer: "PreTrainedTokenizerBas
 
 
 def _write_openvino_tokenizer(folder: Path, tokenizer: "PreTrainedTokenizerBase", max_length: int) -> None:
-    import openvino as ov
     from openvino_tokenizers import convert_tokenizer
+
+    from .ir import save_reproducibly
 
     # Truncation to the encoder's length is baked in, keeping the end-of-text token as diffusers
     # does, so that the IR alone gives diffusers' ids (openvino.genai pads the result itself).
     ov_tokenizer = convert_tokenizer(tokenizer, max_length=max_length, truncation=True)
     ov_tokenizer.set_friendly_name("tokenizer")
-    ov.save_model(ov_tokenizer, folder / "openvino_tokenizer.xml", compress_to_fp16=False)
+    save_reproducibly(ov_tokenizer, folder / "openvino_tokenizer.xml", compress_to_fp16=False)

@@ -1,0 +1,86 @@
+"""A failed or interrupted export leaves OUT absent (or untouched) and no staging folder behind."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+pytest.importorskip("torch")
+
+from lcm_export.exporter import ExportOptions, Progress, export_bundle  # noqa: E402
+from lcm_export.writer import OutputError  # noqa: E402
+from lcm_runtime.bundle import read_manifest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_pipeline_dir):
+    from lcm_export.source import load_source
+
+    return load_source(str(tiny_pipeline_dir))
+
+
+def _fail_at(stage_prefix, error):
+    def notify(event, name, _seconds):
+        if event == "start" and name.startswith(stage_prefix):
+            raise error
+
+    return Progress(notify)
+
+
+def _existing_out(parent):
+    out = parent / "bundle"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    return out
+
+
+@pytest.mark.parametrize("error", [RuntimeError("injected"), KeyboardInterrupt()], ids=["error", "interrupt"])
+@pytest.mark.parametrize("stage", ["unet", "manifest", "verify"])
+def test_failure_leaves_nothing(loaded, tmp_path, error, stage):
+    out = tmp_path / "bundle"
+    with pytest.raises(type(error)):
+        export_bundle(loaded, out, ExportOptions(weights="fp32"), _fail_at(stage, error))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failure_leaves_existing_out_untouched(loaded, tmp_path):
+    out = _existing_out(tmp_path)
+    with pytest.raises(RuntimeError):
+        export_bundle(loaded, out, ExportOptions(weights="fp32", force=True), _fail_at("vae_decoder", RuntimeError("boom")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
+
+
+def test_existing_out_needs_force_and_is_then_replaced(loaded, tmp_path):
+    out = _existing_out(tmp_path)
+    with pytest.raises(OutputError, match="--force"):
+        export_bundle(loaded, out, ExportOptions(weights="fp32"))
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    export_bundle(loaded, out, ExportOptions(weights="fp32", force=True))
+    assert not (out / "keep.txt").exists() and read_manifest(out).components["unet"]["precision"] == "fp32"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_no_space_while_writing_is_one_clear_error(loaded, tmp_path, monkeypatch):
+    import lcm_export.exporter as exporter
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(exporter, "save_ir", full_disk)
+    with pytest.raises(OutputError, match="no space left"):
+        export_bundle(loaded, tmp_path / "bundle", ExportOptions(weights="fp32"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_enough_free_space_is_refused_before_writing(loaded, tmp_path, monkeypatch):
+    import shutil
+
+    import lcm_export.writer as writer
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(writer.shutil, "disk_usage", lambda _path: usage._replace(free=1024))
+    with pytest.raises(OutputError, match="not enough disk space"):
+        export_bundle(loaded, tmp_path / "bundle", ExportOptions(weights="fp32"))
+    assert list(tmp_path.iterdir()) == []
