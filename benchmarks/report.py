@@ -56,6 +56,8 @@ def median_stages(run: dict[str, Any]) -> dict[str, float]:
     if steps:
         result["unet_step"] = statistics.median([step for run_steps in steps for step in run_steps])
         result["unet_total"] = statistics.median([sum(run_steps) for run_steps in steps])
+        # Step by step: the first step of a run can differ (caches, input binding).
+        result["unet_each"] = [statistics.median(column) for column in zip(*steps)]
     result["png_write"] = run["worker"].get("png_write_seconds", 0.0)
     return result
 
@@ -183,14 +185,20 @@ def render_markdown(results: dict[str, Any], source_name: str, plots: list[str])
 
 def headline_lines(results: dict[str, Any]) -> list[str]:
     lines = []
-    for run in ok_runs(results):
-        if run["key"] in (BASELINE, F32_BASELINE):
+    runs = ok_runs(results)
+    for run in runs:
+        if run["system"] == "lcm-run":
             continue
         factor = ratio(results, run)
         if factor:
             verb = "faster" if factor >= 1 else "slower"
-            lines.append(f"- lcm-run is **{max(factor, 1 / factor):.2f}×** {verb} than {run['label']} at {precision_label(run)}")
-    return (["## Headline", "", *lines, ""] if lines else [])
+            lines.append(f"- lcm-run is **{max(factor, 1 / factor):.2f}×** {verb} than {run['label']}, both at {precision_label(run)}")
+    for run in runs:
+        if run["system"] == "lcm-run" and run["model"] == "bundle-int8":
+            factor = ratio(results, run)
+            if factor:
+                lines.append(f"- lcm-run with the INT8 UNet bundle takes **{factor:.2f}×** the FP16 bundle's time")
+    return ["## Headline", "", *lines, ""] if lines else []
 
 
 def cold_start_lines(results: dict[str, Any]) -> list[str]:
@@ -198,11 +206,13 @@ def cold_start_lines(results: dict[str, Any]) -> list[str]:
     if not starts:
         return []
     rows = [[entry["name"], entry["status"], seconds(entry["process"].get("first_png_seconds")),
-             seconds(entry["process"].get("wall_seconds")), gib(entry["process"].get("peak_rss_bytes"))] for entry in starts]
+             seconds(entry["process"].get("wall_seconds")), gib(entry["process"].get("peak_rss_bytes")),
+             last_line(entry.get("stderr_summary")).replace("|", "—")] for entry in starts]
     return ["## lcm-run cold start (CLI)", "",
             "`lcm-run PROMPT --model BUNDLE ...` in a new process, default precision, the OS file cache warm; first with "
             "an empty compiled-model cache (it is filled on the way), then with it filled.", "",
-            *table(["Compile cache", "Status", "Spawn → PNG on disk s", "Process wall s", "Peak RSS GiB"], rows), ""]
+            *table(["Compile cache", "Status", "Spawn → PNG on disk s", "Process wall s", "Peak RSS GiB",
+                    "lcm-run's own report"], rows), ""]
 
 
 def stage_lines(results: dict[str, Any]) -> list[str]:
@@ -212,6 +222,7 @@ def stage_lines(results: dict[str, Any]) -> list[str]:
         if not stages:
             continue
         rows.append([run["label"], precision_label(run), seconds(stages.get("text_encoder")), seconds(stages.get("unet_step")),
+                     " / ".join(seconds(step) for step in stages.get("unet_each", [])) or "–",
                      seconds(stages.get("unet_total")), seconds(stages.get("vae_decode")),
                      seconds(stages.get("png_write")) if run["system"] == "lcm-run" else "–"])
     if not rows:
@@ -220,7 +231,8 @@ def stage_lines(results: dict[str, Any]) -> list[str]:
             "Medians over the warm runs. lcm-run reports its own stages; openvino.genai its performance metrics; "
             "optimum-intel and diffusers are timed by wrapping encode_prompt and vae.decode and by the step callback "
             "(their first step includes latent preparation). The PNG write is timed once, on the first image.", "",
-            *table(["System", "Precision run", "Text encoder s", "UNet step s", "UNet, all steps s", "VAE decode s", "PNG write s"], rows), ""]
+            *table(["System", "Precision run", "Text encoder s", "UNet step s (median)", "Each UNet step s", "UNet, all steps s",
+                    "VAE decode s", "PNG write s"], rows), ""]
 
 
 def bound_lines(results: dict[str, Any]) -> list[str]:
@@ -300,7 +312,7 @@ def render_plots(results: dict[str, Any], folder: Path) -> list[Path]:
 
     staged = [(name, median_stages(run), latency(run)["median"]) for name, run in zip(names, runs) if median_stages(run)]
     if staged:
-        figure, axes = plt.subplots(figsize=(9, 0.55 * len(staged) + 1.5))
+        figure, axes = plt.subplots(figsize=(9, 0.55 * len(staged) + 2.0))
         left = [0.0] * len(staged)
         for stage, color in (("text_encoder", "tab:blue"), ("unet_total", "tab:orange"), ("vae_decode", "tab:purple")):
             widths = [stages.get(stage, 0.0) for _name, stages, _total in staged]
@@ -311,7 +323,7 @@ def render_plots(results: dict[str, Any], folder: Path) -> list[Path]:
         axes.invert_yaxis()
         axes.set_xlabel("seconds (medians of the warm runs)")
         axes.set_title("Where the time goes")
-        axes.legend(fontsize=8, loc="lower right")
+        axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, frameon=False)
         axes.tick_params(axis="y", labelsize=8)
         figure.tight_layout()
         written.append(folder / "stages.png")

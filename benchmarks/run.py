@@ -8,6 +8,7 @@ Every step that can fail records its error and the run goes on: a peer that brea
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -109,7 +110,14 @@ class Benchmark:
     # -- model ----------------------------------------------------------------------------------
     def prepare_model(self) -> dict[str, Path]:
         settings = self.settings
-        model_dir = self.scratch / ("tiny" if settings.quick else f"{configs_digest()}-seed{settings.seed}")
+        if settings.quick:
+            name = "tiny"
+        elif settings.source:  # real weights: bundles of different sources must never share a folder
+            name = "source-" + hashlib.sha256(str(Path(settings.source).absolute() if Path(settings.source).exists()
+                                                  else settings.source).encode()).hexdigest()[:12]
+        else:
+            name = f"{configs_digest()}-seed{settings.seed}"
+        model_dir = self.scratch / name
         if settings.rebuild or settings.quick:
             shutil.rmtree(model_dir, ignore_errors=True)
         model_dir.mkdir(parents=True, exist_ok=True)
