@@ -47,8 +47,20 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
     assert "## Latency per image" in page and "lcm-run (API)" in page
 
 
+def _import_report():
+    """benchmarks/ lives at the repository root, not in the installed package; and this test's own
+    folder (tests/benchmarks, no __init__.py) would otherwise pass for it as a namespace package."""
+    if sys.path[:1] != [str(REPO_ROOT)]:
+        sys.path.insert(0, str(REPO_ROOT))
+    if getattr(sys.modules.get("benchmarks"), "__file__", None) is None:
+        sys.modules.pop("benchmarks", None)
+    from benchmarks import report
+
+    return report
+
+
 def test_report_renders_from_a_results_file(tmp_path: Path) -> None:
-    from benchmarks.report import render
+    render = _import_report().render
 
     def run(key: str, system: str, precision: str, seconds: float) -> dict:
         return {"key": key, "system": system, "label": key, "precision": precision, "variant": "default",
