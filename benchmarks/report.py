@@ -179,7 +179,7 @@ def render_markdown(results: dict[str, Any], source_name: str, plots: list[str])
               "without any compile cache. Peak RSS is the process's own (wait4). Skipped and failed runs say why below.", ""]
     for plot in plots:
         lines += [f"![{Path(plot).stem}]({plot})", ""]
-    lines += cold_start_lines(results) + stage_lines(results) + bound_lines(results) + problem_lines(results)
+    lines += cold_start_lines(results) + stage_lines(results) + model_lines(results) + bound_lines(results) + problem_lines(results)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -213,6 +213,21 @@ def cold_start_lines(results: dict[str, Any]) -> list[str]:
             "an empty compiled-model cache (it is filled on the way), then with it filled.", "",
             *table(["Compile cache", "Status", "Spawn → PNG on disk s", "Process wall s", "Peak RSS GiB",
                     "lcm-run's own report"], rows), ""]
+
+
+def model_lines(results: dict[str, Any]) -> list[str]:
+    model = results.get("model") or {}
+    exports = model.get("exports") or {}
+    rows = []
+    for kind, bundle in (model.get("bundles") or {}).items():
+        export = exports.get(Path(bundle["path"]).name, {})
+        rows.append([kind, gib(bundle.get("bytes")), " ".join(export.get("options", [])) or ("–" if not export else "(defaults)"),
+                     seconds(export.get("wall_seconds")), gib(export.get("peak_rss_bytes"))])
+    if not rows:
+        return []
+    return ["## Model files and export", "",
+            "Export columns are empty when the bundle was reused from an earlier run (`--rebuild` re-exports).", "",
+            *table(["Files", "Size GiB", "lcm-export options", "Export s", "Export peak RSS GiB"], rows), ""]
 
 
 def stage_lines(results: dict[str, Any]) -> list[str]:

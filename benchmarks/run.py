@@ -124,7 +124,8 @@ class Benchmark:
         source = self.source_folder(model_dir)
         paths = {SOURCE: source, BUNDLE: model_dir / "bundle-fp16"}
         self.export(source, paths[BUNDLE], [])
-        if settings.int8 and not settings.quick:
+        wanted = {measurement.model for measurement in select(settings.only)}
+        if settings.int8 and not settings.quick and BUNDLE_INT8 in wanted:
             paths[BUNDLE_INT8] = model_dir / "bundle-int8"
             self.export(source, paths[BUNDLE_INT8], ["--quantize-unet", "int8"])
         self.results["model"]["bundles"] = {
