@@ -187,7 +187,12 @@ def main(argv: list[str] | None = None) -> None:
     _quiet_libraries()
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        app(args=args, prog_name="lcm-export", standalone_mode=False)
+        # In non-standalone mode typer turns Ctrl-C into a returned exit code (130), not an exception.
+        exit_code = app(args=args, prog_name="lcm-export", standalone_mode=False)
+        if isinstance(exit_code, int) and exit_code != 0:
+            if exit_code == 130:
+                print("interrupted: nothing was written", file=sys.stderr)
+            sys.exit(exit_code)
     except LCMError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)

@@ -169,6 +169,20 @@ def save_tiny_pipeline(folder: Path | str, seed: int = 0, safe_serialization: bo
     folder = Path(folder)
     pipeline = build_tiny_pipeline(seed)
     pipeline.save_pretrained(folder, safe_serialization=safe_serialization)
+    if not safe_serialization:
+        _pickle_remaining_safetensors(folder)
     # transformers 5 writes only tokenizer.json for CLIP; older readers need vocab.json/merges.txt.
     write_clip_vocab_files(folder / "tokenizer")
     return folder
+
+
+def _pickle_remaining_safetensors(folder: Path) -> None:
+    """transformers 5 always saves safetensors; rewrite them as the legacy pickle files, so
+    that safe_serialization=False really gives a pickle-only folder (for tests of refusal)."""
+    import torch
+    from safetensors.torch import load_file
+
+    for path in sorted(folder.rglob("*.safetensors")):
+        legacy = "pytorch_model.bin" if path.name == "model.safetensors" else path.name.replace(".safetensors", ".bin")
+        torch.save(load_file(path), path.with_name(legacy))
+        path.unlink()
