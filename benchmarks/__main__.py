@@ -31,6 +31,9 @@ def parse_settings(argv: list[str]) -> Settings:
                         help="build the environments, the model and its bundles, then stop (no measurement)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the model folder and re-export the bundles")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per process (default 900)")
+    parser.add_argument("--budget-minutes", type=float, default=Settings.budget_minutes,
+                        help="skip measurements not started within this many minutes of the start, so that the "
+                             "whole run stays under 40 minutes (default %(default)s)")
     parser.add_argument("--work-dir", type=Path, default=Settings.work_dir, help="scratch (venvs, model, logs)")
     parser.add_argument("--results-dir", type=Path, default=Settings.results_dir)
     parser.add_argument("--docs", type=Path, default=None,
@@ -41,7 +44,7 @@ def parse_settings(argv: list[str]) -> Settings:
     size = QUICK_SIZE if args.quick else Settings.height
     return Settings(quick=args.quick, height=size, width=size, source=args.source, work_dir=args.work_dir, results_dir=args.results_dir,
                     docs_path=docs, only=[key for key in args.only.split(",") if key], runs=args.runs,
-                    timeout=args.timeout, rebuild=args.rebuild, prepare_only=args.prepare_only, int8=not args.no_int8, machine=args.machine)
+                    timeout=args.timeout, budget_minutes=args.budget_minutes, rebuild=args.rebuild, prepare_only=args.prepare_only, int8=not args.no_int8, machine=args.machine)
 
 
 def render_report(benchmark: Benchmark, settings: Settings, results_file: Path) -> None:
