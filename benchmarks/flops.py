@@ -23,7 +23,6 @@ STORE = Path(__file__).resolve().parent / "flops.json"
 def count_flops(configs: dict[str, dict[str, Any]], height: int, width: int, batch: int = 1) -> dict[str, int]:
     import torch
     from diffusers.models.attention_processor import AttnProcessor
-    from torch.utils.flop_counter import FlopCounterMode
 
     from .model import build_modules
 

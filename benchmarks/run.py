@@ -1,5 +1,5 @@
 """The whole benchmark, in order: machine, environments, model and bundles, FLOPs, matmul peak,
-every system in its own fresh process, lcm-run's cold start, then the results file and the report.
+lcm-run's cold start, every system in its own fresh process, then the results file and the report.
 
 Every step that can fail records its error and the run goes on: a peer that breaks is a result
 ("failed: ..."), not a reason to lose the other forty minutes of measurements.
@@ -70,10 +70,6 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.pop("PYTHONPATH", None)  # a worker sees only its own environment
     env.update(extra or {})
     return env
-
-
-def python_code(code: str) -> list[str]:
-    return ["-c", code]
 
 
 class Benchmark:
