@@ -4,6 +4,9 @@ Speed does not depend on weight values, and the real weights cannot be downloade
 harness builds the same modules from the configs in model_configs/ (transcribed from the hub's
 SimianLuo/LCM_Dreamshaper_v7 config files) and saves them as a diffusers folder that both
 lcm-export and diffusers' own pipeline load. The tokenizer is the real CLIP vocabulary.
+
+Parameter counts (checked by tests/benchmarks): UNet 859,602,884 (SD1.5's 859,520,964 plus LCM's
+256->320 guidance projection), VAE 83,653,863, text encoder 123,060,480.
 """
 
 from __future__ import annotations

@@ -283,9 +283,13 @@ class Benchmark:
     def run(self) -> dict[str, Any]:
         self.results["machine"] = machine_facts()
         paths = self.prepare_model()
+        # Every environment before any measurement: pip's minutes must not eat the measuring budget.
+        for environment in dict.fromkeys(["lcm-runtime", *(m.environment for m in select(self.settings.only))]):
+            try:
+                self.python_for(environment)
+            except (RuntimeError, subprocess.CalledProcessError) as error:
+                self.results["errors"].append(f"environment {environment}: {str(error)[-400:]}")
         if self.settings.prepare_only:
-            for measurement in select(self.settings.only):
-                self.python_for(measurement.environment)
             return self.results
         self.count_flops(paths[SOURCE])
         self.matmul_peak()

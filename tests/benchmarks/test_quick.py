@@ -47,20 +47,21 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
     assert "## Latency per image" in page and "lcm-run (API)" in page
 
 
-def _import_report():
+def _import_benchmarks():
     """benchmarks/ lives at the repository root, not in the installed package; and this test's own
     folder (tests/benchmarks, no __init__.py) would otherwise pass for it as a namespace package."""
     if sys.path[:1] != [str(REPO_ROOT)]:
         sys.path.insert(0, str(REPO_ROOT))
     if getattr(sys.modules.get("benchmarks"), "__file__", None) is None:
         sys.modules.pop("benchmarks", None)
-    from benchmarks import report
+    import benchmarks
 
-    return report
+    return benchmarks
 
 
 def test_report_renders_from_a_results_file(tmp_path: Path) -> None:
-    render = _import_report().render
+    _import_benchmarks()
+    from benchmarks.report import render
 
     def run(key: str, system: str, precision: str, seconds: float) -> dict:
         return {"key": key, "system": system, "label": key, "precision": precision, "variant": "default",
@@ -85,3 +86,15 @@ def test_report_renders_from_a_results_file(tmp_path: Path) -> None:
     assert "**1.10×** faster than genai" in page
     assert "unet step | bf16" in page and "% of peak" in page
     assert "optimum-intel (default): failed" in page
+
+
+def test_benchmark_model_has_lcm_dreamshaper_v7_parameter_counts() -> None:
+    """The random-weight model is only a valid stand-in if its architecture is exactly the real one."""
+    pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    _import_benchmarks()
+    from benchmarks.model import build_modules, load_configs
+
+    modules = build_modules(load_configs(), seed=0, device="meta")  # shapes only: no memory, no time
+    counts = {name: sum(parameter.numel() for parameter in module.parameters()) for name, module in modules.items()}
+    assert counts == {"unet": 859_602_884, "vae": 83_653_863, "text_encoder": 123_060_480}
