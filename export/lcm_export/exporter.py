@@ -141,8 +141,13 @@ def model_index(pipeline: "LatentConsistencyModelPipeline") -> dict[str, Any]:
 
 def component_configs(pipeline: "LatentConsistencyModelPipeline") -> dict[str, dict[str, Any]]:
     vae = clean_config(pipeline.vae.to_json_string())
+    text_encoder = clean_config(pipeline.text_encoder.config.to_json_string(use_diff=False))
+    # A model built in memory (--tiny-random) has neither; a loaded one has both. Filling them
+    # makes the bundle depend on the weights only, and the IR is float32 whatever torch held.
+    text_encoder["architectures"] = text_encoder.get("architectures") or [type(pipeline.text_encoder).__name__]
+    text_encoder["dtype"] = "float32"
     return {
-        "text_encoder": clean_config(pipeline.text_encoder.config.to_json_string(use_diff=False)),
+        "text_encoder": text_encoder,
         "unet": clean_config(pipeline.unet.to_json_string()),
         "vae_decoder": vae,
         "vae_encoder": vae,

@@ -10,7 +10,6 @@ pytest.importorskip("torch")
 
 from lcm_export.exporter import ExportOptions, Progress, export_bundle  # noqa: E402
 from lcm_export.writer import OutputError  # noqa: E402
-from lcm_runtime.bundle import read_manifest  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +34,11 @@ def _existing_out(parent):
     return out
 
 
-@pytest.mark.parametrize("error", [RuntimeError("injected"), KeyboardInterrupt()], ids=["error", "interrupt"])
-@pytest.mark.parametrize("stage", ["unet", "manifest", "verify"])
+@pytest.mark.parametrize(
+    "stage,error",
+    [("unet", RuntimeError("injected")), ("verify", KeyboardInterrupt())],  # half-written; complete but unverified
+    ids=["error-mid-export", "interrupt-before-rename"],
+)
 def test_failure_leaves_nothing(loaded, tmp_path, error, stage):
     out = tmp_path / "bundle"
     with pytest.raises(type(error)):
@@ -52,14 +54,16 @@ def test_failure_leaves_existing_out_untouched(loaded, tmp_path):
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
 
 
-def test_existing_out_needs_force_and_is_then_replaced(loaded, tmp_path):
+def test_existing_out_needs_force_and_is_then_replaced(loaded, tmp_path, tiny_bundle_fp32):
     out = _existing_out(tmp_path)
     with pytest.raises(OutputError, match="--force"):
         export_bundle(loaded, out, ExportOptions(weights="fp32"))
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     export_bundle(loaded, out, ExportOptions(weights="fp32", force=True))
-    assert not (out / "keep.txt").exists() and read_manifest(out).components["unet"]["precision"] == "fp32"
+    assert not (out / "keep.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    # Also a determinism check: the same export, done again in this process, is byte-identical.
+    assert (out / "manifest.json").read_bytes() == (tiny_bundle_fp32 / "manifest.json").read_bytes()
 
 
 def test_no_space_while_writing_is_one_clear_error(loaded, tmp_path, monkeypatch):

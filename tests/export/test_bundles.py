@@ -25,7 +25,7 @@ PRECISION_CASES = {
     "int8": ({"weights": "int8"}, {"text_encoder": "int8", "unet": "int8", "vae_decoder": "int8", "vae_encoder": "int8"}),
     "int4": ({"weights": "int4"}, {"text_encoder": "int8", "unet": "int4", "vae_decoder": "int8", "vae_encoder": "int8"}),
     "ptq": (
-        {"weights": "fp16", "quantize_unet": "int8", "calibration_size": 8},
+        {"weights": "fp16", "quantize_unet": "int8", "calibration_size": 4},
         {"text_encoder": "fp16", "unet": "int8-ptq", "vae_decoder": "fp16", "vae_encoder": "fp16"},
     ),
 }
@@ -79,9 +79,9 @@ def test_manifest_describes_source_versions_and_model(tiny_bundle_fp32, tiny_pip
 def test_ptq_manifest_records_calibration(export_tiny):
     manifest = read_manifest(_bundle(export_tiny, "ptq"))
     calibration = manifest.calibration
-    assert calibration["method"] == "nncf.quantize" and calibration["samples"] == 8
+    assert calibration["method"] == "nncf.quantize" and calibration["samples"] == 4
     assert calibration["dataset"].endswith("calibration_prompts.txt")
-    assert calibration["prompts"] == 2 and len(calibration["prompts_sha256"]) == 64
+    assert calibration["prompts"] == 1 and len(calibration["prompts_sha256"]) == 64
 
 
 def test_optimum_compatible_layout(tiny_bundle_fp32, reference_pipeline):

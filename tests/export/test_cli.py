@@ -40,7 +40,7 @@ def empty_hub_cache(tmp_path):
     return {"HF_HUB_CACHE": str(tmp_path / "empty-hub-cache"), "HF_HOME": str(tmp_path / "hf-home")}
 
 
-def test_tiny_random_end_to_end(tmp_path):
+def test_tiny_random_end_to_end(tmp_path, export_tiny):
     out = tmp_path / "tiny"
     result = lcm_export("--tiny-random", out, "--weights", "fp16")
     assert result.returncode == 0, result.stderr
@@ -51,6 +51,9 @@ def test_tiny_random_end_to_end(tmp_path):
     assert manifest.source == {"kind": "tiny-random", "seed": 0}
     assert verify_files(out, manifest) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    # The same weights exported in another process (from a saved folder) give the same files.
+    from_folder = read_manifest(export_tiny("fp16")).files
+    assert manifest.files == from_folder
 
 
 def test_unknown_option():
