@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common import Generate, parse_args, precision_name, run, versions
+from common import Generate, parse_args, run, versions
 
 PRECISION_ARGUMENT = {"default": "auto", "f32": "f32", "bf16": "bf16"}
 
@@ -21,19 +21,8 @@ def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
                       height=args.height, width=args.width, generator=seed)
         return output.images[0], dict(output.timings)
 
-    info = {"versions": versions("lcm-openvino", "openvino", "numpy"), "precision_executed": lambda: executed_precision(pipe)}
+    info = {"versions": versions("lcm-openvino", "openvino", "numpy"), "precision_executed": pipe.execution_precision}
     return generate, info
-
-
-def executed_precision(pipe: Any) -> dict[str, str]:
-    """The inference precision each compiled model settled on (the plugin resolves 'auto')."""
-    found = {}
-    for name in ("_text_encoder", "_unet", "_vae_decoder"):
-        component = getattr(pipe, name, None)
-        compiled = getattr(component, "compiled", None)
-        if compiled is not None:
-            found[name.strip("_")] = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
-    return found
 
 
 if __name__ == "__main__":

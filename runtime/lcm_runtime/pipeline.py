@@ -122,9 +122,25 @@ class LCMPipeline:
         started = time.perf_counter()
         scaled = denoised / np.float32(facts.vae_scaling_factor)
         decoded = np.concatenate([self._vae_decoder(latent[None]) for latent in scaled])
-        images = to_unit_range(decoded)
         timings["vae_decode"] = time.perf_counter() - started
-        return LCMPipelineOutput(images=to_pil(images) if output_type == "pil" else images, timings=timings)
+
+        started = time.perf_counter()
+        images = to_unit_range(decoded)
+        images = to_pil(images) if output_type == "pil" else images
+        timings["to_image"] = time.perf_counter() - started
+        return LCMPipelineOutput(images=images, timings=timings)
+
+    def execution_precision(self) -> dict[str, str]:
+        """The precision each compiled model runs at ("auto" resolves per device: bf16 on AMX CPUs).
+
+        Empty until the first call compiles the models.
+        """
+        components = {"text_encoder": self._text_encoder, "unet": self._unet, "vae_decoder": self._vae_decoder}
+        return {
+            name: component.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+            for name, component in components.items()
+            if component is not None
+        }
 
     def check_inputs(self, prompts: list[str], height: int, width: int, guidance_scale: float,
                      num_images_per_prompt: int, output_type: str) -> None:
