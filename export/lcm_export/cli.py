@@ -20,7 +20,7 @@ from lcm_runtime.errors import InputError, LCMError
 
 from .source import DEFAULT_SOURCE
 
-DEFAULT_CALIBRATION_SIZE = 16  # nncf.quantize of the SD1.5 UNet peaks near 14 GiB with 16 samples
+DEFAULT_CALIBRATION_SIZE = 16  # keep equal to exporter.DEFAULT_CALIBRATION_SIZE (not imported: --help stays light)
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 

@@ -83,12 +83,25 @@ def download_from_hub(repo_id: str, revision: str | None, allow_pickle: bool) ->
         raise SourceError(f"{repo_id} was not found on the hub (or is private); check the id, or pass a local folder") from None
     except RevisionNotFoundError:
         raise SourceError(f"revision {revision!r} of {repo_id} was not found on the hub; check --revision") from None
-    except (LocalEntryNotFoundError, EntryNotFoundError, OSError) as error:
-        # Offline (HF_HUB_OFFLINE=1 or no network) and not in the local cache.
+    except OSError as error:
+        from .writer import is_no_space
+
+        if not is_no_space(error):
+            raise _unreachable(repo_id, error) from None
         raise SourceError(
-            f"cannot reach the Hugging Face hub to download {repo_id} and it is not in the local cache "
-            f"({type(error).__name__}); connect to the internet, or pass a local diffusers folder as SOURCE"
+            f"no space left on the device of the hub cache while downloading {repo_id}; "
+            "free some space or point HF_HUB_CACHE to a bigger disk"
         ) from None
+    except (LocalEntryNotFoundError, EntryNotFoundError) as error:
+        raise _unreachable(repo_id, error) from None
+
+
+def _unreachable(repo_id: str, error: BaseException) -> SourceError:
+    # Offline (HF_HUB_OFFLINE=1 or no network) and not in the local cache.
+    return SourceError(
+        f"cannot reach the Hugging Face hub to download {repo_id} and it is not in the local cache "
+        f"({type(error).__name__}); connect to the internet, or pass a local diffusers folder as SOURCE"
+    )
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:

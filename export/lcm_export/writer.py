@@ -71,6 +71,28 @@ def is_no_space(error: BaseException) -> bool:
     return False
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_abandoned_staging(out: Path) -> None:
+    """Remove staging folders for OUT left by exports that were killed (SIGKILL, power loss)."""
+    for path in Path(out).parent.glob(f"{STAGING_PREFIX}{Path(out).name}.*"):
+        pid = path.name[len(f"{STAGING_PREFIX}{Path(out).name}.") :].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)) and path.suffix in (".tmp", ".old"):
+            if path.suffix == ".old" and not Path(out).exists():
+                # Killed between the two renames: the backup is the previous OUT; put it back.
+                os.rename(path, out)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+
+
 @contextmanager
 def staged_output(out: Path, force: bool = False) -> Iterator[Path]:
     """Yield an empty staging folder; on normal exit it replaces OUT, otherwise it is removed."""
@@ -78,6 +100,7 @@ def staged_output(out: Path, force: bool = False) -> Iterator[Path]:
     check_output(out, force)
     staging = out.parent / f"{STAGING_PREFIX}{out.name}.{os.getpid()}.tmp"
     backup = out.parent / f"{STAGING_PREFIX}{out.name}.{os.getpid()}.old"
+    remove_abandoned_staging(out)
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staging.mkdir()

@@ -88,3 +88,23 @@ def test_not_enough_free_space_is_refused_before_writing(loaded, tmp_path, monke
     with pytest.raises(OutputError, match="not enough disk space"):
         export_bundle(loaded, tmp_path / "bundle", ExportOptions(weights="fp32"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_staging_left_by_a_killed_export_is_cleaned_up(tmp_path):
+    import subprocess
+    import sys
+
+    from lcm_export.writer import remove_abandoned_staging
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    abandoned = tmp_path / f".lcm-export-bundle.{dead_pid}.tmp"
+    (abandoned / "unet").mkdir(parents=True)
+    backup = tmp_path / f".lcm-export-bundle.{dead_pid}.old"
+    backup.mkdir()
+    (backup / "keep.txt").write_text("previous bundle")
+    other = tmp_path / ".lcm-export-other.1.tmp"  # another OUT's staging: not ours to touch
+    other.mkdir()
+    remove_abandoned_staging(tmp_path / "bundle")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lcm-export-other.1.tmp", "bundle"]
+    assert (tmp_path / "bundle" / "keep.txt").read_text() == "previous bundle"
