@@ -63,3 +63,18 @@ def test_unknown_dataset_offline_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(InputError, match="cannot load the calibration dataset") as error:
         load_prompts("someone/not-a-dataset", 4)
     assert "\n" not in str(error.value)
+
+
+def test_quantize_with_a_local_dataset_records_it(export_tiny, tmp_path_factory):
+    import hashlib
+
+    from lcm_runtime.bundle import read_manifest, verify_files
+
+    path = tmp_path_factory.mktemp("calibration") / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"caption": p}) + "\n" for p in PROMPTS))
+    bundle = export_tiny("fp16", quantize_unet="int8", calibration_size=8, calibration_dataset=str(path))
+    manifest = read_manifest(bundle)
+    assert verify_files(bundle, manifest) == []
+    calibration = manifest.calibration
+    assert calibration["dataset"] == str(path) and calibration["samples"] == 8 and calibration["prompts"] == 2
+    assert calibration["prompts_sha256"] == hashlib.sha256("\n".join(PROMPTS[:2]).encode()).hexdigest()
