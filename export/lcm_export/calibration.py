@@ -147,7 +147,18 @@ def capture_unet_inputs(bundle_root: Path, prompts: list[str], size: int) -> lis
     return samples[:size]
 
 
-def quantize_unet(pipeline: "LatentConsistencyModelPipeline", bundle_root: Path, options: "ExportOptions") -> dict[str, Any]:
+def calibration_prompts(options: "ExportOptions") -> tuple[list[str], str]:
+    """The prompts --quantize-unet will use (loaded before the export starts, so a bad dataset fails fast)."""
+    return load_prompts(options.calibration_dataset, -(-options.calibration_size // CALIBRATION_STEPS))
+
+
+def quantize_unet(
+    pipeline: "LatentConsistencyModelPipeline",
+    bundle_root: Path,
+    options: "ExportOptions",
+    prompts: list[str],
+    dataset: str,
+) -> dict[str, Any]:
     """Replace the bundle's UNet IR with an INT8 post-training-quantized one; return manifest details."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedSmoothQuantParameters
@@ -155,10 +166,7 @@ def quantize_unet(pipeline: "LatentConsistencyModelPipeline", bundle_root: Path,
     from .compress import save_ir
     from .convert import convert_component
 
-    size = options.calibration_size
-    prompts_needed = -(-size // CALIBRATION_STEPS)
-    prompts, dataset = load_prompts(options.calibration_dataset, prompts_needed)
-    samples = capture_unet_inputs(bundle_root, prompts, size)
+    samples = capture_unet_inputs(bundle_root, prompts, options.calibration_size)
 
     float_unet = convert_component(pipeline, "unet")
     quantized = nncf.quantize(

@@ -189,6 +189,10 @@ def export_bundle(
     if options.quantize_unet:
         precisions["unet"] = "int8-ptq"
     calibration = None
+    if options.quantize_unet:
+        from .calibration import calibration_prompts
+
+        prompts, dataset = calibration_prompts(options)
 
     with staged_output(out, options.force) as staging:
         with progress.stage("configs"):
@@ -207,7 +211,7 @@ def export_bundle(
             from .calibration import quantize_unet
 
             with progress.stage(f"unet calibration + int8 quantization ({options.calibration_size} samples)"):
-                calibration = quantize_unet(pipeline, staging, options)
+                calibration = quantize_unet(pipeline, staging, options, prompts, dataset)
         with progress.stage("manifest"):
             facts = ModelFacts.from_configs(dict(pipeline.unet.config), dict(pipeline.vae.config), max_length)
             manifest = Manifest(

@@ -230,3 +230,11 @@ def test_sigterm_mid_export_leaves_nothing(tmp_path):
     assert process.wait(timeout=120) == 130, "".join(seen) + rest
     assert "Traceback" not in rest and "interrupted" in rest
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_calibration_dataset_offline_fails_before_exporting(tmp_path, empty_hub_cache):
+    result = lcm_export("--tiny-random", tmp_path / "out", "--quantize-unet", "int8", "--calibration-dataset", "someone/no-such-prompts",
+                        env_extra={**empty_hub_cache, "HF_DATASETS_OFFLINE": "1"})
+    check(result, "calibration dataset", "someone/no-such-prompts", "local")
+    assert "tokenizer" not in result.stderr  # failed before any bundle stage ran
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".lcm-export-*"))
