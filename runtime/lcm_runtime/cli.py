@@ -148,7 +148,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"lcm-run {__version__}")
         return
     try:
-        app(args=args, prog_name="lcm-run", standalone_mode=False)
+        # typer in non-standalone mode returns 130 on Ctrl-C instead of raising KeyboardInterrupt.
+        code = app(args=args, prog_name="lcm-run", standalone_mode=False)
+        if isinstance(code, int) and code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except LCMError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)

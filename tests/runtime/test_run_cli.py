@@ -143,3 +143,22 @@ def test_corrupted_and_future_manifest(bundle_copy):
     assert_one_line_error(lcm_run("a cat", "--model", bundle_copy), "format version 99", "upgrade")
     manifest.write_text("{ broken")
     assert_one_line_error(lcm_run("a cat", "--model", bundle_copy), "corrupted")
+
+
+def test_interrupt_exits_130_and_leaves_no_image(tiny_bundle_fp32, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the PNG is being written: exit 130, one line, no file and no temporary left."""
+    from lcm_runtime import cli
+    from PIL import Image as PILImage
+
+    def interrupted(self, fp, *args, **kwargs):
+        fp.write(b"\x89PNG partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("LCM_CACHE_DIR", "off")
+    monkeypatch.setattr(PILImage.Image, "save", interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["a cat", "--model", str(tiny_bundle_fp32), "--output", str(out), "--seed", "1"])
+    assert exited.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"
+    assert list(out.iterdir()) == []
