@@ -16,7 +16,8 @@ from typing import Optional
 
 import typer
 
-from lcm_runtime.errors import InputError, LCMError
+from lcm_runtime.cli_errors import run_app
+from lcm_runtime.errors import InputError
 
 from .source import DEFAULT_SOURCE
 
@@ -60,6 +61,9 @@ def export(
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists"),
     tiny_random: bool = typer.Option(False, "--tiny-random", help="Export a tiny random-weight LCM with the real CLIP vocabulary instead of SOURCE"),
     seed: int = typer.Option(0, "--seed", help="Weights seed for --tiny-random"),
+    tiny_vae: Optional[str] = typer.Option(
+        None, "--tiny-vae", help="Also export a TAESD decoder (hub id such as madebyollin/taesd, or a local AutoencoderTiny folder) for lcm-run --vae tiny"
+    ),
 ) -> None:
     """Export a diffusers Latent Consistency Model to a verified OpenVINO bundle at OUT."""
     from .exporter import ExportOptions
@@ -77,7 +81,8 @@ def export(
         force=force,
     )
     options.validate()
-    run_export(source, Path(out), options, revision=revision, allow_pickle=allow_pickle, tiny_random=tiny_random, seed=seed)
+    run_export(source, Path(out), options, revision=revision, allow_pickle=allow_pickle, tiny_random=tiny_random, seed=seed,
+               tiny_vae=tiny_vae)
 
 
 def _split_paths(paths: list[str], tiny_random: bool) -> tuple[str | None, str]:
@@ -100,6 +105,7 @@ def run_export(
     allow_pickle: bool = False,
     tiny_random: bool = False,
     seed: int = 0,
+    tiny_vae: str | None = None,
 ) -> None:
     from rich.console import Console
 
@@ -133,7 +139,13 @@ def run_export(
     try:
         with progress.stage(f"load {label}"):
             loaded = load_tiny_random(seed) if tiny_random else load_source(str(source), revision, allow_pickle)
-        result = export_bundle(loaded, out, options, progress)
+        loaded_tiny_vae = None
+        if tiny_vae is not None:
+            from .tiny_vae import load_tiny_vae
+
+            with progress.stage(f"load tiny VAE {tiny_vae}"):
+                loaded_tiny_vae = load_tiny_vae(tiny_vae, allow_pickle)
+        result = export_bundle(loaded, out, options, progress, tiny_vae=loaded_tiny_vae)
     finally:
         spinner.stop()
     print_summary(console, result, time.perf_counter() - started)
@@ -189,36 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     _quiet_libraries()
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        # In non-standalone mode typer turns Ctrl-C into a returned exit code (130), not an exception.
-        exit_code = app(args=args, prog_name="lcm-export", standalone_mode=False)
-        if isinstance(exit_code, int) and exit_code != 0:
-            if exit_code == 130:
-                print("interrupted: nothing was written", file=sys.stderr)
-            sys.exit(exit_code)
-    except LCMError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except MemoryError:
-        print("error: out of memory; close other programs or export on a machine with more RAM", file=sys.stderr)
-        sys.exit(1)
-    except Exception as error:
-        # Usage errors of typer's (vendored) click arrive here in non-standalone mode.
-        if callable(getattr(error, "format_message", None)) and isinstance(getattr(error, "exit_code", None), int):
-            print(f"error: {error.format_message()} (see lcm-export --help)", file=sys.stderr)
-            sys.exit(error.exit_code or 2)
-        if os.environ.get("LCM_EXPORT_DEBUG"):
-            raise
-        message = (str(error).strip().splitlines() or [""])[0][:200]
-        print(
-            f"error: the export failed unexpectedly ({type(error).__name__}: {message}); "
-            "nothing was written; rerun with LCM_EXPORT_DEBUG=1 and report the traceback",
-            file=sys.stderr,
-        )
-        sys.exit(1)
+        run_app(app, args, "lcm-export", interrupted_message="interrupted: nothing was written",
+                failure_message="the export failed unexpectedly; nothing was written", debug_variable="LCM_EXPORT_DEBUG")
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from . import __version__
+from .cli_errors import run_app
 from .errors import LCMError
 from .outputs import plan_output_paths, png_parameters
 
@@ -44,6 +45,8 @@ def generate(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="A .png file or a folder [default: ./outputs/]"),
     device: str = typer.Option("CPU", "--device", help="OpenVINO device: CPU, GPU, NPU, AUTO..."),
     precision: str = typer.Option("auto", "--precision", help="auto (the device's default), f32, bf16 or f16"),
+    vae: str = typer.Option("full", "--vae", help="full (the model's VAE) or tiny (TAESD from lcm-export --tiny-vae: much faster, less detail)"),
+    tiled_vae: Optional[bool] = typer.Option(None, "--tiled-vae/--no-tiled-vae", help="Decode in tiles of the native size to bound memory [default: only when the whole image would not fit]"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use or fill the compiled-model cache"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files instead of picking a new name"),
 ) -> None:
@@ -63,14 +66,14 @@ def generate(
 
     started = time.perf_counter()
     pipe = LCMPipeline.from_pretrained(model_path, device=device, precision=precision,
-                                       cache_dir=False if no_cache else None)
+                                       cache_dir=False if no_cache else None, vae=vae)
     opened = time.perf_counter() - started
     steps_total = steps or pipe.facts.default_steps
     with Progress(TextColumn("denoising"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task("denoise", total=steps_total)
         result = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
-                      num_images_per_prompt=num_images, generator=seed,
+                      num_images_per_prompt=num_images, generator=seed, tiled_vae=tiled_vae,
                       callback=lambda index, total, _t: progress.update(task, completed=index + 1, total=total))
 
     started = time.perf_counter()
@@ -80,7 +83,7 @@ def generate(
     for index, (image, path) in enumerate(zip(result.images, paths)):
         text = png_parameters(prompt, steps=steps_total, guidance=guidance if guidance is not None else pipe.facts.default_guidance_scale,
                               seed=seed, width=image.width, height=image.height, model=pipe.folder.name,
-                              model_hash=pipe.folder.identity(), precision=precision, device=device,
+                              model_hash=pipe.folder.identity(), precision=precision, device=device, vae=vae,
                               index=index, count=num_images)
         written.append(save_png(image, path, {"parameters": text}, overwrite=overwrite))
     saved = time.perf_counter() - started
@@ -147,27 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     if args[:1] == ["--version"]:
         print(f"lcm-run {__version__}")
         return
-    try:
-        # typer in non-standalone mode returns 130 on Ctrl-C instead of raising KeyboardInterrupt.
-        code = app(args=args, prog_name="lcm-run", standalone_mode=False)
-        if isinstance(code, int) and code == 130:
-            raise KeyboardInterrupt
-        if isinstance(code, int) and code != 0:
-            sys.exit(code)
-    except LCMError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as error:
-        # Usage errors of typer's (vendored) click arrive here in non-standalone mode.
-        if callable(getattr(error, "format_message", None)) and isinstance(getattr(error, "exit_code", None), int):
-            print(f"error: {error.format_message()} (see lcm-run --help)", file=sys.stderr)
-            sys.exit(error.exit_code)
-        raise
+    run_app(app, args, "lcm-run", interrupted_message="interrupted: no image was written",
+            failure_message="lcm-run failed unexpectedly", debug_variable="LCM_RUN_DEBUG")
 
 
 if __name__ == "__main__":

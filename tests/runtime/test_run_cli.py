@@ -160,5 +160,5 @@ def test_interrupt_exits_130_and_leaves_no_image(tiny_bundle_fp32, tmp_path, mon
     with pytest.raises(SystemExit) as exited:
         cli.main(["a cat", "--model", str(tiny_bundle_fp32), "--output", str(out), "--seed", "1"])
     assert exited.value.code == 130
-    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted: no image was written"
     assert list(out.iterdir()) == []

@@ -5,7 +5,6 @@ Builds a fresh virtual environment with only the runtime installed, as an edge b
 
 import os
 import subprocess
-import sys
 import venv
 from pathlib import Path
 

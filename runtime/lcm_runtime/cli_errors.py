@@ -1,0 +1,46 @@
+"""How both CLIs (lcm-run, lcm-export) end: one line on stderr and an exit code, never a traceback
+for the user's input or environment. Tracebacks of real bugs only with the debug variable set."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from .errors import LCMError
+
+INTERRUPTED = 130
+
+
+def run_app(app: Any, args: list[str], prog_name: str, interrupted_message: str, failure_message: str,
+            debug_variable: str) -> None:
+    """Run a typer app in non-standalone mode and turn every way it can end into an exit."""
+    try:
+        # Non-standalone typer returns 130 on Ctrl-C instead of raising KeyboardInterrupt.
+        code = app(args=args, prog_name=prog_name, standalone_mode=False)
+        if code == INTERRUPTED:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
+    except LCMError as error:
+        _fail(f"error: {error}", error.exit_code)
+    except KeyboardInterrupt:
+        _fail(interrupted_message, INTERRUPTED)
+    except SystemExit:
+        raise
+    except MemoryError:
+        _fail("error: out of memory; close other programs, use smaller settings or a machine with more RAM", 1)
+    except Exception as error:
+        # Usage errors of typer's (vendored) click arrive here in non-standalone mode.
+        if callable(getattr(error, "format_message", None)) and isinstance(getattr(error, "exit_code", None), int):
+            _fail(f"error: {error.format_message()} (see {prog_name} --help)", error.exit_code or 2)
+        if os.environ.get(debug_variable):
+            raise
+        detail = (str(error).strip().splitlines() or [""])[0][:200]
+        _fail(f"error: {failure_message} ({type(error).__name__}: {detail}); "
+              f"rerun with {debug_variable}=1 and report the traceback", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    print(message, file=sys.stderr)
+    sys.exit(code)
