@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from lcm_runtime.bundle import (
     COMPONENT_IO,
     CONFIG_FILE,
+    OPTIONAL_COMPONENT_IO,
+    TINY_VAE_DECODER,
     MODEL_INDEX_FILE,
     OPENVINO_TOKENIZER_XML,
     SCHEDULER_CONFIG,
@@ -38,6 +40,8 @@ from .writer import check_free_space, check_output, staged_output
 
 if TYPE_CHECKING:
     from diffusers import LatentConsistencyModelPipeline
+
+    from .tiny_vae import LoadedTinyVae
 
 COMPONENTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
 QUANTIZE_OPTIONS = ("int8",)
@@ -171,8 +175,9 @@ def export_bundle(
     out: Path,
     options: ExportOptions,
     progress: Progress | None = None,
+    tiny_vae: "LoadedTinyVae | None" = None,
 ) -> ExportResult:
-    """Write a complete, verified bundle for ``loaded`` at ``out`` (atomically)."""
+    """Write a complete, verified bundle for ``loaded`` (plus a TAESD decoder) at ``out`` (atomically)."""
     from .scheduler_tables import write_scheduler_tables
     from .tokenizer import text_max_length, write_tokenizer_folder
 
@@ -188,6 +193,11 @@ def export_bundle(
     precisions = {component: component_precision(options.weights, component) for component in COMPONENTS}
     if options.quantize_unet:
         precisions["unet"] = "int8-ptq"
+    if tiny_vae is not None:
+        from .tiny_vae import check_compatible
+
+        check_compatible(tiny_vae, int(pipeline.unet.config.in_channels))
+        precisions[TINY_VAE_DECODER] = component_precision(options.weights, "vae_decoder")
     calibration = None
     if options.quantize_unet:
         from .calibration import calibration_prompts
@@ -207,6 +217,14 @@ def export_bundle(
         for component in COMPONENTS:
             with progress.stage(f"{component} ({precisions[component]})"):
                 _export_component(pipeline, component, precisions[component], options, staging)
+        if tiny_vae is not None:
+            from .tiny_vae import convert_tiny_vae_decoder
+
+            with progress.stage(f"{TINY_VAE_DECODER} ({precisions[TINY_VAE_DECODER]})"):
+                write_text(staging / TINY_VAE_DECODER / CONFIG_FILE, dumps_json(clean_config(tiny_vae.vae.to_json_string())))
+                model = compress_weights(convert_tiny_vae_decoder(tiny_vae), precisions[TINY_VAE_DECODER])
+                save_ir(model, staging / component_xml(TINY_VAE_DECODER), options.weights)
+                del model
         if options.quantize_unet:
             from .calibration import quantize_unet
 
@@ -223,8 +241,9 @@ def export_bundle(
                         "file": component_xml(component),
                         "compression": compression_details(precisions[component]),
                         **({"latent_size_multiple": 1} if component == "unet" else {}),
+                        **({"source": tiny_vae.info} if component == TINY_VAE_DECODER else {}),
                     }
-                    for component in COMPONENTS
+                    for component in precisions
                 },
                 model=facts,
                 calibration=calibration,
@@ -257,7 +276,8 @@ def verify_bundle(root: Path) -> None:
         listing = ", ".join(f"{p.path} ({p.problem})" for p in problems[:3])
         raise ExportError(f"the written bundle does not verify: {listing}; check the disk and retry")
     core = ov.Core()
-    for component, (inputs, outputs) in COMPONENT_IO.items():
+    present = {name: io for name, io in OPTIONAL_COMPONENT_IO.items() if name in manifest.components}
+    for component, (inputs, outputs) in {**COMPONENT_IO, **present}.items():
         model = core.read_model(root / component_xml(component))
         names = ({name for port in model.inputs for name in port.get_names()}, {name for port in model.outputs for name in port.get_names()})
         if not set(inputs) <= names[0] or not set(outputs) <= names[1]:

@@ -14,6 +14,7 @@ runtime needs to be exact and self-checking::
     unet/openvino_model.xml              sample, timestep, encoder_hidden_states, timestep_cond -> out_sample
     vae_decoder/openvino_model.xml       latent_sample -> sample
     vae_encoder/openvino_model.xml       sample -> latent_parameters
+    vae_decoder_tiny/openvino_model.xml  (optional, TAESD) latent_sample -> sample
     <component>/config.json              the diffusers/transformers config of each model
 
 Everything here is plain Python + json + hashlib: importing it is free of openvino and torch.
@@ -49,6 +50,11 @@ COMPONENT_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "vae_encoder": (("sample",), ("latent_parameters",)),
 }
 REQUIRED_COMPONENTS = ("text_encoder", "unet", "vae_decoder")
+# Optional components: present only when the export asked for them.
+TINY_VAE_DECODER = "vae_decoder_tiny"  # TAESD (diffusers' AutoencoderTiny) decoder, lcm-export --tiny-vae
+OPTIONAL_COMPONENT_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    TINY_VAE_DECODER: (("latent_sample",), ("sample",)),
+}
 
 # Scheduler tables, one float32 .npy of shape [num_train_timesteps] each, computed with torch
 # exactly as diffusers' LCMScheduler does, so that a NumPy step() is bit-exact (lcm-numerics.md).

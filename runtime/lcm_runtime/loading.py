@@ -26,6 +26,8 @@ class ModelFolder:
     scheduler_tables: dict[str, np.ndarray] | None
     size_multiple: int  # image sides must be multiples of this (VAE factor x UNet down-sampling)
     vae_block_out_channels: tuple[int, ...]
+    unet_block_out_channels: tuple[int, ...]
+    tiny_vae_config: dict[str, Any] | None = None  # the TAESD decoder's config, when the bundle has one
 
     @property
     def name(self) -> str:
@@ -86,6 +88,10 @@ def open_model_folder(path: str | Path) -> ModelFolder:
                                         latent_size_multiple=up_factor)
         tables = None
 
+    tiny_vae_config = None
+    if (root / bundle.component_xml(bundle.TINY_VAE_DECODER)).is_file():
+        tiny_vae_config = bundle.read_json(root / bundle.TINY_VAE_DECODER / bundle.CONFIG_FILE)
+
     return ModelFolder(
         root=root,
         manifest=manifest,
@@ -94,6 +100,8 @@ def open_model_folder(path: str | Path) -> ModelFolder:
         scheduler_tables=tables,
         size_multiple=facts.vae_scale_factor * facts.latent_size_multiple,
         vae_block_out_channels=tuple(vae_config.get("block_out_channels", (128,))),
+        unet_block_out_channels=tuple(unet_config.get("block_out_channels", (320,))),
+        tiny_vae_config=tiny_vae_config,
     )
 
 

@@ -50,7 +50,7 @@ def _free_path(path: Path, taken: set[Path]) -> Path:
 
 
 def png_parameters(prompt: str, *, steps: int, guidance: float, seed: int, width: int, height: int, model: str,
-                   model_hash: str, precision: str, device: str, index: int, count: int) -> str:
+                   model_hash: str, precision: str, device: str, index: int, count: int, vae: str = "full") -> str:
     """The A1111 ``parameters`` chunk: the prompt on the first line, then key: value pairs."""
     fields = {
         "Steps": steps,
@@ -60,6 +60,7 @@ def png_parameters(prompt: str, *, steps: int, guidance: float, seed: int, width
         "Size": f"{width}x{height}",
         "Model": model,
         "Model hash": model_hash,
+        "VAE": vae,
         "Precision": precision,
         "Device": device,
         "Batch size": count,

@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import openvino as ov
 from PIL import Image
 
-from .errors import InputError
+from .bundle import TINY_VAE_DECODER
+from .errors import BundleError, InputError
 from .guidance import guidance_scale_embedding
 from .image import to_pil, to_unit_range
 from .loading import ModelFolder, open_model_folder
@@ -24,8 +24,10 @@ from .models import TextEncoder, UNet, VAEDecoder, check_device, compile_config,
 from .noise import GeneratorLike, as_noise_source, draw_normal
 from .schedulers.scheduling_lcm import LCMScheduler, LCMSchedulerConfig
 from .tokenizer import PromptTokenizer
+from .vae_tiling import decode_tiled
 
 StepCallback = Callable[[int, int, int], None]  # (step index, number of steps, timestep)
+VAE_CHOICES = ("full", "tiny")
 
 
 @dataclass
@@ -36,9 +38,18 @@ class LCMPipelineOutput:
 
 class LCMPipeline:
     def __init__(self, folder: ModelFolder, device: str = "CPU", precision: str = "auto",
-                 cache_dir: str | os.PathLike | bool | None = None) -> None:
+                 cache_dir: str | os.PathLike | bool | None = None, vae: str = "full") -> None:
         self.folder = folder
         self.facts = folder.facts
+        if vae not in VAE_CHOICES:
+            raise InputError(f"vae must be 'full' or 'tiny', got {vae!r}")
+        if vae == "tiny" and folder.tiny_vae_config is None:
+            raise BundleError(f"{folder.root} has no tiny VAE; re-export with `lcm-export --tiny-vae madebyollin/taesd`, "
+                              "or use --vae full")
+        self.vae = vae
+        # diffusers divides by the decoding VAE's own scaling_factor: 1.0 for TAESD.
+        self.vae_scaling_factor = (self.facts.vae_scaling_factor if vae == "full"
+                                   else float(folder.tiny_vae_config.get("scaling_factor", 1.0)))
         self.device = device
         self.core = ov.Core()
         check_device(self.core, device)
@@ -56,14 +67,15 @@ class LCMPipeline:
         self._text_encoder: TextEncoder | None = None
         self._unet: UNet | None = None
         self._vae_decoder: VAEDecoder | None = None
-        self._compiled_shape: tuple[int, int, int] | None = None
+        self._compiled_shape: tuple[int, int, int, int | None] | None = None
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str = "CPU", precision: str = "auto",
-                        cache_dir: str | os.PathLike | bool | None = None) -> "LCMPipeline":
+                        cache_dir: str | os.PathLike | bool | None = None, vae: str = "full") -> "LCMPipeline":
         """Open a bundle from lcm-export (or a folder from optimum-cli). ``cache_dir=False`` disables
-        OpenVINO's compiled-model cache; None uses $LCM_CACHE_DIR or ~/.cache/lcm-openvino."""
-        return cls(open_model_folder(path), device=device, precision=precision, cache_dir=cache_dir)
+        OpenVINO's compiled-model cache; None uses $LCM_CACHE_DIR or ~/.cache/lcm-openvino.
+        ``vae="tiny"`` decodes with the bundle's TAESD decoder (lcm-export --tiny-vae): much faster."""
+        return cls(open_model_folder(path), device=device, precision=precision, cache_dir=cache_dir, vae=vae)
 
     def __call__(
         self,
@@ -78,7 +90,13 @@ class LCMPipeline:
         original_inference_steps: int | None = None,
         timesteps: Sequence[int] | None = None,
         callback: StepCallback | None = None,
+        tiled_vae: bool | None = None,
     ) -> LCMPipelineOutput:
+        """Generate images, as diffusers' LatentConsistencyModelPipeline.__call__.
+
+        ``tiled_vae``: decode in overlapping tiles of the model's native size to bound memory;
+        None tiles only when an untiled decode would not fit in the free memory.
+        """
         facts = self.facts
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         height = facts.default_image_size if height is None else height
@@ -87,13 +105,14 @@ class LCMPipeline:
         if num_inference_steps is None and timesteps is None:
             num_inference_steps = facts.default_steps
         self.check_inputs(prompts, height, width, guidance_scale, num_images_per_prompt, output_type)
+        vae_tile = self._choose_vae_tile(height, width, tiled_vae)
         self.scheduler.set_timesteps(num_inference_steps, original_inference_steps, timesteps)
         noise = as_noise_source(generator)
         batch = len(prompts) * num_images_per_prompt
         timings: dict[str, float | list[float]] = {}
 
         started = time.perf_counter()
-        self._compile(batch, height, width)
+        self._compile(batch, height, width, vae_tile)
         timings["compile"] = time.perf_counter() - started
 
         # prompt -> tokens -> embeddings (one text-encoder pass per prompt, repeated per image)
@@ -120,8 +139,12 @@ class LCMPipeline:
 
         # latents -> image, one image at a time to bound peak memory
         started = time.perf_counter()
-        scaled = denoised / np.float32(facts.vae_scaling_factor)
-        decoded = np.concatenate([self._vae_decoder(latent[None]) for latent in scaled])
+        scaled = denoised / np.float32(self.vae_scaling_factor)
+        if vae_tile is None:
+            decoded = np.concatenate([self._vae_decoder(latent[None]) for latent in scaled])
+        else:
+            decoded = np.concatenate([decode_tiled(self._vae_decoder, latent[None], vae_tile, vae_tile // 4,
+                                                   facts.vae_scale_factor) for latent in scaled])
         timings["vae_decode"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -156,20 +179,41 @@ class LCMPipeline:
             raise InputError(f"number of images must be 1 or more, got {num_images_per_prompt}")
         if output_type not in ("pil", "np"):
             raise InputError(f"output_type must be 'pil' or 'np', got {output_type!r}")
-        needed, available = self.memory_estimate(height, width), _available_memory()
+        native = self.facts.default_image_size
+        batch = len(prompts) * num_images_per_prompt
+        needed = self.unet_memory_estimate(batch, height, width) + self.memory_estimate(min(height, native), min(width, native))
+        available = _available_memory()
         if available is not None and needed > available:
             raise InputError(
-                f"{width}x{height} needs about {needed / 2**30:.1f} GiB to decode, but only "
-                f"{available / 2**30:.1f} GiB is free; choose a smaller height and width"
+                f"{width}x{height} x{batch} needs about {needed / 2**30:.1f} GiB even with a tiled decode, but only "
+                f"{available / 2**30:.1f} GiB is free; choose a smaller size or fewer images"
             )
+
+    def _choose_vae_tile(self, height: int, width: int, tiled_vae: bool | None) -> int | None:
+        """The latent tile side for the VAE decode, or None to decode whole (diffusers' way)."""
+        tile = self.facts.sample_size
+        latent_side = max(height, width) // self.facts.vae_scale_factor
+        if tiled_vae is False or latent_side <= tile:
+            return None
+        if tiled_vae is None:
+            available = _available_memory()
+            if available is None or self.memory_estimate(height, width) <= available:
+                return None
+        return tile
+
+    def unet_memory_estimate(self, batch: int, height: int, width: int) -> int:
+        """A lower bound of the UNet's activations: its skip connections at the first block's width."""
+        latent_pixels = (height // self.facts.vae_scale_factor) * (width // self.facts.vae_scale_factor)
+        return 16 * 4 * batch * latent_pixels * self.folder.unet_block_out_channels[0]
 
     def memory_estimate(self, height: int, width: int) -> int:
         """A lower bound of the VAE decoder's working set: a few full-resolution float32 activations."""
-        widest_full_resolution = self.folder.vae_block_out_channels[0]
+        widest_full_resolution = (self.folder.vae_block_out_channels[0] if self.vae == "full"
+                                  else self.folder.tiny_vae_config.get("decoder_block_out_channels", [64])[-1])
         return 8 * 4 * height * width * widest_full_resolution
 
-    def _compile(self, batch: int, height: int, width: int) -> None:
-        if self._compiled_shape == (batch, height, width):
+    def _compile(self, batch: int, height: int, width: int, vae_tile: int | None) -> None:
+        if self._compiled_shape == (batch, height, width, vae_tile):
             return
         facts, folder = self.facts, self.folder
         latent_h, latent_w = height // facts.vae_scale_factor, width // facts.vae_scale_factor
@@ -184,9 +228,11 @@ class LCMPipeline:
             "encoder_hidden_states": [batch, facts.text_max_length, -1],
             "timestep_cond": [batch, facts.time_cond_proj_dim],
         }, *args)
-        self._vae_decoder = VAEDecoder(self.core, folder.xml("vae_decoder"),
-                                       {"latent_sample": [1, facts.latent_channels, latent_h, latent_w]}, *args)
-        self._compiled_shape = (batch, height, width)
+        vae_component = "vae_decoder" if self.vae == "full" else TINY_VAE_DECODER
+        vae_h, vae_w = (latent_h, latent_w) if vae_tile is None else (min(vae_tile, latent_h), min(vae_tile, latent_w))
+        self._vae_decoder = VAEDecoder(self.core, folder.xml(vae_component),
+                                       {"latent_sample": [1, facts.latent_channels, vae_h, vae_w]}, *args)
+        self._compiled_shape = (batch, height, width, vae_tile)
 
 
 def _available_memory() -> int | None:
