@@ -187,7 +187,7 @@ def load_pipeline_folder(folder: Path, allow_pickle: bool) -> "LatentConsistency
     and never loads the safety checker.
     """
     import torch
-    from diffusers import AutoencoderKL, LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     use_safetensors = None if allow_pickle else True
@@ -200,6 +200,13 @@ def load_pipeline_folder(folder: Path, allow_pickle: bool) -> "LatentConsistency
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SourceError(f"cannot load the pipeline in {folder}: {first_line}; check the folder is a complete diffusers pipeline") from None
+    return assemble_pipeline(unet, vae, text_encoder, tokenizer, scheduler)
+
+
+def assemble_pipeline(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any) -> "LatentConsistencyModelPipeline":
+    """An LCM pipeline of these components, in eval mode, without safety checker."""
+    from diffusers import LatentConsistencyModelPipeline
+
     pipeline = LatentConsistencyModelPipeline(
         vae=vae,
         text_encoder=text_encoder,

@@ -106,7 +106,7 @@ def build_clip_tokenizer() -> "CLIPTokenizer":
 def build_tiny_pipeline(seed: int = 0) -> "LatentConsistencyModelPipeline":
     """A random-weight LCM pipeline; the same seed always gives the same weights."""
     import torch
-    from diffusers import AutoencoderKL, LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -149,19 +149,9 @@ def build_tiny_pipeline(seed: int = 0) -> "LatentConsistencyModelPipeline":
         )
     )
     scheduler = LCMScheduler(**DREAMSHAPER_SCHEDULER_CONFIG)
-    pipeline = LatentConsistencyModelPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=build_clip_tokenizer(),
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    for module in (unet, vae, text_encoder):
-        module.eval()
-    return pipeline
+    from .source import assemble_pipeline
+
+    return assemble_pipeline(unet, vae, text_encoder, build_clip_tokenizer(), scheduler)
 
 
 def save_tiny_pipeline(folder: Path | str, seed: int = 0, safe_serialization: bool = True) -> Path:
