@@ -88,6 +88,18 @@ def save_pipeline(folder: Path, seed: int = 0) -> Path:
     return Path(folder)
 
 
+def save_taesd(folder: Path, seed: int = 0, tiny: bool = False) -> Path:
+    """A random-weight TAESD (diffusers' AutoencoderTiny with its default, i.e. TAESD's, architecture)."""
+    import torch
+    from diffusers import AutoencoderTiny
+    from lcm_export.tiny_vae import build_tiny_random_vae
+
+    torch.manual_seed(seed + 3)
+    vae = build_tiny_random_vae(seed) if tiny else AutoencoderTiny()
+    vae.save_pretrained(folder, safe_serialization=True)
+    return Path(folder)
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m benchmarks.model OUT [SEED]`: run in a child process so its memory is returned."""
     import sys

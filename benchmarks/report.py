@@ -39,6 +39,8 @@ def precision_label(run: dict[str, Any]) -> str:
     text = "/".join(values) or run["precision"]
     if run["model"] == "bundle-int8":
         text = f"int8 UNet, {text}"
+    if run["model"] == "bundle-taesd":
+        text = f"TAESD decoder, {text}"
     return text if run["precision"] != "default" else f"{text} (default)"
 
 
@@ -84,6 +86,8 @@ def bound_rows(results: dict[str, Any], run: dict[str, Any]) -> list[dict[str, A
     for stage, flop_key in (("text_encoder", "text_encoder"), ("unet_step", "unet_step"), ("vae_decode", "vae_decode")):
         if stage not in stages or flop_key not in flops:
             continue
+        if stage == "vae_decode" and run["model"] == "bundle-taesd":
+            continue  # the stored FLOPs are the full VAE's
         precision = stage_precision(run, stage)
         peak = peak_for(results, precision)
         bound = flops[flop_key] / (peak * 1e9) if peak else None
@@ -198,6 +202,10 @@ def headline_lines(results: dict[str, Any]) -> list[str]:
             factor = ratio(results, run)
             if factor:
                 lines.append(f"- lcm-run with the INT8 UNet bundle takes **{factor:.2f}×** the FP16 bundle's time")
+        if run["system"] == "lcm-run" and run["model"] == "bundle-taesd":
+            factor = ratio(results, run)
+            if factor:
+                lines.append(f"- lcm-run with the TAESD decoder (`--vae tiny`) takes **{factor:.2f}×** the full VAE's time")
     return ["## Headline", "", *lines, ""] if lines else []
 
 

@@ -23,7 +23,7 @@ from . import flops as flop_store
 from .machine import machine_facts, machine_slug
 from .measure import ProcessResult, run_measured
 from .model import MODEL_NAME, configs_digest
-from .systems import BUNDLE, BUNDLE_INT8, SOURCE, Measurement, available_here, select
+from .systems import BUNDLE, BUNDLE_INT8, BUNDLE_TAESD, SOURCE, Measurement, available_here, select
 from .venvs import ENVIRONMENTS, ensure_environment, installed_size
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -126,6 +126,14 @@ class Benchmark:
         if settings.int8 and not settings.quick and BUNDLE_INT8 in wanted:
             paths[BUNDLE_INT8] = model_dir / "bundle-int8"
             self.export(source, paths[BUNDLE_INT8], ["--quantize-unet", "int8"])
+        if BUNDLE_TAESD in wanted:
+            taesd = model_dir / "taesd"
+            if not (taesd / "config.json").exists():
+                code = "import sys; from benchmarks.model import save_taesd; save_taesd(sys.argv[1], int(sys.argv[2]), sys.argv[3] == '1')"
+                subprocess.run([sys.executable, "-c", code, str(taesd), str(settings.seed), "1" if settings.quick else "0"],
+                               check=True, cwd=REPO_ROOT, env=child_env(), capture_output=True)
+            paths[BUNDLE_TAESD] = model_dir / "bundle-taesd"
+            self.export(source, paths[BUNDLE_TAESD], ["--tiny-vae", str(taesd)])
         self.results["model"]["bundles"] = {
             kind: {"path": str(path), "bytes": _folder_bytes(path)} for kind, path in paths.items() if path.exists()
         }

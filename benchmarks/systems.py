@@ -8,6 +8,7 @@ from dataclasses import dataclass
 # Which model files a measurement loads.
 BUNDLE = "bundle"  # the FP16 OpenVINO bundle from lcm-export
 BUNDLE_INT8 = "bundle-int8"  # the same, with --quantize-unet int8
+BUNDLE_TAESD = "bundle-taesd"  # the FP16 bundle plus a TAESD decoder (lcm-export --tiny-vae)
 SOURCE = "source"  # the diffusers folder the bundles were exported from (torch)
 
 
@@ -27,6 +28,8 @@ class Measurement:
 MEASUREMENTS: tuple[Measurement, ...] = (
     Measurement("lcm-run", "lcm-run", "lcm-run (API)", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE, module="lcm_runtime"),
     Measurement("lcm-run-f32", "lcm-run", "lcm-run (API)", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE, "f32", module="lcm_runtime"),
+    Measurement("lcm-run-taesd", "lcm-run", "lcm-run (API), --vae tiny", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_TAESD,
+                variant="tiny-vae", module="lcm_runtime"),
     Measurement("lcm-run-int8", "lcm-run", "lcm-run (API), INT8 UNet", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_INT8, module="lcm_runtime"),
     Measurement("genai", "openvino.genai", "openvino.genai", "openvino-genai", "genai_worker.py", BUNDLE, module="openvino_genai"),
     Measurement("genai-reshape", "openvino.genai", "openvino.genai (reshaped)", "openvino-genai", "genai_worker.py", BUNDLE,
