@@ -61,20 +61,13 @@ def build_modules(configs: dict[str, dict[str, Any]], seed: int, device: "str | 
 
 
 def build_pipeline(seed: int = 0) -> "LatentConsistencyModelPipeline":
-    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
+    from diffusers import LCMScheduler
+    from lcm_export.source import assemble_pipeline
     from lcm_export.tiny import DREAMSHAPER_SCHEDULER_CONFIG, build_clip_tokenizer
 
     modules = build_modules(load_configs(), seed)
-    return LatentConsistencyModelPipeline(
-        vae=modules["vae"],
-        text_encoder=modules["text_encoder"],
-        tokenizer=build_clip_tokenizer(),
-        unet=modules["unet"],
-        scheduler=LCMScheduler(**DREAMSHAPER_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return assemble_pipeline(modules["unet"], modules["vae"], modules["text_encoder"], build_clip_tokenizer(),
+                             LCMScheduler(**DREAMSHAPER_SCHEDULER_CONFIG))
 
 
 def save_pipeline(folder: Path, seed: int = 0) -> Path:

@@ -11,6 +11,7 @@ timed from prompt to PIL image. The image write is timed once, apart.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -89,6 +90,25 @@ class StageClock:
             ends = [encoded, *self.step_ends]
             stages["unet"] = [after - before for before, after in zip(ends, ends[1:])]
         return stages
+
+
+def timed_diffusers_style(pipe: Any, args: argparse.Namespace, make_generator: Callable[[int], Any],
+                          context: Callable[[], Any] = contextlib.nullcontext) -> Generate:
+    """generate(seed) for a pipeline with diffusers' call API (diffusers, optimum-intel), timed per
+    stage by wrapping encode_prompt and vae.decode and by the step callback."""
+    clock = StageClock()
+    clock.wrap(pipe, "encode_prompt", "text_encoder")
+    clock.wrap(pipe.vae, "decode", "vae_decode")
+
+    def generate(seed: int) -> "tuple[Any, dict[str, Any]]":
+        clock.reset()
+        with context():
+            image = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, height=args.height,
+                         width=args.width, generator=make_generator(seed),
+                         callback_on_step_end=clock.step_callback).images[0]
+        return image, clock.result()
+
+    return generate
 
 
 def run(args: argparse.Namespace, setup: Callable[[argparse.Namespace], "tuple[Generate, dict[str, Any]]"]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common import Generate, StageClock, parse_args, precision_name, run, set_torch_threads, versions
+from common import Generate, parse_args, precision_name, run, set_torch_threads, timed_diffusers_style, versions
 
 
 def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
@@ -20,17 +20,7 @@ def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
     pipe = LatentConsistencyModelPipeline.from_pretrained(args.model, dtype=dtype, safety_checker=None,
                                                           requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    clock = StageClock()
-    clock.wrap(pipe, "encode_prompt", "text_encoder")
-    clock.wrap(pipe.vae, "decode", "vae_decode")
-
-    def generate(seed: int) -> "tuple[Any, dict[str, Any]]":
-        clock.reset()
-        with torch.inference_mode():
-            image = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, height=args.height,
-                         width=args.width, generator=torch.Generator().manual_seed(seed),
-                         callback_on_step_end=clock.step_callback).images[0]
-        return image, clock.result()
+    generate = timed_diffusers_style(pipe, args, lambda seed: torch.Generator().manual_seed(seed), torch.inference_mode)
 
     info = {"versions": versions("diffusers", "torch", "transformers"),
             "precision_executed": {"all": precision_name(dtype)},

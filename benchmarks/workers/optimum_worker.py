@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from common import (Generate, StageClock, openvino_config, openvino_default_precision, parse_args, precision_name, run,
-                    versions)
+from common import (Generate, openvino_config, openvino_default_precision, parse_args, precision_name, run,
+                    timed_diffusers_style, versions)
 
 
 def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
@@ -23,16 +23,7 @@ def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
         pipe.reshape(batch_size=1, height=args.height, width=args.width, num_images_per_prompt=1)
     pipe.compile()
     pipe.set_progress_bar_config(disable=True)
-    clock = StageClock()
-    clock.wrap(pipe, "encode_prompt", "text_encoder")
-    clock.wrap(pipe.vae, "decode", "vae_decode")
-
-    def generate(seed: int) -> "tuple[Any, dict[str, Any]]":
-        clock.reset()
-        image = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, height=args.height,
-                     width=args.width, generator=torch.Generator().manual_seed(seed),
-                     callback_on_step_end=clock.step_callback).images[0]
-        return image, clock.result()
+    generate = timed_diffusers_style(pipe, args, lambda seed: torch.Generator().manual_seed(seed))
 
     info = {"versions": versions("optimum-intel", "optimum", "openvino", "diffusers", "torch"),
             "precision_executed": lambda: executed_precision(pipe, args.precision)}
