@@ -17,6 +17,7 @@ from PIL import Image
 
 from .bundle import TINY_VAE_DECODER
 from .errors import BundleError, InputError
+from .file_pages import released_while_running
 from .guidance import guidance_scale_embedding
 from .image import to_pil, to_unit_range
 from .loading import ModelFolder, open_model_folder
@@ -136,6 +137,8 @@ class LCMPipeline:
             if callback is not None:
                 callback(index, len(self.scheduler.timesteps), int(timestep))
         timings["unet"] = step_times
+        # The UNet's activations are not needed while the VAE decodes: free them for its peak.
+        self._unet.compiled.release_memory()
 
         # latents -> image, one image at a time to bound peak memory
         started = time.perf_counter()
@@ -218,6 +221,13 @@ class LCMPipeline:
         facts, folder = self.facts, self.folder
         latent_h, latent_w = height // facts.vae_scale_factor, width // facts.vae_scale_factor
         self._unet = self._vae_decoder = None  # free the old compiled models before compiling new ones
+        mapped = [folder.root] + ([self.cache_dir] if self.cache_dir is not None else [])
+        with released_while_running(mapped):
+            self._compile_models(batch, latent_h, latent_w, vae_tile)
+        self._compiled_shape = (batch, height, width, vae_tile)
+
+    def _compile_models(self, batch: int, latent_h: int, latent_w: int, vae_tile: int | None) -> None:
+        facts, folder = self.facts, self.folder
         args = (self.device, self.compile_config)
         if self._text_encoder is None:  # batch 1 whatever the request: it does not depend on the size
             self._text_encoder = TextEncoder(self.core, folder.xml("text_encoder"),
@@ -232,7 +242,6 @@ class LCMPipeline:
         vae_h, vae_w = (latent_h, latent_w) if vae_tile is None else (min(vae_tile, latent_h), min(vae_tile, latent_w))
         self._vae_decoder = VAEDecoder(self.core, folder.xml(vae_component),
                                        {"latent_sample": [1, facts.latent_channels, vae_h, vae_w]}, *args)
-        self._compiled_shape = (batch, height, width, vae_tile)
 
 
 def _available_memory() -> int | None:
