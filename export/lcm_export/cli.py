@@ -21,6 +21,7 @@ from lcm_runtime.errors import InputError
 
 from .source import DEFAULT_SOURCE
 
+DEFAULT_TINY_VAE = "madebyollin/taesd"  # keep equal to tiny_vae.DEFAULT_TINY_VAE (not imported: --help stays light)
 DEFAULT_CALIBRATION_SIZE = 16  # keep equal to exporter.DEFAULT_CALIBRATION_SIZE (not imported: --help stays light)
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -64,6 +65,9 @@ def export(
     tiny_vae: Optional[str] = typer.Option(
         None, "--tiny-vae", help="Also export a TAESD decoder (hub id such as madebyollin/taesd, or a local AutoencoderTiny folder) for lcm-run --vae tiny"
     ),
+    fast: bool = typer.Option(
+        False, "--fast", help=f"A bundle for lcm-run --fast: --quantize-unet int8 and --tiny-vae {DEFAULT_TINY_VAE} (unless given)"
+    ),
 ) -> None:
     """Export a diffusers Latent Consistency Model to a verified OpenVINO bundle at OUT."""
     from .exporter import ExportOptions
@@ -73,6 +77,12 @@ def export(
         raise InputError("--revision does not apply to --tiny-random; drop one of them")
     if seed != 0 and not tiny_random:
         raise InputError("--seed only applies to --tiny-random; drop --seed")
+    if fast:
+        if quantize_unet not in (None, "int8"):
+            raise InputError(f"--fast quantizes the UNet to int8; drop --quantize-unet {quantize_unet} or --fast")
+        quantize_unet = "int8"
+        if tiny_vae is None and not tiny_random:  # a random model gets a random TAESD (run_export)
+            tiny_vae = DEFAULT_TINY_VAE
     options = ExportOptions(
         weights=weights,
         quantize_unet=quantize_unet,
@@ -82,7 +92,7 @@ def export(
     )
     options.validate()
     run_export(source, Path(out), options, revision=revision, allow_pickle=allow_pickle, tiny_random=tiny_random, seed=seed,
-               tiny_vae=tiny_vae)
+               tiny_vae=tiny_vae, random_tiny_vae=fast and tiny_random and tiny_vae is None)
 
 
 def _split_paths(paths: list[str], tiny_random: bool) -> tuple[str | None, str]:
@@ -106,6 +116,7 @@ def run_export(
     tiny_random: bool = False,
     seed: int = 0,
     tiny_vae: str | None = None,
+    random_tiny_vae: bool = False,
 ) -> None:
     from rich.console import Console
 
@@ -145,6 +156,10 @@ def run_export(
 
             with progress.stage(f"load tiny VAE {tiny_vae}"):
                 loaded_tiny_vae = load_tiny_vae(tiny_vae, allow_pickle)
+        elif random_tiny_vae:
+            from .tiny_vae import tiny_random_vae
+
+            loaded_tiny_vae = tiny_random_vae(seed)
         result = export_bundle(loaded, out, options, progress, tiny_vae=loaded_tiny_vae)
     finally:
         spinner.stop()

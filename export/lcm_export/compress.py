@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lcm_runtime.bundle import INT8_PTQ
+
 if TYPE_CHECKING:
     import openvino as ov
 
@@ -37,14 +39,14 @@ def compression_details(precision: str) -> dict[str, Any]:
             "ratio": 1.0,
             "group_size_fallback_mode": "adjust",
         }
-    if precision == "int8-ptq":
+    if precision == INT8_PTQ:
         return {"method": "nncf.quantize", "mode": "int8", "see": "calibration"}
     return {"method": "ov.save_model", "compress_to_fp16": precision != "fp32"}
 
 
 def compress_weights(model: "ov.Model", precision: str) -> "ov.Model":
     """Apply weight-only compression for int8/int4; fp32/fp16 are handled at save time."""
-    if precision in ("fp32", "fp16", "int8-ptq"):
+    if precision in ("fp32", "fp16", INT8_PTQ):
         return model
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from lcm_runtime.bundle import (
     COMPONENT_IO,
     CONFIG_FILE,
+    INT8_PTQ,
     OPTIONAL_COMPONENT_IO,
     TINY_VAE_DECODER,
     MODEL_INDEX_FILE,
@@ -192,7 +193,7 @@ def export_bundle(
     max_length = text_max_length(pipeline.tokenizer, pipeline.text_encoder.config.max_position_embeddings)
     precisions = {component: component_precision(options.weights, component) for component in COMPONENTS}
     if options.quantize_unet:
-        precisions["unet"] = "int8-ptq"
+        precisions["unet"] = INT8_PTQ
     if tiny_vae is not None:
         from .tiny_vae import check_compatible
 
@@ -260,7 +261,7 @@ def _export_component(
     from .convert import convert_component
 
     model = convert_component(pipeline, component)
-    if precision != "int8-ptq":  # PTQ replaces this IR later, starting from the float model
+    if precision != INT8_PTQ:  # PTQ replaces this IR later, starting from the float model
         model = compress_weights(model, precision)
     save_ir(model, staging / component_xml(component), options.weights)
     del model

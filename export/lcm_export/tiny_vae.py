@@ -118,3 +118,8 @@ def build_tiny_random_vae(seed: int = 0, latent_channels: int = 4) -> "Autoencod
         encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
         num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=latent_channels,
     ).eval()
+
+
+def tiny_random_vae(seed: int = 0, latent_channels: int = 4) -> LoadedTinyVae:
+    """build_tiny_random_vae, ready for the export (lcm-export --tiny-random --fast)."""
+    return LoadedTinyVae(vae=build_tiny_random_vae(seed, latent_channels), info={"kind": "tiny-random", "seed": seed})

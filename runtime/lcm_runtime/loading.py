@@ -40,6 +40,11 @@ class ModelFolder:
     def xml(self, component: str) -> Path:
         return self.root / bundle.component_xml(component)
 
+    @property
+    def unet_precision(self) -> str | None:
+        """The UNet's weight precision from the manifest (None for folders without one)."""
+        return self.manifest.components.get("unet", {}).get("precision") if self.manifest else None
+
     def identity(self) -> str:
         """What to record in image metadata: the manifest's hash, or 'no-manifest'."""
         return self.manifest.digest() if self.manifest else "no-manifest"

@@ -15,7 +15,7 @@ import numpy as np
 import openvino as ov
 from PIL import Image
 
-from .bundle import TINY_VAE_DECODER
+from .bundle import INT8_PTQ, TINY_VAE_DECODER
 from .errors import BundleError, InputError
 from .file_pages import released_while_running
 from .guidance import guidance_scale_embedding
@@ -37,16 +37,33 @@ class LCMPipelineOutput:
     timings: dict[str, float | list[float]] = field(default_factory=dict)
 
 
+def choose_vae(folder: ModelFolder, vae: str | None, fast: bool) -> str:
+    """The VAE to decode with; ``fast`` is the preset of the levers that pay: the bundle's INT8 UNet
+    (lcm-export --quantize-unet int8) and the TAESD decoder (lcm-export --tiny-vae)."""
+    if vae is not None and vae not in VAE_CHOICES:
+        raise InputError(f"vae must be 'full' or 'tiny', got {vae!r}")
+    if fast:
+        if vae == "full":
+            raise InputError("--fast decodes with the tiny VAE; drop --vae full, or drop --fast")
+        missing = [what for what, present in (("an INT8 UNet", folder.unet_precision == INT8_PTQ),
+                                              ("a tiny VAE", folder.tiny_vae_config is not None)) if not present]
+        if missing:
+            raise BundleError(f"--fast needs {' and '.join(missing)}, which {folder.root} lacks; "
+                              "re-export it with `lcm-export --fast SOURCE OUT`, or drop --fast")
+        return "tiny"
+    if vae == "tiny" and folder.tiny_vae_config is None:
+        raise BundleError(f"{folder.root} has no tiny VAE; re-export with `lcm-export --tiny-vae madebyollin/taesd`, "
+                          "or use --vae full")
+    return vae or "full"
+
+
 class LCMPipeline:
     def __init__(self, folder: ModelFolder, device: str = "CPU", precision: str = "auto",
-                 cache_dir: str | os.PathLike | bool | None = None, vae: str = "full") -> None:
+                 cache_dir: str | os.PathLike | bool | None = None, vae: str | None = None, fast: bool = False) -> None:
         self.folder = folder
         self.facts = folder.facts
-        if vae not in VAE_CHOICES:
-            raise InputError(f"vae must be 'full' or 'tiny', got {vae!r}")
-        if vae == "tiny" and folder.tiny_vae_config is None:
-            raise BundleError(f"{folder.root} has no tiny VAE; re-export with `lcm-export --tiny-vae madebyollin/taesd`, "
-                              "or use --vae full")
+        vae = choose_vae(folder, vae, fast)
+        self.fast = fast
         self.vae = vae
         # diffusers divides by the decoding VAE's own scaling_factor: 1.0 for TAESD.
         self.vae_scaling_factor = (self.facts.vae_scaling_factor if vae == "full"
@@ -72,11 +89,13 @@ class LCMPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str = "CPU", precision: str = "auto",
-                        cache_dir: str | os.PathLike | bool | None = None, vae: str = "full") -> "LCMPipeline":
+                        cache_dir: str | os.PathLike | bool | None = None, vae: str | None = None,
+                        fast: bool = False) -> "LCMPipeline":
         """Open a bundle from lcm-export (or a folder from optimum-cli). ``cache_dir=False`` disables
         OpenVINO's compiled-model cache; None uses $LCM_CACHE_DIR or ~/.cache/lcm-openvino.
-        ``vae="tiny"`` decodes with the bundle's TAESD decoder (lcm-export --tiny-vae): much faster."""
-        return cls(open_model_folder(path), device=device, precision=precision, cache_dir=cache_dir, vae=vae)
+        ``vae="tiny"`` decodes with the bundle's TAESD decoder (lcm-export --tiny-vae): much faster.
+        ``fast=True`` needs a bundle from ``lcm-export --fast`` (INT8 UNet and TAESD) and uses both."""
+        return cls(open_model_folder(path), device=device, precision=precision, cache_dir=cache_dir, vae=vae, fast=fast)
 
     def __call__(
         self,

@@ -1,0 +1,65 @@
+"""--fast: lcm-export writes the INT8 UNet and a TAESD decoder, lcm-run and the API use both."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("nncf")
+
+from lcm_runtime import LCMPipeline
+from lcm_runtime.bundle import INT8_PTQ, TINY_VAE_DECODER, read_manifest, verify_files
+from lcm_runtime.errors import BundleError, InputError
+
+ENV = {**os.environ, "LCM_CACHE_DIR": "off", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def fast_bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fast") / "bundle"
+    result = subprocess.run([sys.executable, "-m", "lcm_export.entry", "--tiny-random", str(out), "--fast",
+                             "--calibration-size", "4"], capture_output=True, text=True, env=ENV, timeout=900)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_export_fast_writes_int8_unet_and_tiny_vae(fast_bundle):
+    manifest = read_manifest(fast_bundle)
+    assert manifest.components["unet"]["precision"] == INT8_PTQ
+    assert manifest.components[TINY_VAE_DECODER]["source"]["kind"] == "tiny-random"
+    assert manifest.calibration["samples"] == 4
+    assert verify_files(fast_bundle, manifest) == []
+
+
+def test_fast_is_the_int8_unet_with_the_tiny_vae(fast_bundle):
+    fast = LCMPipeline.from_pretrained(fast_bundle, cache_dir=False, fast=True)
+    assert fast.vae == "tiny"
+    same = LCMPipeline.from_pretrained(fast_bundle, cache_dir=False, vae="tiny")
+    full = LCMPipeline.from_pretrained(fast_bundle, cache_dir=False)
+    arguments = dict(num_inference_steps=2, height=64, width=64, output_type="np", generator=3)
+    image = fast("a red cube", **arguments).images
+    assert np.array_equal(image, same("a red cube", **arguments).images)
+    assert np.abs(image - full("a red cube", **arguments).images).max() > 0.05  # the full VAE was not used
+
+
+def test_fast_needs_a_fast_bundle(tiny_bundle_fp32, fast_bundle, tmp_path):
+    with pytest.raises(BundleError, match=r"an INT8 UNet and a tiny VAE.*lcm-export --fast"):
+        LCMPipeline.from_pretrained(tiny_bundle_fp32, cache_dir=False, fast=True)
+    with pytest.raises(InputError, match="drop --vae full"):
+        LCMPipeline.from_pretrained(fast_bundle, cache_dir=False, fast=True, vae="full")
+
+    run = [sys.executable, "-m", "lcm_runtime.cli", "a cat", "--fast", "--seed", "1", "--height", "64", "--width", "64"]
+    ok = subprocess.run([*run, "--model", fast_bundle, "--output", tmp_path / "fast.png"],
+                        capture_output=True, text=True, env=ENV, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    from PIL import Image
+
+    assert "VAE: tiny" in Image.open(tmp_path / "fast.png").text["parameters"]
+    refused = subprocess.run([*run, "--model", tiny_bundle_fp32, "--output", tmp_path / "slow.png"],
+                             capture_output=True, text=True, env=ENV, timeout=300)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "lcm-export --fast" in refused.stderr
+    assert not (tmp_path / "slow.png").exists()
