@@ -25,7 +25,8 @@ def parse_settings(argv: list[str]) -> Settings:
     parser.add_argument("--quick", action="store_true", help="tiny random model, systems installed here, no new environments")
     parser.add_argument("--source", help="real weights: a hub id (needs internet) or a local diffusers folder")
     parser.add_argument("--only", default="", help=f"comma-separated measurements: {', '.join(BY_KEY)}")
-    parser.add_argument("--runs", type=int, default=3, help="warm runs per system after the warm-up (default 3)")
+    parser.add_argument("--runs", type=int, default=3, help="warm runs per system after the warm-up (default 3; measurements "
+                                                              "with their own smaller count in systems.py run that)")
     parser.add_argument("--no-int8", action="store_true", help="skip the --quantize-unet int8 export and its run")
     parser.add_argument("--prepare-only", action="store_true",
                         help="build the environments, the model and its bundles, then stop (no measurement)")
@@ -38,7 +39,7 @@ def parse_settings(argv: list[str]) -> Settings:
     parser.add_argument("--results-dir", type=Path, default=Settings.results_dir)
     parser.add_argument("--docs", type=Path, default=None,
                         help="page to write [default: docs/benchmarks.md; with --quick, WORK_DIR/quick/benchmarks.md]")
-    parser.add_argument("--machine", help="name for results/<machine>-<date>.json [default: from the CPU]")
+    parser.add_argument("--machine", help="name for results/<machine>-<UTC time>.json [default: from the CPU]")
     args = parser.parse_args(argv)
     docs = args.docs or (args.work_dir / "quick" / "benchmarks.md" if args.quick else Settings.docs_path)
     size = QUICK_SIZE if args.quick else Settings.height

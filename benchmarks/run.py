@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import flops as flop_store
+from .deviation import attach_deviations
 from .machine import machine_facts, machine_slug
 from .measure import ProcessResult, run_measured
 from .model import MODEL_NAME, configs_digest
-from .systems import BUNDLE, BUNDLE_INT8, BUNDLE_TAESD, SOURCE, Measurement, available_here, select
+from .systems import BUNDLE, BUNDLE_INT8, BUNDLE_TAESD, F32_BASELINE, SOURCE, Measurement, available_here, select
 from .venvs import ENVIRONMENTS, ensure_environment, installed_size
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -216,10 +217,18 @@ class Benchmark:
             self.error("matmul peak failed", result)
 
     # -- systems ----------------------------------------------------------------------------------
+    def shape(self, measurement: Measurement) -> dict[str, int]:
+        """Image size, images per call and timed calls of one measurement (the report compares like with like)."""
+        settings = self.settings
+        height, width = (measurement.size, measurement.size) if measurement.size else (settings.height, settings.width)
+        runs = settings.runs if measurement.runs is None else min(measurement.runs, settings.runs)
+        return {"height": height, "width": width, "batch": measurement.batch, "timed_runs": runs}
+
     def measure(self, measurement: Measurement, paths: dict[str, Path]) -> dict[str, Any]:
+        shape = self.shape(measurement)
         entry: dict[str, Any] = {"key": measurement.key, "system": measurement.system, "label": measurement.label,
                                  "precision": measurement.precision, "variant": measurement.variant,
-                                 "environment": measurement.environment, "model": measurement.model}
+                                 "environment": measurement.environment, "model": measurement.model, **shape}
         if self.settings.quick and not available_here(measurement):
             entry.update(status="skipped", reason=f"{measurement.module} is not installed in this environment")
             return entry
@@ -240,9 +249,10 @@ class Benchmark:
         shutil.rmtree(out_dir, ignore_errors=True)
         settings = self.settings
         command = [python, str(WORKERS / measurement.worker), "--model", str(paths[measurement.model]), "--out-dir", str(out_dir),
-                   "--runs", str(settings.runs), "--precision", measurement.precision, "--variant", measurement.variant,
+                   "--runs", str(shape["timed_runs"]), "--precision", measurement.precision, "--variant", measurement.variant,
                    "--prompt", settings.prompt, "--seed", str(settings.seed), "--steps", str(settings.steps),
-                   "--guidance", str(settings.guidance), "--height", str(settings.height), "--width", str(settings.width)]
+                   "--guidance", str(settings.guidance), "--height", str(shape["height"]), "--width", str(shape["width"]),
+                   "--batch", str(shape["batch"])]
         self.log(f"measuring {measurement.key}")
         result = run_measured(command, self.scratch / "logs" / f"{measurement.key}.log", settings.timeout,
                               env=child_env(), first_png=out_dir / "first.png")
@@ -305,6 +315,7 @@ class Benchmark:
             raise SystemExit("the FP16 export failed; nothing to measure (see the errors above)")
         self.results["cold_start"] = self.cold_starts(paths[BUNDLE])  # first: lcm-run's own numbers never starve
         self.results["runs"] = [self.measure(measurement, paths) for measurement in select(self.settings.only)]
+        attach_deviations(self.results["runs"], self.scratch / "runs", F32_BASELINE)
         self.results["openvino_version"] = (self.results.get("matmul") or {}).get("openvino")
         return self.results
 
@@ -314,10 +325,13 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def results_path(settings: Settings, results: dict[str, Any]) -> Path:
+    """results/<machine>-<UTC date and minute>.json, e.g. ...-2026-11-25T2010Z.json: a second run on
+    the same day must not overwrite the first."""
     slug = settings.machine or machine_slug(results["machine"])
     directory = settings.results_dir if not settings.quick else settings.work_dir / "quick" / "results"
     directory.mkdir(parents=True, exist_ok=True)
-    return directory / f"{slug}-{results['date'][:10]}.json"
+    started = datetime.datetime.fromisoformat(results["date"]).astimezone(datetime.timezone.utc)
+    return directory / f"{slug}-{started:%Y-%m-%dT%H%MZ}.json"
 
 
 def write_results(results: dict[str, Any], path: Path) -> None:

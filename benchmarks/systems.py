@@ -23,6 +23,9 @@ class Measurement:
     precision: str = "default"  # default (the library's choice), f32 or bf16
     variant: str = "default"
     module: str = ""  # importable module that must exist for --quick to run it in the current python
+    size: int | None = None  # square image side; None: the run's --height/--width (512 in a full run)
+    runs: int | None = None  # timed images after the first, at most --runs; None: --runs
+    batch: int = 1  # images per call (num_images_per_prompt)
 
 
 MEASUREMENTS: tuple[Measurement, ...] = (
@@ -40,11 +43,35 @@ MEASUREMENTS: tuple[Measurement, ...] = (
     Measurement("optimum-f32", "optimum-intel", "optimum-intel", "optimum-intel", "optimum_worker.py", BUNDLE, "f32", module="optimum.intel"),
     Measurement("diffusers-f32", "diffusers", "diffusers (torch)", "diffusers-torch", "diffusers_worker.py", SOURCE, "f32", module="diffusers"),
     Measurement("diffusers-bf16", "diffusers", "diffusers (torch)", "diffusers-torch", "diffusers_worker.py", SOURCE, "bf16", module="diffusers"),
+    # Memory and latency by image size; the 512 rows are lcm-run's and genai's above. Last, so that
+    # a spent budget skips these and never the comparison at 512. One timed image: minutes each.
+    Measurement("lcm-run-768", "lcm-run", "lcm-run (API), 768x768", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE,
+                size=768, runs=1, module="lcm_runtime"),
+    Measurement("genai-768", "openvino.genai", "openvino.genai, 768x768", "openvino-genai", "genai_worker.py", BUNDLE,
+                size=768, runs=1, module="openvino_genai"),
+    Measurement("lcm-run-1024", "lcm-run", "lcm-run (API), 1024x1024", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE,
+                size=1024, runs=1, module="lcm_runtime"),
+    Measurement("genai-1024", "openvino.genai", "openvino.genai, 1024x1024", "openvino-genai", "genai_worker.py", BUNDLE,
+                size=1024, runs=1, module="openvino_genai"),
+    # 4 images in one call, against the 1-image rows lcm-run and genai (images per minute).
+    Measurement("lcm-run-batch4", "lcm-run", "lcm-run (API), 4 images per call", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE,
+                variant="batch4", batch=4, runs=1, module="lcm_runtime"),
+    Measurement("genai-batch4", "openvino.genai", "openvino.genai, 4 images per call", "openvino-genai", "genai_worker.py", BUNDLE,
+                variant="batch4", batch=4, runs=1, module="openvino_genai"),
 )
 
 BY_KEY = {measurement.key: measurement for measurement in MEASUREMENTS}
 BASELINE = "lcm-run"  # ratios in the report are relative to this measurement
 F32_BASELINE = "lcm-run-f32"
+DEVIATION_FIELD = "deviation_from_f32"  # each run's distance from F32_BASELINE's first image (deviation.py)
+GENAI_BASELINE = "genai"  # openvino.genai as a user first tries it: the targets below are ratios to it
+
+# The targets for lcm-run, as ratios to GENAI_BASELINE at the benchmarked size (at most).
+# A key that was not measured is simply absent from the report.
+TARGETS: dict[str, dict[str, float]] = {
+    BASELINE: {"latency": 1.00, "peak_rss": 0.60},  # default settings
+    "lcm-run-fast": {"latency": 0.40},
+}
 
 
 def available_here(measurement: Measurement) -> bool:

@@ -5,7 +5,8 @@ they import nothing from the benchmarks package; Python puts this folder on sys.
 
 A worker: load the pipeline (timed), make one image and write it as first.png right away (the
 parent measures cold start as spawn -> that file's mtime), then make --runs more images, each
-timed from prompt to PIL image. The image write is timed once, apart.
+timed from prompt to PIL image. The image write is timed once, apart. With --batch N every call
+makes N images (one prompt, one seed) and is timed as a whole; first.png is the call's first image.
 """
 
 from __future__ import annotations
@@ -39,7 +40,15 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--threads", type=int, default=0, help="0: the library's default")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="images per call (num_images_per_prompt); generate(seed) returns the first")
     return parser.parse_args()
+
+
+def check_batch(made: int, asked: int) -> None:
+    """A call that silently made fewer images would report a flattering images-per-minute."""
+    if made != asked:
+        raise RuntimeError(f"asked for {asked} images per call, got {made}")
 
 
 def versions(*packages: str) -> dict[str, str]:
@@ -139,6 +148,7 @@ def run(args: argparse.Namespace, setup: Callable[[argparse.Namespace], "tuple[G
         median_seconds=statistics.median(latencies) if latencies else None,
         stages=stages,
         image_size=list(image.size),
+        images_per_call=args.batch,
         # callables are facts known only once the pipeline has run (e.g. what it compiled to)
         **{key: value() if callable(value) else value for key, value in info.items()},
     )

@@ -1,14 +1,15 @@
 """openvino_genai.Text2ImagePipeline on a bundle; see common.py for the protocol.
 
 --variant default: construct with the device (shapes stay dynamic, as a user's first try);
---variant reshape: reshape to the benchmarked batch and size before compiling (genai's advice).
+--variant reshape: reshape to the benchmarked batch and size before compiling (genai's advice);
+any other variant (batch4: --batch 4) constructs as default.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from common import Generate, openvino_config, openvino_default_precision, parse_args, run, versions
+from common import Generate, check_batch, openvino_config, openvino_default_precision, parse_args, run, versions
 
 
 def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
@@ -19,15 +20,17 @@ def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
     config = openvino_config(args.precision)
     if args.variant == "reshape":
         pipe = openvino_genai.Text2ImagePipeline(args.model)
-        pipe.reshape(1, args.height, args.width, args.guidance)
+        pipe.reshape(args.batch, args.height, args.width, args.guidance)
         pipe.compile("CPU", **config)
     else:
         pipe = openvino_genai.Text2ImagePipeline(args.model, "CPU", **config)
 
     def generate(seed: int) -> "tuple[Any, dict[str, Any] | None]":
         tensor = pipe.generate(args.prompt, width=args.width, height=args.height, num_inference_steps=args.steps,
-                               guidance_scale=args.guidance, rng_seed=seed, num_images_per_prompt=1)
-        return Image.fromarray(np.asarray(tensor.data)[0]), performance_stages(pipe)
+                               guidance_scale=args.guidance, rng_seed=seed, num_images_per_prompt=args.batch)
+        images = np.asarray(tensor.data)
+        check_batch(len(images), args.batch)
+        return Image.fromarray(images[0]), performance_stages(pipe)
 
     precision = args.precision if args.precision != "default" else openvino_default_precision()
     return generate, {"versions": versions("openvino-genai", "openvino"), "precision_executed": {"all": precision}}

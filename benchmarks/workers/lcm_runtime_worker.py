@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common import Generate, parse_args, run, versions
+from common import Generate, check_batch, parse_args, run, versions
 
 PRECISION_ARGUMENT = {"default": "auto", "f32": "f32", "bf16": "bf16"}
 
@@ -19,7 +19,8 @@ def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
 
     def generate(seed: int) -> "tuple[Any, dict[str, Any]]":
         output = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                      height=args.height, width=args.width, generator=seed)
+                      height=args.height, width=args.width, num_images_per_prompt=args.batch, generator=seed)
+        check_batch(len(output.images), args.batch)
         return output.images[0], dict(output.timings)
 
     info = {"versions": versions("lcm-openvino", "openvino", "numpy"), "precision_executed": pipe.execution_precision}

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -43,56 +44,121 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
     assert set(results["matmul"]["peak_gops"]) == {"f32", "bf16", "int8"}
     assert [start["status"] for start in results["cold_start"]] == ["ok", "ok"]
 
+    assert runs["lcm-run-1024"]["worker"]["image_size"] == [1024, 1024]  # sizes apart from --quick's 256
+    assert runs["lcm-run-batch4"]["worker"]["images_per_call"] == 4
+    assert runs["lcm-run-f32"]["deviation_from_f32"]["psnr_db"] == float("inf")  # the reference itself
+    assert runs["lcm-run"]["deviation_from_f32"]["max"] >= 0
+    assert runs["lcm-run-768"]["deviation_from_f32"] is None  # another size than the reference
+
     page = docs.read_text()
     assert "## Latency per image" in page and "lcm-run (API)" in page
+    for title in ("Targets against openvino.genai", "Memory by image size", "Batches", "Deviation from the f32 image"):
+        assert f"## {title}" in page
 
 
-def _import_benchmarks():
-    """benchmarks/ lives at the repository root, not in the installed package; and this test's own
-    folder (tests/benchmarks, no __init__.py) would otherwise pass for it as a namespace package."""
-    if sys.path[:1] != [str(REPO_ROOT)]:
-        sys.path.insert(0, str(REPO_ROOT))
-    if getattr(sys.modules.get("benchmarks"), "__file__", None) is None:
-        sys.modules.pop("benchmarks", None)
-    import benchmarks
+def fake_run(key: str, system: str, precision: str, seconds: float, timed: int = 3, rss_gib: float = 3.0,
+             **fields: object) -> dict:
+    """An ok run as the harness stores it; `fields` (height, width, batch, variant, ...) override."""
+    latencies = [seconds, seconds * 1.1, seconds * 0.9][:timed]
+    return {"key": key, "system": system, "label": key, "precision": precision, "variant": "default",
+            "environment": "lcm-runtime", "model": "bundle", "status": "ok",
+            "process": {"first_png_seconds": 20.0, "peak_rss_bytes": int(rss_gib * 2**30), "wall_seconds": 60.0},
+            "worker": {"latencies_seconds": latencies, "load_seconds": 1.0,
+                       "png_write_seconds": 0.05, "precision_executed": {"unet": "bf16"},
+                       "stages": [{"text_encoder": 0.05, "unet": [2.0] * 4, "vae_decode": 6.0}] * timed},
+            **fields}
 
-    return benchmarks
 
-
-def test_report_renders_from_a_results_file(tmp_path: Path) -> None:
-    _import_benchmarks()
-    from benchmarks.report import render
-
-    def run(key: str, system: str, precision: str, seconds: float) -> dict:
-        return {"key": key, "system": system, "label": key, "precision": precision, "variant": "default",
-                "environment": "lcm-runtime", "model": "bundle", "status": "ok",
-                "process": {"first_png_seconds": 20.0, "peak_rss_bytes": 3 << 30, "wall_seconds": 60.0},
-                "worker": {"latencies_seconds": [seconds, seconds * 1.1, seconds * 0.9], "load_seconds": 1.0,
-                           "png_write_seconds": 0.05, "precision_executed": {"unet": "bf16"},
-                           "stages": [{"text_encoder": 0.05, "unet": [2.0] * 4, "vae_decode": 6.0}] * 3}}
-
-    results = {
+def fake_results(runs: list[dict]) -> dict:
+    return {
         "schema": 1, "mode": "full", "date": "2026-01-01T00:00:00+00:00", "errors": [],
         "settings": {"runs": 3, "height": 512, "width": 512, "steps": 4, "guidance": 8.0, "seed": 0, "prompt": "p"},
         "machine": {"cpu_model": "CPU", "usable_cpus": 2, "flags": {"amx_bf16": True}, "memory_bytes": 1 << 34},
         "model": {"name": "m", "weights": "random"},
         "flops": {"text_encoder": 13_000_000_000, "unet_step": 800_000_000_000, "vae_decode": 2_500_000_000_000},
         "matmul": {"peak_gops": {"f32": 190.0, "bf16": 390.0, "int8": 790.0}, "measurements": []},
-        "runs": [run("lcm-run", "lcm-run", "default", 14.0), run("genai", "openvino.genai", "default", 15.4),
-                 {"key": "optimum", "label": "optimum-intel", "precision": "default", "status": "failed", "reason": "boom"}],
+        "runs": runs,
         "cold_start": [],
     }
+
+
+def section(page: str, title: str) -> str:
+    """One '## title' section of the page, up to the next one."""
+    return page.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_report_renders_from_a_results_file(tmp_path: Path, benchmarks_package: ModuleType) -> None:
+    """A results file from before sizes, batches and deviations (none of their fields) still renders."""
+    from benchmarks.report import render
+
+    results = fake_results([
+        fake_run("lcm-run", "lcm-run", "default", 14.0), fake_run("genai", "openvino.genai", "default", 15.4, rss_gib=4.0),
+        {"key": "optimum", "label": "optimum-intel", "precision": "default", "status": "failed", "reason": "boom"}])
     page = render(results, tmp_path / "r.json", tmp_path / "benchmarks.md").read_text()
     assert "**1.10×** faster than genai" in page
     assert "unet step | bf16" in page and "% of peak" in page
     assert "optimum-intel (default): failed" in page
+    # 14/15.4 and 3/4 GiB; one UNet step of 2 s over 800 GFLOP at 790 GOP/s
+    assert "| lcm-run | bf16 (default) | 0.91 (≤ 1.00: **met**) | 0.75 (≤ 0.60: not met) | 2.0× |" in page
+    for title in ("Memory by image size", "Batches", "Deviation from the f32 image"):
+        assert f"## {title}" not in page
 
 
-def test_benchmark_model_has_lcm_dreamshaper_v7_parameter_counts() -> None:
+def test_report_compares_sizes_batches_and_deviations(tmp_path: Path, benchmarks_package: ModuleType) -> None:
+    from benchmarks.report import render
+
+    deviation = {"max": 5.0, "mean": 0.52, "psnr_db": 50.123}
+    results = fake_results([
+        fake_run("lcm-run", "lcm-run", "default", 14.0, height=512, width=512, batch=1, deviation_from_f32=deviation),
+        fake_run("lcm-run-f32", "lcm-run", "f32", 40.0, deviation_from_f32={"max": 0.0, "mean": 0.0, "psnr_db": float("inf")}),
+        fake_run("lcm-run-fast", "lcm-run", "default", 6.0, variant="fast", rss_gib=1.5, deviation_from_f32=None),
+        fake_run("genai", "openvino.genai", "default", 15.4, rss_gib=4.0),
+        fake_run("lcm-run-768", "lcm-run", "default", 30.0, timed=1, rss_gib=4.0, height=768, width=768, batch=1),
+        fake_run("genai-768", "openvino.genai", "default", 40.0, timed=1, rss_gib=8.0, height=768, width=768, batch=1),
+        fake_run("lcm-run-batch4", "lcm-run", "default", 48.0, timed=1, variant="batch4", batch=4),
+    ])
+    page = render(results, tmp_path / "r.json", tmp_path / "benchmarks.md").read_text()
+
+    headline = section(page, "Headline")
+    assert "**1.10×** faster than genai," in headline and "768" not in headline and "batch4" not in headline
+    assert "lcm-run-fast: **0.39×** openvino.genai's latency and **0.38×** its peak RSS" in headline
+    assert "| genai-768 | bf16 (default) | **40.0** (40.0–40.0) | – |" in section(page, "Latency per image")
+
+    targets = section(page, "Targets against openvino.genai")
+    assert "| lcm-run-fast | bf16 (default) | 0.39 (≤ 0.40: **met**) | 0.38 | 2.0× |" in targets
+    assert "| lcm-run-f32 | bf16 | – | – | 2.0× |" in targets  # the fake ran bf16 whatever it asked
+    assert "768" not in targets and "batch4" not in targets
+
+    sizes = section(page, "Memory by image size")
+    assert "| 512x512 | lcm-run | 3.00 | 14.0 (n=3) | 0.75 | 0.91 |" in sizes
+    assert "| 768x768 | lcm-run | 4.00 | 30.0 (n=1) | 0.50 | 0.75 |" in sizes
+    assert "| 768x768 | openvino.genai | 8.00 | 40.0 (n=1) |  |  |" in sizes
+    assert "lcm-run-fast" not in sizes  # another variant: not the default settings
+
+    batches = section(page, "Batches")  # 60/14 = 4.29 images a minute, against 60*4/48 = 5.0
+    assert "| lcm-run | 1 | 14.0 | 4.3 | 1.00 | 3.00 |" in batches
+    assert "| lcm-run-batch4 | 4 | 48.0 | 5.0 | 1.17 | 3.00 |" in batches
+
+    deviations = section(page, "Deviation from the f32 image")
+    assert "numerical drift" in deviations
+    assert "| lcm-run | bf16 (default) | 512x512 | 5 | 0.52 | 50.1 |" in deviations
+    assert "| lcm-run-f32 | bf16 | 512x512 | 0 | 0.00 | ∞ |" in deviations
+    assert "| lcm-run-fast | bf16 (default) | 512x512 | – | – | – |" in deviations
+
+
+def test_results_file_names_carry_the_minute(tmp_path: Path, benchmarks_package: ModuleType) -> None:
+    """Two runs on one day must not overwrite each other's results."""
+    from benchmarks.run import Settings, results_path
+
+    settings = Settings(results_dir=tmp_path, machine="box")
+    path = results_path(settings, {"date": "2026-11-25T20:10:59+00:00", "machine": {}})
+    assert path == tmp_path / "box-2026-11-25T2010Z.json"
+
+
+def test_benchmark_model_has_lcm_dreamshaper_v7_parameter_counts(benchmarks_package: ModuleType) -> None:
     """The random-weight model is only a valid stand-in if its architecture is exactly the real one."""
     pytest.importorskip("torch")
     pytest.importorskip("diffusers")
-    _import_benchmarks()
     from benchmarks.model import build_modules, load_configs
 
     modules = build_modules(load_configs(), seed=0, device="meta")  # shapes only: no memory, no time
