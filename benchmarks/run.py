@@ -24,7 +24,7 @@ from .deviation import attach_deviations
 from .machine import machine_facts, machine_slug
 from .measure import ProcessResult, run_measured
 from .model import MODEL_NAME, configs_digest
-from .systems import BUNDLE, BUNDLE_INT8, BUNDLE_TAESD, F32_BASELINE, SOURCE, Measurement, available_here, select
+from .systems import BUNDLE, BUNDLE_FAST, BUNDLE_TAESD, F32_BASELINE, SOURCE, Measurement, available_here, select
 from .venvs import ENVIRONMENTS, ensure_environment, installed_size
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -124,21 +124,25 @@ class Benchmark:
         paths = {SOURCE: source, BUNDLE: model_dir / "bundle-fp16"}
         self.export(source, paths[BUNDLE], [])
         wanted = {measurement.model for measurement in select(settings.only)}
-        if settings.int8 and not settings.quick and BUNDLE_INT8 in wanted:
-            paths[BUNDLE_INT8] = model_dir / "bundle-int8"
-            self.export(source, paths[BUNDLE_INT8], ["--quantize-unet", "int8"])
         if BUNDLE_TAESD in wanted:
-            taesd = model_dir / "taesd"
-            if not (taesd / "config.json").exists():
-                code = "import sys; from benchmarks.model import save_taesd; save_taesd(sys.argv[1], int(sys.argv[2]), sys.argv[3] == '1')"
-                subprocess.run([sys.executable, "-c", code, str(taesd), str(settings.seed), "1" if settings.quick else "0"],
-                               check=True, cwd=REPO_ROOT, env=child_env(), capture_output=True)
             paths[BUNDLE_TAESD] = model_dir / "bundle-taesd"
-            self.export(source, paths[BUNDLE_TAESD], ["--tiny-vae", str(taesd)])
+            self.export(source, paths[BUNDLE_TAESD], ["--tiny-vae", str(self.taesd_folder(model_dir))])
+        if settings.int8 and not settings.quick and BUNDLE_FAST in wanted:
+            paths[BUNDLE_FAST] = model_dir / "bundle-fast"
+            self.export(source, paths[BUNDLE_FAST], ["--fast", "--tiny-vae", str(self.taesd_folder(model_dir))])
         self.results["model"]["bundles"] = {
             kind: {"path": str(path), "bytes": _folder_bytes(path)} for kind, path in paths.items() if path.exists()
         }
         return {kind: path for kind, path in paths.items() if path.exists()}
+
+    def taesd_folder(self, model_dir: Path) -> Path:
+        """A random-weight TAESD (real architecture; tiny in --quick) as a diffusers folder, built once."""
+        taesd = model_dir / "taesd"
+        if not (taesd / "config.json").exists():
+            code = "import sys; from benchmarks.model import save_taesd; save_taesd(sys.argv[1], int(sys.argv[2]), sys.argv[3] == '1')"
+            subprocess.run([sys.executable, "-c", code, str(taesd), str(self.settings.seed), "1" if self.settings.quick else "0"],
+                           check=True, cwd=REPO_ROOT, env=child_env(), capture_output=True)
+        return taesd
 
     def source_folder(self, model_dir: Path) -> Path:
         settings = self.settings
@@ -266,7 +270,7 @@ class Benchmark:
             self.log(f"  {measurement.key}: {entry['status']}")
         return entry
 
-    def cold_starts(self, bundle: Path) -> list[dict[str, Any]]:
+    def cold_starts(self, bundle: Path, options: tuple[str, ...] = (), label: str = "") -> list[dict[str, Any]]:
         """lcm-run's CLI from a new process to the PNG on disk, with an empty then a filled cache."""
         settings = self.settings
         if settings.quick:  # this python's own lcm-run, not whichever comes first on PATH
@@ -274,15 +278,15 @@ class Benchmark:
             lcm_run = str(beside) if beside.exists() else shutil.which("lcm-run") or "lcm-run"
         else:
             lcm_run = self.lcm_run_command()
-        cache = self.scratch / "compile-cache"
+        cache = self.scratch / f"compile-cache-{bundle.name}"
         shutil.rmtree(cache, ignore_errors=True)
         starts = []
-        for name in ("empty cache", "filled cache"):
-            png = self.scratch / "cold" / f"{name.replace(' ', '-')}.png"
+        for name in (f"{label}empty cache", f"{label}filled cache"):
+            png = self.scratch / "cold" / f"{name.replace(' ', '-').replace(',', '')}.png"
             png.unlink(missing_ok=True)
             command = [lcm_run, settings.prompt, "--model", str(bundle), "--steps", str(settings.steps),
                        "--guidance", str(settings.guidance), "--seed", str(settings.seed), "--height", str(settings.height),
-                       "--width", str(settings.width), "--output", str(png), "--overwrite"]
+                       "--width", str(settings.width), "--output", str(png), "--overwrite", *options]
             self.log(f"lcm-run CLI cold start, {name}")
             result = run_measured(command, self.scratch / "logs" / f"cold-{png.stem}.log", settings.timeout,
                                   env=child_env({"LCM_CACHE_DIR": str(cache)}), first_png=png)
@@ -314,6 +318,8 @@ class Benchmark:
         if BUNDLE not in paths:
             raise SystemExit("the FP16 export failed; nothing to measure (see the errors above)")
         self.results["cold_start"] = self.cold_starts(paths[BUNDLE])  # first: lcm-run's own numbers never starve
+        if BUNDLE_FAST in paths:
+            self.results["cold_start"] += self.cold_starts(paths[BUNDLE_FAST], ("--fast",), "--fast, ")
         self.results["runs"] = [self.measure(measurement, paths) for measurement in select(self.settings.only)]
         attach_deviations(self.results["runs"], self.scratch / "runs", F32_BASELINE)
         self.results["openvino_version"] = (self.results.get("matmul") or {}).get("openvino")

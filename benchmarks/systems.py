@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 # Which model files a measurement loads.
 BUNDLE = "bundle"  # the FP16 OpenVINO bundle from lcm-export
-BUNDLE_INT8 = "bundle-int8"  # the same, with --quantize-unet int8
+BUNDLE_FAST = "bundle-fast"  # lcm-export --fast: the UNet INT8-quantized (--quantize-unet int8) plus a TAESD decoder
+INT8_UNET_BUNDLES = ("bundle-int8", BUNDLE_FAST)  # bundle-int8: results from before --fast existed
 BUNDLE_TAESD = "bundle-taesd"  # the FP16 bundle plus a TAESD decoder (lcm-export --tiny-vae)
 SOURCE = "source"  # the diffusers folder the bundles were exported from (torch)
 
@@ -19,7 +20,7 @@ class Measurement:
     label: str  # how the report names it
     environment: str  # the venv (benchmarks/venvs.py) whose python runs the worker
     worker: str  # script in benchmarks/workers/
-    model: str  # BUNDLE, BUNDLE_INT8 or SOURCE
+    model: str  # BUNDLE, BUNDLE_FAST, BUNDLE_TAESD or SOURCE
     precision: str = "default"  # default (the library's choice), f32 or bf16
     variant: str = "default"
     module: str = ""  # importable module that must exist for --quick to run it in the current python
@@ -33,7 +34,9 @@ MEASUREMENTS: tuple[Measurement, ...] = (
     Measurement("lcm-run-f32", "lcm-run", "lcm-run (API)", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE, "f32", module="lcm_runtime"),
     Measurement("lcm-run-taesd", "lcm-run", "lcm-run (API), --vae tiny", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_TAESD,
                 variant="tiny-vae", module="lcm_runtime"),
-    Measurement("lcm-run-int8", "lcm-run", "lcm-run (API), INT8 UNet", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_INT8, module="lcm_runtime"),
+    Measurement("lcm-run-int8", "lcm-run", "lcm-run (API), INT8 UNet", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_FAST, module="lcm_runtime"),
+    Measurement("lcm-run-fast", "lcm-run", "lcm-run (API), --fast", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_FAST,
+                variant="fast", module="lcm_runtime"),
     Measurement("genai", "openvino.genai", "openvino.genai", "openvino-genai", "genai_worker.py", BUNDLE, module="openvino_genai"),
     Measurement("genai-reshape", "openvino.genai", "openvino.genai (reshaped)", "openvino-genai", "genai_worker.py", BUNDLE,
                 variant="reshape", module="openvino_genai"),

@@ -15,7 +15,7 @@ def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
     # No compile cache: every worker compiles from the IR, so first-image times compare fairly.
     # The cache's effect is measured apart, with the lcm-run CLI.
     pipe = LCMPipeline.from_pretrained(args.model, device="CPU", precision=PRECISION_ARGUMENT[args.precision], cache_dir=False,
-                                       vae="tiny" if args.variant == "tiny-vae" else "full")
+                                       vae="tiny" if args.variant == "tiny-vae" else None, fast=args.variant == "fast")
 
     def generate(seed: int) -> "tuple[Any, dict[str, Any]]":
         output = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,

@@ -125,7 +125,7 @@ def test_report_compares_sizes_batches_and_deviations(tmp_path: Path, benchmarks
     assert "| genai-768 | bf16 (default) | **40.0** (40.0–40.0) | – |" in section(page, "Latency per image")
 
     targets = section(page, "Targets against openvino.genai")
-    assert "| lcm-run-fast | bf16 (default) | 0.39 (≤ 0.40: **met**) | 0.38 | 2.0× |" in targets
+    assert "| lcm-run-fast | TAESD decoder, bf16 (default) | 0.39 (≤ 0.40: **met**) | 0.38 | 2.0× |" in targets
     assert "| lcm-run-f32 | bf16 | – | – | 2.0× |" in targets  # the fake ran bf16 whatever it asked
     assert "768" not in targets and "batch4" not in targets
 
@@ -143,7 +143,7 @@ def test_report_compares_sizes_batches_and_deviations(tmp_path: Path, benchmarks
     assert "numerical drift" in deviations
     assert "| lcm-run | bf16 (default) | 512x512 | 5 | 0.52 | 50.1 |" in deviations
     assert "| lcm-run-f32 | bf16 | 512x512 | 0 | 0.00 | ∞ |" in deviations
-    assert "| lcm-run-fast | bf16 (default) | 512x512 | – | – | – |" in deviations
+    assert "| lcm-run-fast | TAESD decoder, bf16 (default) | 512x512 | – | – | – |" in deviations
 
 
 def test_results_file_names_carry_the_minute(tmp_path: Path, benchmarks_package: ModuleType) -> None:
