@@ -156,8 +156,6 @@ class LCMPipeline:
             if callback is not None:
                 callback(index, len(self.scheduler.timesteps), int(timestep))
         timings["unet"] = step_times
-        # The UNet's activations are not needed while the VAE decodes: free them for its peak.
-        self._unet.compiled.release_memory()
 
         # latents -> image, one image at a time to bound peak memory
         started = time.perf_counter()
