@@ -63,7 +63,6 @@ class LCMPipeline:
         self.folder = folder
         self.facts = folder.facts
         vae = choose_vae(folder, vae, fast)
-        self.fast = fast
         self.vae = vae
         # diffusers divides by the decoding VAE's own scaling_factor: 1.0 for TAESD.
         self.vae_scaling_factor = (self.facts.vae_scaling_factor if vae == "full"
