@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 import openvino as ov
 
+from .compile_cache import CompileCache
 from .errors import InputError
 
 PRECISION_HINTS = {"auto": None, "f32": "f32", "bf16": "bf16", "f16": "f16"}
@@ -35,7 +36,8 @@ def compile_config(precision: str) -> dict[str, Any]:
 
 
 class CompiledComponent:
-    """One model: read, reshaped to static shapes, compiled; the ov.Model is dropped after compile."""
+    """One model compiled at static shapes: imported through the compile cache's index when it
+    has this exact model, otherwise read, reshaped and compiled (the ov.Model is dropped after)."""
 
     def __init__(
         self,
@@ -44,13 +46,26 @@ class CompiledComponent:
         shapes: Mapping[str, list[int]],
         device: str,
         config: Mapping[str, Any],
+        cache: CompileCache | None = None,
     ) -> None:
-        model = core.read_model(os.fspath(xml))
-        model.reshape(_static_shapes(model, shapes))
-        self.input_types = {port.get_any_name(): port.get_element_type().to_dtype() for port in model.inputs}
-        self.compiled = core.compile_model(model, device, dict(config))
+        key = cache.key(core, xml, shapes, device, config) if cache is not None else None
+        loaded = cache.load(core, key, device, config) if key is not None else None
+        if loaded is not None:
+            compiled, self._blob = loaded
+        else:
+            model = core.read_model(os.fspath(xml))
+            model.reshape(_static_shapes(model, shapes))
+            if key is not None:
+                compiled = cache.compile(core, model, key, device, config)
+            else:
+                compiled = core.compile_model(model, device, dict(config))
+            self._blob = None
+            del model
+        self.from_cache_index = loaded is not None
+        # By every name: an imported model's ports carry extra tensor names, in any order.
+        self.input_types = {name: port.get_element_type().to_dtype() for port in compiled.inputs for name in port.get_names()}
+        self.compiled = compiled
         self.request = self.compiled.create_infer_request()
-        del model
 
     def set_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
         for name, value in inputs.items():

@@ -16,6 +16,7 @@ import openvino as ov
 from PIL import Image
 
 from .bundle import INT8_PTQ, TINY_VAE_DECODER
+from .compile_cache import CompileCache
 from .errors import BundleError, InputError
 from .file_pages import released_while_running
 from .guidance import guidance_scale_embedding
@@ -79,6 +80,7 @@ class LCMPipeline:
                 self.core.set_property({"CACHE_DIR": str(self.cache_dir)})
             except OSError:
                 self.cache_dir = None  # an unwritable cache only costs start-up time
+        self.compile_cache = CompileCache(self.cache_dir) if self.cache_dir is not None else None
         self.tokenizer = PromptTokenizer.from_file(folder.tokenizer_file, self.facts.text_max_length)
         self.scheduler = LCMScheduler(LCMSchedulerConfig.from_dict(folder.scheduler_config), folder.scheduler_tables)
         self._text_encoder: TextEncoder | None = None
@@ -184,6 +186,12 @@ class LCMPipeline:
             if component is not None
         }
 
+    def started_from_cache_index(self) -> dict[str, bool]:
+        """Per compiled model: whether it was imported through the compile cache's index (no IR read,
+        no model hash) rather than compiled. Empty until the first call compiles the models."""
+        components = {"text_encoder": self._text_encoder, "unet": self._unet, "vae_decoder": self._vae_decoder}
+        return {name: component.from_cache_index for name, component in components.items() if component is not None}
+
     def check_inputs(self, prompts: list[str], height: int, width: int, guidance_scale: float,
                      num_images_per_prompt: int, output_type: str) -> None:
         if not prompts or not all(isinstance(text, str) for text in prompts):
@@ -244,7 +252,7 @@ class LCMPipeline:
 
     def _compile_models(self, batch: int, latent_h: int, latent_w: int, vae_tile: int | None) -> None:
         facts, folder = self.facts, self.folder
-        args = (self.device, self.compile_config)
+        args = (self.device, self.compile_config, self.compile_cache)
         if self._text_encoder is None:  # batch 1 whatever the request: it does not depend on the size
             self._text_encoder = TextEncoder(self.core, folder.xml("text_encoder"),
                                              {"input_ids": [1, facts.text_max_length]}, *args)

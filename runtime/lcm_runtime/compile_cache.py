@@ -1,0 +1,184 @@
+"""Start from OpenVINO's compile cache without reading and hashing the model first.
+
+OpenVINO's CACHE_DIR names each compiled blob by a hash of the whole ov.Model, weights included.
+Even on a cache hit, a new process therefore reads the IR, reshapes it and hashes 1.7 GB of UNet
+weights before it imports the blob: about 0.4 s of every cold start. What identifies a compiled
+model is known without any of that: the IR files (path, size, modification time), the input
+shapes, the device, the compile properties and the OpenVINO version.
+
+So beside OpenVINO's blobs we keep a small index from that key to the blob OpenVINO wrote (or read)
+on the first compile, and later import the blob directly. OpenVINO still writes and owns the blobs:
+a blob's file starts with one line of OpenVINO's header, followed by the plugin's stream, which is
+what ``Core.import_model`` takes. Anything unexpected (an unknown header, a blob replaced or gone, a
+failed import) drops the index entry, and the model is compiled the usual way.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import mmap
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import openvino as ov
+
+INDEX_FOLDER = "lcm-index"
+BLOB_SUFFIX = ".blob"
+HEADER_START = b"<?xml"
+HEADER_TAG = b"<compiled_blob "
+UNPADDED_HEADER = b'header_size_alignment="0"'
+HEADER_LIMIT = 64 * 1024
+INDEXED_DEVICES = ("CPU",)  # the only plugin whose blobs were checked here
+
+
+class ReadOnlyBlob:
+    """A cache blob mapped read-only and shared, as a uint8 array OpenVINO can import from.
+
+    The CPU plugin keeps reading some constants in place from the imported buffer, so the mapping
+    must outlive the compiled model. Read-only and shared, its pages are the page cache's: the
+    file_pages module may drop them from the resident set like the IR's.
+    """
+
+    def __init__(self, path: Path) -> None:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            self._mapping = mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ)
+        self._read_only = np.frombuffer(self._mapping, dtype=np.uint8)  # holds the mapping's buffer
+        address = self._read_only.__array_interface__["data"][0]
+        # OpenVINO takes only a writable array, but never writes to an import stream; a write
+        # would fault on the read-only pages rather than change the file.
+        self.array = np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(address))
+
+    def close(self) -> None:
+        self.array = self._read_only = None
+        self._mapping.close()
+
+
+def plugin_stream_offset(head: bytes) -> int | None:
+    """Where the plugin's stream starts in a blob beginning with ``head``; None if the header is unknown."""
+    if not head.startswith(HEADER_START) or HEADER_TAG not in head or UNPADDED_HEADER not in head:
+        return None
+    end = head.find(b"\n")
+    return None if end < 0 else end + 1
+
+
+class CompileCache:
+    """An index over OpenVINO's compile cache in ``folder`` (the folder given to CACHE_DIR)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.index = self.folder / INDEX_FOLDER
+
+    def key(self, core: ov.Core, xml: Path, shapes: Mapping[str, list[int]], device: str,
+            config: Mapping[str, Any]) -> str | None:
+        """What identifies the compiled model, hashed; None where the index is not used."""
+        if device.upper() not in INDEXED_DEVICES:
+            return None
+        xml = Path(os.path.realpath(xml))
+        files = [xml, xml.with_suffix(".bin")]
+        try:
+            stats = [(os.fspath(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+            device_name = str(core.get_property(device, "FULL_DEVICE_NAME"))
+        except (OSError, RuntimeError):
+            return None
+        identity = {
+            "files": stats,
+            "shapes": {name: list(shape) for name, shape in sorted(shapes.items())},
+            "device": [device, device_name],
+            "config": {name: str(value) for name, value in sorted(config.items())},
+            "openvino": ov.get_version(),
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+    def load(self, core: ov.Core, key: str, device: str,
+             config: Mapping[str, Any]) -> tuple[ov.CompiledModel, ReadOnlyBlob] | None:
+        """Import the blob the index names for ``key``; None (and the entry dropped) if that fails."""
+        entry = self.index / f"{key}.json"
+        try:
+            record = json.loads(entry.read_text(encoding="utf-8"))
+            blob_path = self.folder / record["blob"]
+            stat = blob_path.stat()
+            if (stat.st_size, stat.st_mtime_ns) != (record["size"], record["mtime_ns"]):
+                raise ValueError("the blob changed since it was indexed")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            self._forget(entry)
+            return None
+        blob = None
+        try:
+            blob = ReadOnlyBlob(blob_path)
+            offset = plugin_stream_offset(bytes(blob.array[:HEADER_LIMIT]))
+            if offset is None:
+                raise ValueError("unknown blob header")
+            stream = ov.Tensor(blob.array[offset:], shared_memory=True)
+            compiled = core.import_model(stream, device, dict(config))
+        except (OSError, ValueError, RuntimeError):
+            if blob is not None:
+                blob.close()
+            self._forget(entry)
+            return None
+        return compiled, blob
+
+    def compile(self, core: ov.Core, model: ov.Model, key: str, device: str,
+                config: Mapping[str, Any]) -> ov.CompiledModel:
+        """Compile through OpenVINO's cache (CACHE_DIR is this folder) and index the blob it used."""
+        blobs_before = self._blob_files()
+        mapped_before = _mapped_blobs(self.folder)
+        compiled = core.compile_model(model, device, dict(config))
+        written = self._blob_files() - blobs_before
+        read = _mapped_blobs(self.folder) - mapped_before
+        used = written or read
+        if len(used) == 1:
+            self._record(key, used.pop())
+        return compiled
+
+    def _blob_files(self) -> set[str]:
+        try:
+            return {path.name for path in self.folder.glob(f"*{BLOB_SUFFIX}")}
+        except OSError:
+            return set()
+
+    def _record(self, key: str, blob_name: str) -> None:
+        try:
+            stat = (self.folder / blob_name).stat()
+            with open(self.folder / blob_name, "rb") as file:
+                if plugin_stream_offset(file.read(HEADER_LIMIT)) is None:
+                    return
+            self.index.mkdir(exist_ok=True)
+            record = {"blob": blob_name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            # Written aside and renamed, so a reader never sees half an entry.
+            with tempfile.NamedTemporaryFile("w", dir=self.index, suffix=".tmp", delete=False, encoding="utf-8") as tmp:
+                json.dump(record, tmp)
+            os.replace(tmp.name, self.index / f"{key}.json")
+        except OSError:
+            pass  # an unwritable index only costs start-up time
+
+    @staticmethod
+    def _forget(entry: Path) -> None:
+        try:
+            entry.unlink()
+        except OSError:
+            pass
+
+
+def _mapped_blobs(folder: Path) -> set[str]:
+    """Names of this folder's blob files that this process has mapped (OpenVINO maps a cache hit)."""
+    prefix = os.path.join(os.path.realpath(folder), "")
+    names = set()
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6:
+                    path = fields[5].rstrip("\n")
+                    if path.startswith(prefix) and path.endswith(BLOB_SUFFIX):
+                        names.add(os.path.basename(path))
+    except OSError:
+        pass
+    return names

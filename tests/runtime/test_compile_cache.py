@@ -1,0 +1,107 @@
+"""The compile cache's index: a new process imports the blob OpenVINO wrote, without reading the IR."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lcm_runtime import LCMPipeline
+from lcm_runtime.compile_cache import INDEX_FOLDER, CompileCache, plugin_stream_offset
+
+COMPONENTS = {"text_encoder", "unet", "vae_decoder"}
+CALL = dict(num_inference_steps=2, height=64, width=64, generator=0, output_type="np")
+
+
+def generate(bundle, cache, **options):
+    pipe = LCMPipeline.from_pretrained(bundle, precision="f32", cache_dir=cache, **options)
+    images = pipe("a red cube", **CALL).images
+    return pipe, images
+
+
+def index_entries(cache):
+    return sorted((cache / INDEX_FOLDER).glob("*.json"))
+
+
+def test_second_start_imports_every_model_through_the_index_with_the_same_image(tiny_bundle_fp32, tmp_path):
+    cache = tmp_path / "cache"
+    first, first_images = generate(tiny_bundle_fp32, cache)
+    assert first.started_from_cache_index() == dict.fromkeys(COMPONENTS, False)
+    entries = index_entries(cache)
+    assert len(entries) == 3
+    for entry in entries:
+        assert (cache / json.loads(entry.read_text())["blob"]).is_file()
+
+    second, second_images = generate(tiny_bundle_fp32, cache)
+    assert second.started_from_cache_index() == dict.fromkeys(COMPONENTS, True)
+    np.testing.assert_array_equal(second_images, first_images)
+    assert second.execution_precision() == first.execution_precision()
+
+
+def test_index_lost_is_rebuilt_from_openvinos_cache_hit(tiny_bundle_fp32, tmp_path):
+    cache = tmp_path / "cache"
+    generate(tiny_bundle_fp32, cache)
+    for entry in index_entries(cache):
+        entry.unlink()
+    pipe, _ = generate(tiny_bundle_fp32, cache)  # OpenVINO's own cache hit: its mapped blob is recorded
+    assert not any(pipe.started_from_cache_index().values())
+    assert len(index_entries(cache)) == 3
+    assert all(generate(tiny_bundle_fp32, cache)[0].started_from_cache_index().values())
+
+
+@pytest.mark.parametrize("damage", ["garbage entry", "blob gone", "blob rewritten"])
+def test_a_broken_index_entry_falls_back_to_compiling_and_the_same_image(tiny_bundle_fp32, tmp_path, damage):
+    cache = tmp_path / "cache"
+    _, reference = generate(tiny_bundle_fp32, cache)
+    for entry in index_entries(cache):
+        blob = cache / json.loads(entry.read_text())["blob"]
+        if damage == "garbage entry":
+            entry.write_text("{not json")
+        elif damage == "blob gone":
+            blob.unlink()
+        else:  # same size, new content: the recorded modification time no longer matches
+            blob.chmod(0o600)
+            blob.write_bytes(b"\0" * blob.stat().st_size)
+    pipe, images = generate(tiny_bundle_fp32, cache)
+    assert not any(pipe.started_from_cache_index().values())
+    np.testing.assert_array_equal(images, reference)
+
+
+def test_another_size_or_precision_gets_its_own_entry(tiny_bundle_fp32, tmp_path):
+    cache = tmp_path / "cache"
+    generate(tiny_bundle_fp32, cache)
+    pipe = LCMPipeline.from_pretrained(tiny_bundle_fp32, precision="f32", cache_dir=cache)
+    pipe("a red cube", **{**CALL, "height": 128})
+    # The text encoder does not depend on the size: only the UNet and the VAE are new.
+    assert pipe.started_from_cache_index() == {"text_encoder": True, "unet": False, "vae_decoder": False}
+    assert len(index_entries(cache)) == 5
+    bf16 = LCMPipeline.from_pretrained(tiny_bundle_fp32, precision="bf16", cache_dir=cache)
+    bf16("a red cube", **CALL)
+    assert not any(bf16.started_from_cache_index().values())
+
+
+def test_no_cache_means_no_index(tiny_bundle_fp32, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    pipe, _ = generate(tiny_bundle_fp32, False)
+    assert not any(pipe.started_from_cache_index().values())
+    assert not any(tmp_path.rglob(INDEX_FOLDER))
+
+
+def test_virtual_devices_are_not_indexed(tmp_path):
+    import openvino as ov
+
+    cache = CompileCache(tmp_path)
+    assert cache.key(ov.Core(), tmp_path / "model.xml", {}, "AUTO", {}) is None
+
+
+@pytest.mark.parametrize(
+    "head, offset",
+    [
+        (b'<?xml version="1.0"?><compiled_blob ie_version="x" header_size_alignment="0"/>\nRR_UPCVO', 79),
+        (b'<?xml version="1.0"?><compiled_blob ie_version="x" header_size_alignment="64"/>\nRR_UPCVO', None),
+        (b"RR_UPCVO plugin stream without a header", None),
+        (b'<?xml version="1.0"?><compiled_blob ie_version="x" header_size_alignment="0"/>', None),
+    ],
+)
+def test_plugin_stream_offset_only_trusts_the_known_header(head, offset):
+    assert plugin_stream_offset(head) == offset
