@@ -168,7 +168,7 @@ def quantize_unet(
 
     samples = capture_unet_inputs(bundle_root, prompts, options.calibration_size)
 
-    float_unet = convert_component(pipeline, "unet")
+    float_unet = convert_component(pipeline, "unet", options.token_downsampling)
     quantized = nncf.quantize(
         float_unet,
         nncf.Dataset(samples),

@@ -21,6 +21,7 @@ from lcm_runtime.errors import InputError
 
 from .source import DEFAULT_SOURCE
 
+FAST_TOKEN_DOWNSAMPLING = 2
 DEFAULT_TINY_VAE = "madebyollin/taesd"  # keep equal to tiny_vae.DEFAULT_TINY_VAE (not imported: --help stays light)
 DEFAULT_CALIBRATION_SIZE = 16  # keep equal to exporter.DEFAULT_CALIBRATION_SIZE (not imported: --help stays light)
 
@@ -65,8 +66,13 @@ def export(
     tiny_vae: Optional[str] = typer.Option(
         None, "--tiny-vae", help="Also export a TAESD decoder (hub id such as madebyollin/taesd, or a local AutoencoderTiny folder) for lcm-run --vae tiny"
     ),
+    token_downsampling: Optional[int] = typer.Option(
+        None, "--token-downsampling", help="1, 2 or 4: the UNet's full-resolution self-attentions attend to keys/values "
+        "average-pooled by this factor per side (ToDo): faster, approximate [default: 1, exact; 2 with --fast]"
+    ),
     fast: bool = typer.Option(
-        False, "--fast", help=f"A bundle for lcm-run --fast: --quantize-unet int8 and --tiny-vae {DEFAULT_TINY_VAE} (unless given)"
+        False, "--fast", help=f"A bundle for lcm-run --fast: --quantize-unet int8, --token-downsampling {FAST_TOKEN_DOWNSAMPLING} "
+        f"and --tiny-vae {DEFAULT_TINY_VAE} (unless given)"
     ),
 ) -> None:
     """Export a diffusers Latent Consistency Model to a verified OpenVINO bundle at OUT."""
@@ -83,11 +89,14 @@ def export(
         quantize_unet = "int8"
         if tiny_vae is None and not tiny_random:  # a random model gets a random TAESD (run_export)
             tiny_vae = DEFAULT_TINY_VAE
+        if token_downsampling is None:
+            token_downsampling = FAST_TOKEN_DOWNSAMPLING
     options = ExportOptions(
         weights=weights,
         quantize_unet=quantize_unet,
         calibration_dataset=calibration_dataset,
         calibration_size=calibration_size,
+        token_downsampling=1 if token_downsampling is None else token_downsampling,
         force=force,
     )
     options.validate()

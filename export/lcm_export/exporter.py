@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 COMPONENTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
 QUANTIZE_OPTIONS = ("int8",)
+TOKEN_DOWNSAMPLING_FACTORS = (1, 2, 4)  # keep equal to convert.TOKEN_DOWNSAMPLING_FACTORS (torch-free here)
 # nncf.quantize of the SD1.5 UNet peaked near 14 GiB with 16 samples (lcm-numerics.md).
 DEFAULT_CALIBRATION_SIZE = 16
 VERSIONED_PACKAGES = ("lcm-openvino", "openvino", "openvino-tokenizers", "diffusers", "torch", "transformers", "nncf")
@@ -64,6 +65,7 @@ class ExportOptions:
     quantize_unet: str | None = None
     calibration_dataset: str | None = None
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
+    token_downsampling: int = 1
     force: bool = False
 
     def validate(self) -> None:
@@ -73,6 +75,9 @@ class ExportOptions:
             raise InputError(f"unknown --weights {self.weights!r}; choose one of {', '.join(WEIGHT_OPTIONS)}")
         if self.quantize_unet is not None and self.quantize_unet not in QUANTIZE_OPTIONS:
             raise InputError(f"unknown --quantize-unet {self.quantize_unet!r}; the only choice is int8")
+        if self.token_downsampling not in TOKEN_DOWNSAMPLING_FACTORS:
+            raise InputError(f"--token-downsampling must be one of {', '.join(map(str, TOKEN_DOWNSAMPLING_FACTORS))} "
+                             f"(1 = exact attention), got {self.token_downsampling}")
         if self.calibration_size < 1:
             raise InputError(f"--calibration-size must be at least 1, got {self.calibration_size}")
         if self.quantize_unet is None and self.calibration_dataset is not None:
@@ -232,6 +237,8 @@ def export_bundle(
             with progress.stage(f"unet calibration + int8 quantization ({options.calibration_size} samples)"):
                 calibration = quantize_unet(pipeline, staging, options, prompts, dataset)
         with progress.stage("manifest"):
+            from .convert import downsampled_self_attentions
+
             facts = ModelFacts.from_configs(dict(pipeline.unet.config), dict(pipeline.vae.config), max_length)
             manifest = Manifest(
                 source=loaded.info,
@@ -242,6 +249,9 @@ def export_bundle(
                         "file": component_xml(component),
                         "compression": compression_details(precisions[component]),
                         **({"latent_size_multiple": 1} if component == "unet" else {}),
+                        **({"token_downsampling": {"factor": options.token_downsampling,
+                                                   "self_attentions": downsampled_self_attentions(pipeline.unet, options.token_downsampling)}}
+                           if component == "unet" and options.token_downsampling > 1 else {}),
                         **({"source": tiny_vae.info} if component == TINY_VAE_DECODER else {}),
                     }
                     for component in precisions
@@ -260,7 +270,7 @@ def _export_component(
 ) -> None:
     from .convert import convert_component
 
-    model = convert_component(pipeline, component)
+    model = convert_component(pipeline, component, options.token_downsampling)
     if precision != INT8_PTQ:  # PTQ replaces this IR later, starting from the float model
         model = compress_weights(model, precision)
     save_ir(model, staging / component_xml(component), options.weights)

@@ -116,8 +116,10 @@ def build_tiny_pipeline(seed: int = 0) -> "LatentConsistencyModelPipeline":
         sample_size=8,
         in_channels=4,
         out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        # Attention at the full resolution and none at the lowest, as in SD1.5 (the full-resolution
+        # self-attentions are the ones --token-downsampling rewrites).
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=TINY_TEXT_HIDDEN,
         time_cond_proj_dim=TINY_TIME_COND_DIM,
         attention_head_dim=8,

@@ -68,6 +68,7 @@ def test_unknown_option():
         (["--quantize-unet", "int8", "--calibration-size", "0"], ["--calibration-size"]),
         (["--calibration-dataset", "prompts.txt"], ["--quantize-unet"]),
         (["--revision", "main"], ["--revision"]),
+        (["--token-downsampling", "3"], ["--token-downsampling", "1, 2, 4", "exact"]),
     ],
 )
 def test_bad_options(tmp_path, args, words):

@@ -31,6 +31,8 @@ def test_export_fast_writes_int8_unet_and_tiny_vae(fast_bundle):
     assert manifest.components["unet"]["precision"] == INT8_PTQ
     assert manifest.components[TINY_VAE_DECODER]["source"]["kind"] == "tiny-random"
     assert manifest.calibration["samples"] == 4
+    # The tiny UNet's full-resolution blocks hold 1 (down) + 2 (up) self-attentions; SD1.5's, 2 + 3.
+    assert manifest.components["unet"]["token_downsampling"] == {"factor": 2, "self_attentions": 3}
     assert verify_files(fast_bundle, manifest) == []
 
 
