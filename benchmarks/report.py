@@ -271,11 +271,15 @@ def headline_lines(results: dict[str, Any]) -> list[str]:
         if run["system"] == "lcm-run" and run["model"] in INT8_UNET_BUNDLES and run.get("variant", "default") == "default":
             factor = ratio(results, run)
             if factor:
-                lines.append(f"- lcm-run with the INT8 UNet bundle takes **{factor:.2f}×** the FP16 bundle's time")
+                lines.append(f"- lcm-run with the `--fast` bundle's UNet (INT8, token downsampling) and the full VAE takes **{factor:.2f}×** the FP16 bundle's time")
         if run["system"] == "lcm-run" and run.get("variant") == "fast":
             factor = ratio(results, run)
             if factor:
-                lines.append(f"- `lcm-run --fast` (INT8 UNet and TAESD) takes **{factor:.2f}×** the default's time")
+                lines.append(f"- `lcm-run --fast` (INT8 UNet with token downsampling, and TAESD) takes **{factor:.2f}×** the default's time")
+        if run["system"] == "lcm-run" and run["model"] == "bundle-todo":
+            factor = ratio(results, run)
+            if factor:
+                lines.append(f"- lcm-run with token downsampling (`lcm-export --token-downsampling 2`, FP16) takes **{factor:.2f}×** the default's time")
         if run["system"] == "lcm-run" and run["model"] == "bundle-taesd":
             factor = ratio(results, run)
             if factor:

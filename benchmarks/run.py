@@ -24,7 +24,8 @@ from .deviation import attach_deviations
 from .machine import machine_facts, machine_slug
 from .measure import ProcessResult, run_measured
 from .model import MODEL_NAME, configs_digest
-from .systems import BUNDLE, BUNDLE_FAST, BUNDLE_TAESD, F32_BASELINE, SOURCE, Measurement, available_here, select
+from .systems import (BUNDLE, BUNDLE_FAST, BUNDLE_TAESD, BUNDLE_TODO, F32_BASELINE, SOURCE, TOKEN_DOWNSAMPLING, Measurement,
+                      available_here, select)
 from .venvs import ENVIRONMENTS, ensure_environment, installed_size
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -127,6 +128,9 @@ class Benchmark:
         if BUNDLE_TAESD in wanted:
             paths[BUNDLE_TAESD] = model_dir / "bundle-taesd"
             self.export(source, paths[BUNDLE_TAESD], ["--tiny-vae", str(self.taesd_folder(model_dir))])
+        if BUNDLE_TODO in wanted:
+            paths[BUNDLE_TODO] = model_dir / "bundle-todo"
+            self.export(source, paths[BUNDLE_TODO], ["--token-downsampling", str(TOKEN_DOWNSAMPLING)])
         if settings.int8 and not settings.quick and BUNDLE_FAST in wanted:
             paths[BUNDLE_FAST] = model_dir / "bundle-fast"
             self.export(source, paths[BUNDLE_FAST], ["--fast", "--tiny-vae", str(self.taesd_folder(model_dir))])

@@ -10,6 +10,8 @@ BUNDLE = "bundle"  # the FP16 OpenVINO bundle from lcm-export
 BUNDLE_FAST = "bundle-fast"  # lcm-export --fast: the UNet INT8-quantized (--quantize-unet int8) plus a TAESD decoder
 INT8_UNET_BUNDLES = ("bundle-int8", BUNDLE_FAST)  # bundle-int8: results from before --fast existed
 BUNDLE_TAESD = "bundle-taesd"  # the FP16 bundle plus a TAESD decoder (lcm-export --tiny-vae)
+BUNDLE_TODO = "bundle-todo"  # the FP16 bundle with token downsampling (lcm-export --token-downsampling 2)
+TOKEN_DOWNSAMPLING = 2  # the factor of BUNDLE_TODO, and of lcm-export --fast
 SOURCE = "source"  # the diffusers folder the bundles were exported from (torch)
 
 
@@ -20,7 +22,7 @@ class Measurement:
     label: str  # how the report names it
     environment: str  # the venv (benchmarks/venvs.py) whose python runs the worker
     worker: str  # script in benchmarks/workers/
-    model: str  # BUNDLE, BUNDLE_FAST, BUNDLE_TAESD or SOURCE
+    model: str  # BUNDLE, BUNDLE_FAST, BUNDLE_TAESD, BUNDLE_TODO or SOURCE
     precision: str = "default"  # default (the library's choice), f32 or bf16
     variant: str = "default"
     module: str = ""  # importable module that must exist for --quick to run it in the current python
@@ -34,7 +36,11 @@ MEASUREMENTS: tuple[Measurement, ...] = (
     Measurement("lcm-run-f32", "lcm-run", "lcm-run (API)", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE, "f32", module="lcm_runtime"),
     Measurement("lcm-run-taesd", "lcm-run", "lcm-run (API), --vae tiny", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_TAESD,
                 variant="tiny-vae", module="lcm_runtime"),
-    Measurement("lcm-run-int8", "lcm-run", "lcm-run (API), INT8 UNet", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_FAST, module="lcm_runtime"),
+    Measurement("lcm-run-todo", "lcm-run", "lcm-run (API), token downsampling 2", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_TODO,
+                variant="token-downsampling", module="lcm_runtime"),
+    # The --fast bundle's UNet (INT8 and token downsampling) with the full VAE.
+    Measurement("lcm-run-int8", "lcm-run", "lcm-run (API), INT8 UNet + token downsampling", "lcm-runtime", "lcm_runtime_worker.py",
+                BUNDLE_FAST, module="lcm_runtime"),
     Measurement("lcm-run-fast", "lcm-run", "lcm-run (API), --fast", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_FAST,
                 variant="fast", module="lcm_runtime"),
     Measurement("genai", "openvino.genai", "openvino.genai", "openvino-genai", "genai_worker.py", BUNDLE, module="openvino_genai"),
