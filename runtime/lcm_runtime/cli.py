@@ -131,6 +131,10 @@ def info(bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle 
         typer.echo(f"format: {manifest.format} v{manifest.format_version}, manifest hash {manifest.digest()}")
         typer.echo(f"source: {source}")
         typer.echo("precision: " + ", ".join(f"{name} {entry.get('precision')}" for name, entry in sorted(manifest.components.items())))
+        pooled = manifest.components.get("unet", {}).get("token_downsampling")
+        if pooled:
+            typer.echo(f"token downsampling: keys/values pooled {pooled.get('factor')}x{pooled.get('factor')} "
+                       f"in {pooled.get('self_attentions')} full-resolution self-attentions (approximate attention)")
         typer.echo("exported with: " + ", ".join(f"{name} {version}" for name, version in sorted(manifest.versions.items())))
         if manifest.calibration:
             typer.echo(f"calibration: {manifest.calibration}")

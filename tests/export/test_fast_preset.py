@@ -34,6 +34,9 @@ def test_export_fast_writes_int8_unet_and_tiny_vae(fast_bundle):
     # The tiny UNet's full-resolution blocks hold 1 (down) + 2 (up) self-attentions; SD1.5's, 2 + 3.
     assert manifest.components["unet"]["token_downsampling"] == {"factor": 2, "self_attentions": 3}
     assert verify_files(fast_bundle, manifest) == []
+    info = subprocess.run([sys.executable, "-m", "lcm_runtime.cli", "info", str(fast_bundle)],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    assert "token downsampling: keys/values pooled 2x2 in 3 full-resolution self-attentions" in info.stdout, info.stderr
 
 
 def test_fast_is_the_int8_unet_with_the_tiny_vae(fast_bundle):
