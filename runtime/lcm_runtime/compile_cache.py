@@ -61,10 +61,11 @@ class ReadOnlyBlob:
 
 def plugin_stream_offset(head: bytes) -> int | None:
     """Where the plugin's stream starts in a blob beginning with ``head``; None if the header is unknown."""
-    if not head.startswith(HEADER_START) or HEADER_TAG not in head or UNPADDED_HEADER not in head:
-        return None
     end = head.find(b"\n")
-    return None if end < 0 else end + 1
+    header = head[:end]
+    if end < 0 or not header.startswith(HEADER_START) or HEADER_TAG not in header or UNPADDED_HEADER not in header:
+        return None
+    return end + 1
 
 
 class CompileCache:

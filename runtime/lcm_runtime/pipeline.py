@@ -22,7 +22,7 @@ from .file_pages import released_while_running
 from .guidance import guidance_scale_embedding
 from .image import to_pil, to_unit_range
 from .loading import ModelFolder, open_model_folder
-from .models import TextEncoder, UNet, VAEDecoder, check_device, compile_config, resolve_cache_dir
+from .models import CompiledComponent, TextEncoder, UNet, VAEDecoder, check_device, compile_config, resolve_cache_dir
 from .noise import GeneratorLike, as_noise_source, draw_normal
 from .schedulers.scheduling_lcm import LCMScheduler, LCMSchedulerConfig
 from .tokenizer import PromptTokenizer
@@ -179,18 +179,17 @@ class LCMPipeline:
 
         Empty until the first call compiles the models.
         """
-        components = {"text_encoder": self._text_encoder, "unet": self._unet, "vae_decoder": self._vae_decoder}
-        return {
-            name: component.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-            for name, component in components.items()
-            if component is not None
-        }
+        return {name: component.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+                for name, component in self._compiled_components().items()}
 
     def started_from_cache_index(self) -> dict[str, bool]:
         """Per compiled model: whether it was imported through the compile cache's index (no IR read,
         no model hash) rather than compiled. Empty until the first call compiles the models."""
+        return {name: component.from_cache_index for name, component in self._compiled_components().items()}
+
+    def _compiled_components(self) -> dict[str, CompiledComponent]:
         components = {"text_encoder": self._text_encoder, "unet": self._unet, "vae_decoder": self._vae_decoder}
-        return {name: component.from_cache_index for name, component in components.items() if component is not None}
+        return {name: component for name, component in components.items() if component is not None}
 
     def check_inputs(self, prompts: list[str], height: int, width: int, guidance_scale: float,
                      num_images_per_prompt: int, output_type: str) -> None:

@@ -101,6 +101,7 @@ def test_virtual_devices_are_not_indexed(tmp_path):
         (b'<?xml version="1.0"?><compiled_blob ie_version="x" header_size_alignment="64"/>\nRR_UPCVO', None),
         (b"RR_UPCVO plugin stream without a header", None),
         (b'<?xml version="1.0"?><compiled_blob ie_version="x" header_size_alignment="0"/>', None),
+        (b'<?xml version="1.0"?><other/>\nRR_UPCVO <compiled_blob header_size_alignment="0"', None),
     ],
 )
 def test_plugin_stream_offset_only_trusts_the_known_header(head, offset):
