@@ -46,7 +46,7 @@ def generate(
     device: str = typer.Option("CPU", "--device", help="OpenVINO device: CPU, GPU, NPU, AUTO..."),
     precision: str = typer.Option("auto", "--precision", help="auto (the device's default), f32, bf16 or f16"),
     vae: Optional[str] = typer.Option(None, "--vae", help="full (the model's VAE) or tiny (TAESD from lcm-export --tiny-vae: much faster, less detail) [default: full, tiny with --fast]"),
-    fast: bool = typer.Option(False, "--fast", help="The INT8 UNet (with token downsampling) and tiny VAE of a bundle from `lcm-export --fast`: about half the time; less fine detail"),
+    fast: bool = typer.Option(False, "--fast", help="The INT8 UNet (with token downsampling) and tiny VAE of a bundle from `lcm-export --fast`: about 0.4x the time; less fine detail"),
     tiled_vae: Optional[bool] = typer.Option(None, "--tiled-vae/--no-tiled-vae", help="Decode in tiles of the native size to bound memory [default: only when the whole image would not fit]"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use or fill the compiled-model cache"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files instead of picking a new name"),
