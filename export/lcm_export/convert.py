@@ -16,6 +16,8 @@ import torch
 
 from lcm_runtime.bundle import COMPONENT_IO
 
+from .exporter import TOKEN_DOWNSAMPLING_FACTORS
+
 if TYPE_CHECKING:
     import openvino as ov
     from diffusers import LatentConsistencyModelPipeline
@@ -68,7 +70,6 @@ class VaeEncoderIO(torch.nn.Module):
         return self.vae.encode(sample, return_dict=True).latent_dist.parameters
 
 
-TOKEN_DOWNSAMPLING_FACTORS = (1, 2, 4)
 
 
 class SplitGEGLU(torch.nn.Module):
