@@ -5,13 +5,15 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
+from lcm_export.cli import FAST_TOKEN_DOWNSAMPLING
+
 # Which model files a measurement loads.
 BUNDLE = "bundle"  # the FP16 OpenVINO bundle from lcm-export
 BUNDLE_FAST = "bundle-fast"  # lcm-export --fast: the UNet INT8-quantized (--quantize-unet int8) plus a TAESD decoder
 INT8_UNET_BUNDLES = ("bundle-int8", BUNDLE_FAST)  # bundle-int8: results from before --fast existed
 BUNDLE_TAESD = "bundle-taesd"  # the FP16 bundle plus a TAESD decoder (lcm-export --tiny-vae)
 BUNDLE_TODO = "bundle-todo"  # the FP16 bundle with token downsampling (lcm-export --token-downsampling 2)
-TOKEN_DOWNSAMPLING = 2  # the factor of BUNDLE_TODO, and of lcm-export --fast
+TOKEN_DOWNSAMPLING = FAST_TOKEN_DOWNSAMPLING  # BUNDLE_TODO's factor: the one --fast uses, so the two rows compare
 SOURCE = "source"  # the diffusers folder the bundles were exported from (torch)
 
 

@@ -27,6 +27,8 @@ from typing import Any, Mapping
 import numpy as np
 import openvino as ov
 
+from .file_pages import file_mappings
+
 INDEX_FOLDER = "lcm-index"
 BLOB_SUFFIX = ".blob"
 HEADER_START = b"<?xml"
@@ -83,7 +85,10 @@ class CompileCache:
         xml = Path(os.path.realpath(xml))
         files = [xml, xml.with_suffix(".bin")]
         try:
-            stats = [(os.fspath(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+            stats = []
+            for path in files:
+                info = path.stat()
+                stats.append((os.fspath(path), info.st_size, info.st_mtime_ns))
             device_name = str(core.get_property(device, "FULL_DEVICE_NAME"))
         except (OSError, RuntimeError):
             return None
@@ -148,9 +153,6 @@ class CompileCache:
     def _record(self, key: str, blob_name: str) -> None:
         try:
             stat = (self.folder / blob_name).stat()
-            with open(self.folder / blob_name, "rb") as file:
-                if plugin_stream_offset(file.read(HEADER_LIMIT)) is None:
-                    return
             self.index.mkdir(exist_ok=True)
             record = {"blob": blob_name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
             # Written aside and renamed, so a reader never sees half an entry.
@@ -170,16 +172,4 @@ class CompileCache:
 
 def _mapped_blobs(folder: Path) -> set[str]:
     """Names of this folder's blob files that this process has mapped (OpenVINO maps a cache hit)."""
-    prefix = os.path.join(os.path.realpath(folder), "")
-    names = set()
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            for line in maps:
-                fields = line.split(maxsplit=5)
-                if len(fields) == 6:
-                    path = fields[5].rstrip("\n")
-                    if path.startswith(prefix) and path.endswith(BLOB_SUFFIX):
-                        names.add(os.path.basename(path))
-    except OSError:
-        pass
-    return names
+    return {os.path.basename(path) for *_range, path in file_mappings([folder]) if path.endswith(BLOB_SUFFIX)}

@@ -38,24 +38,29 @@ def _madvise() -> "ctypes._CFuncPtr | None":
 _MADVISE = _madvise()
 
 
-def read_only_mappings(folders: Iterable[str | os.PathLike]) -> list[tuple[int, int]]:
-    """Address ranges of read-only mappings of files inside these folders."""
+def file_mappings(folders: Iterable[str | os.PathLike]) -> list[tuple[int, int, str, str]]:
+    """(start, end, permissions, path) of this process's mappings of files inside these folders."""
     prefixes = tuple(os.path.join(os.path.realpath(folder), "") for folder in folders)
     if not prefixes:
         return []
-    ranges = []
+    mappings = []
     try:
         with open(MAPS, encoding="utf-8", errors="replace") as maps:
             for line in maps:
                 fields = line.split(maxsplit=5)
-                # Writable or private-copied pages may hold data the file does not: never drop those.
-                if len(fields) < 6 or "w" in fields[1] or not fields[5].rstrip("\n").startswith(prefixes):
-                    continue
-                start, end = (int(address, 16) for address in fields[0].split("-"))
-                ranges.append((start, end))
+                path = fields[5].rstrip("\n") if len(fields) == 6 else ""
+                if path.startswith(prefixes):
+                    start, end = (int(address, 16) for address in fields[0].split("-"))
+                    mappings.append((start, end, fields[1], path))
     except OSError:
         return []
-    return ranges
+    return mappings
+
+
+def read_only_mappings(folders: Iterable[str | os.PathLike]) -> list[tuple[int, int]]:
+    """Address ranges of read-only mappings of files inside these folders."""
+    # Writable or private-copied pages may hold data the file does not: never drop those.
+    return [(start, end) for start, end, permissions, _path in file_mappings(folders) if "w" not in permissions]
 
 
 def release(folders: Iterable[str | os.PathLike]) -> int:

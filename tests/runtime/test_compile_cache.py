@@ -58,12 +58,14 @@ def test_a_broken_index_entry_falls_back_to_compiling_and_the_same_image(tiny_bu
             entry.write_text("{not json")
         elif damage == "blob gone":
             blob.unlink()
-        else:  # same size, new content: the recorded modification time no longer matches
+        else:  # even the same bytes written again: the recorded modification time no longer matches
+            content = blob.read_bytes()
             blob.chmod(0o600)
-            blob.write_bytes(b"\0" * blob.stat().st_size)
+            blob.write_bytes(content)
     pipe, images = generate(tiny_bundle_fp32, cache)
     assert not any(pipe.started_from_cache_index().values())
     np.testing.assert_array_equal(images, reference)
+    assert all(generate(tiny_bundle_fp32, cache)[0].started_from_cache_index().values())  # recorded anew
 
 
 def test_another_size_or_precision_gets_its_own_entry(tiny_bundle_fp32, tmp_path):
