@@ -51,7 +51,7 @@ TOKEN_DOWNSAMPLING_FACTORS = (1, 2, 4)  # lcm-export --token-downsampling; 1 is 
 DEFAULT_CALIBRATION_SIZE = 16
 VERSIONED_PACKAGES = ("lcm-openvino", "openvino", "openvino-tokenizers", "diffusers", "torch", "transformers", "nncf")
 # Approximate bytes per parameter on disk, for the free-space check (plus a fixed margin).
-BYTES_PER_PARAMETER = {"fp32": 4.0, "fp16": 2.0, "int8": 1.1, "int4": 0.7}
+BYTES_PER_PARAMETER = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.1, "int4": 0.7}
 SPACE_MARGIN = 64 << 20
 
 

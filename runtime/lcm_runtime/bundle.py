@@ -68,7 +68,7 @@ SCHEDULER_TABLES = (
 
 # Precision labels a component may carry in the manifest.
 INT8_PTQ = "int8-ptq"  # the UNet after NNCF post-training quantization (lcm-export --quantize-unet int8)
-PRECISIONS = ("fp32", "fp16", "int8", "int4", INT8_PTQ)
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", INT8_PTQ)
 
 # The guidance-scale embedding conventions we know: the value embedded as w, given guidance_scale.
 # diffusers, optimum-intel and openvino.genai embed guidance_scale - 1; the original LCM code embeds

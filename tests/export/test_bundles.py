@@ -22,6 +22,7 @@ from lcm_runtime.bundle import (  # noqa: E402
 PRECISION_CASES = {
     "fp32": ({"weights": "fp32"}, {"text_encoder": "fp32", "unet": "fp32", "vae_decoder": "fp32", "vae_encoder": "fp32"}),
     "fp16": ({"weights": "fp16"}, {"text_encoder": "fp16", "unet": "fp16", "vae_decoder": "fp16", "vae_encoder": "fp16"}),
+    "bf16": ({"weights": "bf16"}, {"text_encoder": "bf16", "unet": "bf16", "vae_decoder": "bf16", "vae_encoder": "bf16"}),
     "int8": ({"weights": "int8"}, {"text_encoder": "int8", "unet": "int8", "vae_decoder": "int8", "vae_encoder": "int8"}),
     "int4": ({"weights": "int4"}, {"text_encoder": "int8", "unet": "int4", "vae_decoder": "int8", "vae_encoder": "int8"}),
     "ptq": (
@@ -30,7 +31,7 @@ PRECISION_CASES = {
     ),
 }
 # Element types of the weights (Constants) each precision must produce in the IR.
-WEIGHT_TYPES = {"fp32": ov.Type.f32, "fp16": ov.Type.f16, "int8": ov.Type.u8, "int4": ov.Type.i4, "int8-ptq": ov.Type.i8}
+WEIGHT_TYPES = {"fp32": ov.Type.f32, "fp16": ov.Type.f16, "bf16": ov.Type.bf16, "int8": ov.Type.u8, "int4": ov.Type.i4, "int8-ptq": ov.Type.i8}
 
 
 def _bundle(export_tiny, case):
