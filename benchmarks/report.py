@@ -408,7 +408,8 @@ def cold_start_lines(results: dict[str, Any]) -> list[str]:
     rows = []
     for entry in starts:
         first_png = entry["process"].get("first_png_seconds")
-        reference = warm.get("lcm-run-fast" if entry["name"].startswith("--fast") else BASELINE)
+        # Results from before entries named their reference: "--fast, ..." or the default.
+        reference = warm.get(entry.get("reference") or ("lcm-run-fast" if entry["name"].startswith("--fast") else BASELINE))
         over = (f"+{first_png - reference:.2f}" if first_png is not None and reference is not None
                 and entry["status"] == "ok" else "–")
         rows.append([entry["name"], entry["status"], seconds(first_png), over,

@@ -24,7 +24,7 @@ from .deviation import attach_deviations
 from .machine import machine_facts, machine_slug
 from .measure import ProcessResult, run_measured
 from .model import MODEL_NAME, configs_digest
-from .systems import (BUNDLE, BUNDLE_FAST, BUNDLE_TAESD, BUNDLE_TODO, F32_BASELINE, SOURCE, TOKEN_DOWNSAMPLING, Measurement,
+from .systems import (BUNDLE, BUNDLE_BF16, BUNDLE_FAST, BUNDLE_TAESD, BUNDLE_TODO, BASELINE, F32_BASELINE, SOURCE, TOKEN_DOWNSAMPLING, Measurement,
                       available_here, select)
 from .venvs import ENVIRONMENTS, ensure_environment, installed_size
 
@@ -131,6 +131,9 @@ class Benchmark:
         if BUNDLE_TODO in wanted:
             paths[BUNDLE_TODO] = model_dir / "bundle-todo"
             self.export(source, paths[BUNDLE_TODO], ["--token-downsampling", str(TOKEN_DOWNSAMPLING)])
+        if BUNDLE_BF16 in wanted:
+            paths[BUNDLE_BF16] = model_dir / "bundle-bf16"
+            self.export(source, paths[BUNDLE_BF16], ["--weights", "bf16"])
         if settings.int8 and not settings.quick and BUNDLE_FAST in wanted:
             paths[BUNDLE_FAST] = model_dir / "bundle-fast"
             self.export(source, paths[BUNDLE_FAST], ["--fast", "--tiny-vae", str(self.taesd_folder(model_dir))])
@@ -274,8 +277,10 @@ class Benchmark:
             self.log(f"  {measurement.key}: {entry['status']}")
         return entry
 
-    def cold_starts(self, bundle: Path, options: tuple[str, ...] = (), label: str = "") -> list[dict[str, Any]]:
-        """lcm-run's CLI from a new process to the PNG on disk, with an empty then a filled cache."""
+    def cold_starts(self, bundle: Path, options: tuple[str, ...] = (), label: str = "",
+                    reference: str = BASELINE) -> list[dict[str, Any]]:
+        """lcm-run's CLI from a new process to the PNG on disk, with an empty then a filled cache;
+        ``reference`` is the measurement whose warm latency the report subtracts."""
         settings = self.settings
         if settings.quick:  # this python's own lcm-run, not whichever comes first on PATH
             beside = Path(sys.executable).parent / "lcm-run"
@@ -294,7 +299,7 @@ class Benchmark:
             self.log(f"lcm-run CLI cold start, {name}")
             result = run_measured(command, self.scratch / "logs" / f"cold-{png.stem}.log", settings.timeout,
                                   env=child_env({"LCM_CACHE_DIR": str(cache)}), first_png=png)
-            entry = {"name": name, "status": "ok" if result.ok else "failed", "process": result.to_dict(),
+            entry = {"name": name, "reference": reference, "status": "ok" if result.ok else "failed", "process": result.to_dict(),
                      "stderr_summary": result.log_tail(2)}
             starts.append(entry)
             if not result.ok:
@@ -322,8 +327,10 @@ class Benchmark:
         if BUNDLE not in paths:
             raise SystemExit("the FP16 export failed; nothing to measure (see the errors above)")
         self.results["cold_start"] = self.cold_starts(paths[BUNDLE])  # first: lcm-run's own numbers never starve
+        if BUNDLE_BF16 in paths:
+            self.results["cold_start"] += self.cold_starts(paths[BUNDLE_BF16], (), "bf16 weights, ", "lcm-run-bf16")
         if BUNDLE_FAST in paths:
-            self.results["cold_start"] += self.cold_starts(paths[BUNDLE_FAST], ("--fast",), "--fast, ")
+            self.results["cold_start"] += self.cold_starts(paths[BUNDLE_FAST], ("--fast",), "--fast, ", "lcm-run-fast")
         self.results["runs"] = [self.measure(measurement, paths) for measurement in select(self.settings.only)]
         attach_deviations(self.results["runs"], self.scratch / "runs", F32_BASELINE)
         self.results["openvino_version"] = (self.results.get("matmul") or {}).get("openvino")

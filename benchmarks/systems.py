@@ -14,6 +14,7 @@ INT8_UNET_BUNDLES = ("bundle-int8", BUNDLE_FAST)  # bundle-int8: results from be
 BUNDLE_TAESD = "bundle-taesd"  # the FP16 bundle plus a TAESD decoder (lcm-export --tiny-vae)
 BUNDLE_TODO = "bundle-todo"  # the FP16 bundle with token downsampling (lcm-export --token-downsampling 2)
 TOKEN_DOWNSAMPLING = FAST_TOKEN_DOWNSAMPLING  # BUNDLE_TODO's factor: the one --fast uses, so the two rows compare
+BUNDLE_BF16 = "bundle-bf16"  # the FP16 bundle's weights, matmul/conv ones stored as bfloat16 (lcm-export --weights bf16)
 SOURCE = "source"  # the diffusers folder the bundles were exported from (torch)
 
 
@@ -24,7 +25,7 @@ class Measurement:
     label: str  # how the report names it
     environment: str  # the venv (benchmarks/venvs.py) whose python runs the worker
     worker: str  # script in benchmarks/workers/
-    model: str  # BUNDLE, BUNDLE_FAST, BUNDLE_TAESD, BUNDLE_TODO or SOURCE
+    model: str  # BUNDLE, BUNDLE_FAST, BUNDLE_TAESD, BUNDLE_TODO, BUNDLE_BF16 or SOURCE
     precision: str = "default"  # default (the library's choice), f32 or bf16
     variant: str = "default"
     module: str = ""  # importable module that must exist for --quick to run it in the current python
@@ -36,6 +37,8 @@ class Measurement:
 MEASUREMENTS: tuple[Measurement, ...] = (
     Measurement("lcm-run", "lcm-run", "lcm-run (API)", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE, module="lcm_runtime"),
     Measurement("lcm-run-f32", "lcm-run", "lcm-run (API)", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE, "f32", module="lcm_runtime"),
+    Measurement("lcm-run-bf16", "lcm-run", "lcm-run (API), bf16 weights", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_BF16,
+                variant="bf16-weights", module="lcm_runtime"),
     Measurement("lcm-run-taesd", "lcm-run", "lcm-run (API), --vae tiny", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_TAESD,
                 variant="tiny-vae", module="lcm_runtime"),
     Measurement("lcm-run-todo", "lcm-run", "lcm-run (API), token downsampling 2", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_TODO,

@@ -142,7 +142,7 @@ def info(bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle 
         typer.echo("format: folder without manifest (optimum-cli export); files cannot be verified")
     typer.echo(f"native size: {facts.default_image_size}x{facts.default_image_size}, sides multiple of {folder.size_multiple}")
     typer.echo(f"defaults: {facts.default_steps} steps, guidance {facts.default_guidance_scale} ({facts.guidance_embedding})")
-    import openvino as ov
+    from .openvino_runtime import ov
 
     core = ov.Core()
     devices = ", ".join(f"{name} ({core.get_property(name, 'FULL_DEVICE_NAME')})" for name in core.available_devices)

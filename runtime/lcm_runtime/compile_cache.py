@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import openvino as ov
 
 from .file_pages import file_mappings
+from .openvino_runtime import ov
 
 INDEX_FOLDER = "lcm-index"
 BLOB_SUFFIX = ".blob"

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import openvino as ov
 
 from .compile_cache import CompileCache
 from .errors import InputError
+from .openvino_runtime import ov
 
 PRECISION_HINTS = {"auto": None, "f32": "f32", "bf16": "bf16", "f16": "f16"}
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")

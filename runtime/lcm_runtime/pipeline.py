@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
-import openvino as ov
 from PIL import Image
 
 from .bundle import INT8_PTQ, TINY_VAE_DECODER
@@ -24,6 +23,7 @@ from .image import to_pil, to_unit_range
 from .loading import ModelFolder, open_model_folder
 from .models import CompiledComponent, TextEncoder, UNet, VAEDecoder, check_device, compile_config, resolve_cache_dir
 from .noise import GeneratorLike, as_noise_source, draw_normal
+from .openvino_runtime import ov
 from .schedulers.scheduling_lcm import LCMScheduler, LCMSchedulerConfig
 from .tokenizer import PromptTokenizer
 from .vae_tiling import decode_tiled

@@ -20,3 +20,25 @@ def test_unknown_option_is_one_line_and_nonzero():
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "--stepz" in result.stderr
+
+
+def test_runtime_skips_openvinos_conversion_api_but_keeps_it_usable():
+    """The runtime never converts models: importing it must not pay for openvino.tools.ovc (and its
+    telemetry, urllib, http.client), while openvino.convert_model still works when asked for."""
+    code = ("import sys\nimport lcm_runtime.pipeline\nimport openvino\n"
+            "assert 'openvino.tools.ovc' not in sys.modules, 'conversion API imported'\n"
+            "assert 'openvino_telemetry' not in sys.modules, 'telemetry imported'\n"
+            "from openvino.tools.ovc import convert_model\n"
+            "assert openvino.convert_model is convert_model\n"
+            "try:\n    openvino.no_such_name\nexcept AttributeError:\n    pass\nelse:\n    raise AssertionError('no AttributeError')\n"
+            "print('OK')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "OK"
+
+
+def test_openvino_imported_first_is_left_as_it_is():
+    code = ("import sys\nimport openvino\nconvert = openvino.convert_model\nimport lcm_runtime.pipeline\n"
+            "assert openvino.convert_model is convert and '__getattr__' not in vars(openvino)\nprint('OK')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
