@@ -327,6 +327,7 @@ class Benchmark:
         if BUNDLE not in paths:
             raise SystemExit("the FP16 export failed; nothing to measure (see the errors above)")
         self.results["cold_start"] = self.cold_starts(paths[BUNDLE])  # first: lcm-run's own numbers never starve
+        self.results["cold_start"] += self.cold_starts(paths[BUNDLE], ("--low-memory",), "--low-memory, ")
         if BUNDLE_BF16 in paths:
             self.results["cold_start"] += self.cold_starts(paths[BUNDLE_BF16], (), "bf16 weights, ", "lcm-run-bf16")
         if BUNDLE_FAST in paths:

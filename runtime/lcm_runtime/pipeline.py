@@ -9,19 +9,19 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 from PIL import Image
 
 from .bundle import INT8_PTQ, TINY_VAE_DECODER
 from .compile_cache import CompileCache
+from .compiled_models import CompiledModels
 from .errors import BundleError, InputError
-from .file_pages import released_while_running
 from .guidance import guidance_scale_embedding
 from .image import to_pil, to_unit_range
 from .loading import ModelFolder, open_model_folder
-from .models import CompiledComponent, TextEncoder, UNet, VAEDecoder, check_device, compile_config, resolve_cache_dir
+from .models import check_device, compile_config, resolve_cache_dir
 from .noise import GeneratorLike, as_noise_source, draw_normal
 from .openvino_runtime import ov
 from .schedulers.scheduling_lcm import LCMScheduler, LCMSchedulerConfig
@@ -60,7 +60,8 @@ def choose_vae(folder: ModelFolder, vae: str | None, fast: bool) -> str:
 
 class LCMPipeline:
     def __init__(self, folder: ModelFolder, device: str = "CPU", precision: str = "auto",
-                 cache_dir: str | os.PathLike | bool | None = None, vae: str | None = None, fast: bool = False) -> None:
+                 cache_dir: str | os.PathLike | bool | None = None, vae: str | None = None, fast: bool = False,
+                 release_after_use: Collection[str] = ()) -> None:
         self.folder = folder
         self.facts = folder.facts
         vae = choose_vae(folder, vae, fast)
@@ -83,20 +84,24 @@ class LCMPipeline:
         self.compile_cache = CompileCache(self.cache_dir) if self.cache_dir is not None else None
         self.tokenizer = PromptTokenizer.from_file(folder.tokenizer_file, self.facts.text_max_length)
         self.scheduler = LCMScheduler(LCMSchedulerConfig.from_dict(folder.scheduler_config), folder.scheduler_tables)
-        self._text_encoder: TextEncoder | None = None
-        self._unet: UNet | None = None
-        self._vae_decoder: VAEDecoder | None = None
-        self._compiled_shape: tuple[int, int, int, int | None] | None = None
+        self.models = CompiledModels(folder, self.core, device, self.compile_config, self.compile_cache,
+                                     vae_component="vae_decoder" if vae == "full" else TINY_VAE_DECODER,
+                                     release_after_use=release_after_use)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str = "CPU", precision: str = "auto",
                         cache_dir: str | os.PathLike | bool | None = None, vae: str | None = None,
-                        fast: bool = False) -> "LCMPipeline":
+                        fast: bool = False, release_after_use: Collection[str] = ()) -> "LCMPipeline":
         """Open a bundle from lcm-export (or a folder from optimum-cli). ``cache_dir=False`` disables
         OpenVINO's compiled-model cache; None uses $LCM_CACHE_DIR or ~/.cache/lcm-openvino.
         ``vae="tiny"`` decodes with the bundle's TAESD decoder (lcm-export --tiny-vae): much faster.
-        ``fast=True`` needs a bundle from ``lcm-export --fast`` (INT8 UNet and TAESD) and uses both."""
-        return cls(open_model_folder(path), device=device, precision=precision, cache_dir=cache_dir, vae=vae, fast=fast)
+        ``fast=True`` needs a bundle from ``lcm-export --fast`` (INT8 UNet and TAESD) and uses both.
+        ``release_after_use`` names models ("text_encoder", "unet", "vae_decoder") to free as soon as
+        a call is done with them, for processes that make one call: the text encoder alone lowers the
+        peak at no cost (lcm-run does so); all three hold one model at a time. A further call imports
+        the released ones again (the UNet: about 1.3 s with a filled compile cache)."""
+        return cls(open_model_folder(path), device=device, precision=precision, cache_dir=cache_dir, vae=vae, fast=fast,
+                   release_after_use=release_after_use)
 
     def __call__(
         self,
@@ -132,41 +137,52 @@ class LCMPipeline:
         batch = len(prompts) * num_images_per_prompt
         timings: dict[str, float | list[float]] = {}
 
-        started = time.perf_counter()
-        self._compile(batch, height, width, vae_tile)
-        timings["compile"] = time.perf_counter() - started
+        latent_h, latent_w = height // facts.vae_scale_factor, width // facts.vae_scale_factor
+        models = self.models
+        compiled_before = models.compile_seconds
 
         # prompt -> tokens -> embeddings (one text-encoder pass per prompt, repeated per image)
+        text_encoder = models.text_encoder()
         started = time.perf_counter()
         token_ids = self.tokenizer(prompts)
-        embeddings = np.concatenate([self._text_encoder(ids[None]) for ids in token_ids])
+        embeddings = np.concatenate([text_encoder(ids[None]) for ids in token_ids])
         embeddings = np.repeat(embeddings, num_images_per_prompt, axis=0)
         guidance = np.full(batch, guidance_scale + facts.guidance_offset, dtype=np.float32)
-        self._unet.bind_conditioning(embeddings, guidance_scale_embedding(guidance, facts.time_cond_proj_dim))
+        timestep_cond = guidance_scale_embedding(guidance, facts.time_cond_proj_dim)
         timings["text_encoder"] = time.perf_counter() - started
+        del text_encoder
+        models.release("text_encoder")
 
         # latents: initial noise, then one consistency step per timestep
-        latents = draw_normal(noise, (batch, facts.latent_channels,
-                                      height // facts.vae_scale_factor, width // facts.vae_scale_factor))
+        unet = models.unet(batch, latent_h, latent_w)
+        unet.bind_conditioning(embeddings, timestep_cond)
+        latents = draw_normal(noise, (batch, facts.latent_channels, latent_h, latent_w))
         step_times = []
         for index, timestep in enumerate(self.scheduler.timesteps):
             started = time.perf_counter()
-            model_output = self._unet(latents, int(timestep))
+            model_output = unet(latents, int(timestep))
             latents, denoised = self.scheduler.step(model_output, int(timestep), latents, noise)
             step_times.append(time.perf_counter() - started)
             if callback is not None:
                 callback(index, len(self.scheduler.timesteps), int(timestep))
         timings["unet"] = step_times
+        del unet
+        models.release("unet")
 
         # latents -> image, one image at a time to bound peak memory
+        vae_decoder = models.vae_decoder(*((latent_h, latent_w) if vae_tile is None
+                                           else (min(vae_tile, latent_h), min(vae_tile, latent_w))))
         started = time.perf_counter()
         scaled = denoised / np.float32(self.vae_scaling_factor)
         if vae_tile is None:
-            decoded = np.concatenate([self._vae_decoder(latent[None]) for latent in scaled])
+            decoded = np.concatenate([vae_decoder(latent[None]) for latent in scaled])
         else:
-            decoded = np.concatenate([decode_tiled(self._vae_decoder, latent[None], vae_tile, vae_tile // 4,
+            decoded = np.concatenate([decode_tiled(vae_decoder, latent[None], vae_tile, vae_tile // 4,
                                                    facts.vae_scale_factor) for latent in scaled])
         timings["vae_decode"] = time.perf_counter() - started
+        del vae_decoder
+        models.release("vae_decoder")
+        timings["compile"] = models.compile_seconds - compiled_before
 
         started = time.perf_counter()
         images = to_unit_range(decoded)
@@ -179,17 +195,12 @@ class LCMPipeline:
 
         Empty until the first call compiles the models.
         """
-        return {name: component.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-                for name, component in self._compiled_components().items()}
+        return {name: facts.precision for name, facts in self.models.facts.items()}
 
     def started_from_cache_index(self) -> dict[str, bool]:
         """Per compiled model: whether it was imported through the compile cache's index (no IR read,
         no model hash) rather than compiled. Empty until the first call compiles the models."""
-        return {name: component.from_cache_index for name, component in self._compiled_components().items()}
-
-    def _compiled_components(self) -> dict[str, CompiledComponent]:
-        components = {"text_encoder": self._text_encoder, "unet": self._unet, "vae_decoder": self._vae_decoder}
-        return {name: component for name, component in components.items() if component is not None}
+        return {name: facts.from_cache_index for name, facts in self.models.facts.items()}
 
     def check_inputs(self, prompts: list[str], height: int, width: int, guidance_scale: float,
                      num_images_per_prompt: int, output_type: str) -> None:
@@ -237,34 +248,6 @@ class LCMPipeline:
         widest_full_resolution = (self.folder.vae_block_out_channels[0] if self.vae == "full"
                                   else self.folder.tiny_vae_config.get("decoder_block_out_channels", [64])[-1])
         return 8 * 4 * height * width * widest_full_resolution
-
-    def _compile(self, batch: int, height: int, width: int, vae_tile: int | None) -> None:
-        if self._compiled_shape == (batch, height, width, vae_tile):
-            return
-        facts, folder = self.facts, self.folder
-        latent_h, latent_w = height // facts.vae_scale_factor, width // facts.vae_scale_factor
-        self._unet = self._vae_decoder = None  # free the old compiled models before compiling new ones
-        mapped = [folder.root] + ([self.cache_dir] if self.cache_dir is not None else [])
-        with released_while_running(mapped):
-            self._compile_models(batch, latent_h, latent_w, vae_tile)
-        self._compiled_shape = (batch, height, width, vae_tile)
-
-    def _compile_models(self, batch: int, latent_h: int, latent_w: int, vae_tile: int | None) -> None:
-        facts, folder = self.facts, self.folder
-        args = (self.device, self.compile_config, self.compile_cache)
-        if self._text_encoder is None:  # batch 1 whatever the request: it does not depend on the size
-            self._text_encoder = TextEncoder(self.core, folder.xml("text_encoder"),
-                                             {"input_ids": [1, facts.text_max_length]}, *args)
-        self._unet = UNet(self.core, folder.xml("unet"), {
-            "sample": [batch, facts.latent_channels, latent_h, latent_w],
-            "timestep": [1],
-            "encoder_hidden_states": [batch, facts.text_max_length, -1],
-            "timestep_cond": [batch, facts.time_cond_proj_dim],
-        }, *args)
-        vae_component = "vae_decoder" if self.vae == "full" else TINY_VAE_DECODER
-        vae_h, vae_w = (latent_h, latent_w) if vae_tile is None else (min(vae_tile, latent_h), min(vae_tile, latent_w))
-        self._vae_decoder = VAEDecoder(self.core, folder.xml(vae_component),
-                                       {"latent_sample": [1, facts.latent_channels, vae_h, vae_w]}, *args)
 
 
 def _available_memory() -> int | None:

@@ -42,7 +42,10 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
         assert run["status"] in ("ok", "skipped"), run  # a peer installed here must not fail
     assert set(results["flops"]) == {"text_encoder", "unet_step", "vae_decode"}
     assert set(results["matmul"]["peak_gops"]) == {"f32", "bf16", "int8"}
-    assert [start["status"] for start in results["cold_start"]] == ["ok", "ok"]
+    starts = {start["name"]: start for start in results["cold_start"]}
+    assert all(start["status"] == "ok" for start in starts.values()), starts
+    assert {"empty cache", "filled cache", "--low-memory, filled cache", "bf16 weights, filled cache"} <= set(starts)
+    assert starts["bf16 weights, filled cache"]["reference"] == "lcm-run-bf16"
 
     assert runs["lcm-run-1024"]["worker"]["image_size"] == [1024, 1024]  # sizes apart from --quick's 256
     assert runs["lcm-run-batch4"]["worker"]["images_per_call"] == 4

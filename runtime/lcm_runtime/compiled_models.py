@@ -1,0 +1,89 @@
+"""A pipeline's compiled models: each compiled (or imported from the cache) when a call first needs it
+at its shapes, and those named in ``release_after_use`` freed as soon as the call is done with them.
+
+The peak comes during the VAE decode, with every model still held. A process that makes one call
+(lcm-run) never needs the text encoder again once the prompt is encoded: freeing it lowers the peak
+for free. Freeing the UNet too keeps only one model at a time, at the price of the free itself and of
+importing everything again on a further call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Collection, Mapping, TypeVar
+
+from .compile_cache import CompileCache
+from .errors import InputError
+from .file_pages import released_while_running
+from .loading import ModelFolder
+from .models import CompiledComponent, TextEncoder, UNet, VAEDecoder
+from .openvino_runtime import ov
+
+Component = TypeVar("Component", bound=CompiledComponent)
+MODEL_NAMES = ("text_encoder", "unet", "vae_decoder")
+
+
+@dataclass(frozen=True)
+class CompiledFacts:
+    precision: str  # what the model runs at, e.g. bf16
+    from_cache_index: bool  # imported through the compile cache's index
+
+
+class CompiledModels:
+    def __init__(self, folder: ModelFolder, core: ov.Core, device: str, config: Mapping[str, Any],
+                 cache: CompileCache | None, vae_component: str, release_after_use: Collection[str] = ()) -> None:
+        unknown = sorted(set(release_after_use) - set(MODEL_NAMES))
+        if unknown or isinstance(release_after_use, str):
+            raise InputError(f"release_after_use takes model names from {', '.join(MODEL_NAMES)}, "
+                             f"got {unknown or release_after_use!r}")
+        self.folder, self.core, self.device, self.config, self.cache = folder, core, device, config, cache
+        self.vae_component = vae_component  # the full VAE decoder or the tiny one
+        self.release_after_use = frozenset(release_after_use)
+        self.compile_seconds = 0.0
+        self.facts: dict[str, CompiledFacts] = {}  # per model compiled so far, kept after a release
+        self._loaded: dict[str, tuple[CompiledComponent, dict[str, list[int]]]] = {}
+
+    def text_encoder(self) -> TextEncoder:
+        # Batch 1 whatever the request: one pass per prompt.
+        return self._get("text_encoder", TextEncoder, "text_encoder", {"input_ids": [1, self.folder.facts.text_max_length]})
+
+    def unet(self, batch: int, latent_h: int, latent_w: int) -> UNet:
+        facts = self.folder.facts
+        return self._get("unet", UNet, "unet", {
+            "sample": [batch, facts.latent_channels, latent_h, latent_w],
+            "timestep": [1],
+            "encoder_hidden_states": [batch, facts.text_max_length, -1],
+            "timestep_cond": [batch, facts.time_cond_proj_dim],
+        })
+
+    def vae_decoder(self, latent_h: int, latent_w: int) -> VAEDecoder:
+        shapes = {"latent_sample": [1, self.folder.facts.latent_channels, latent_h, latent_w]}
+        return self._get("vae_decoder", VAEDecoder, self.vae_component, shapes)
+
+    def in_memory(self) -> list[str]:
+        """The models compiled and held right now."""
+        return list(self._loaded)
+
+    def release(self, name: str) -> None:
+        """The call is done with this model: free it if it is one to release after use."""
+        if name in self.release_after_use:
+            self._loaded.pop(name, None)
+
+    def _get(self, name: str, kind: type[Component], component: str, shapes: dict[str, list[int]]) -> Component:
+        loaded = self._loaded.get(name)
+        if loaded is not None and loaded[1] == shapes:
+            return loaded[0]
+        self._loaded.pop(name, None)  # free the old compiled model before compiling the new one
+        del loaded
+        started = time.perf_counter()
+        mapped = [self.folder.root] + ([self.cache.folder] if self.cache is not None else [])
+        with released_while_running(mapped):
+            compiled = kind(self.core, self.folder.xml(component), shapes, self.device, self.config, self.cache)
+        self._loaded[name] = (compiled, shapes)
+        self.facts[name] = CompiledFacts(
+            precision=compiled.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+            from_cache_index=compiled.from_cache_index,
+        )
+        self.compile_seconds += time.perf_counter() - started
+        return compiled
