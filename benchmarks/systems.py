@@ -5,15 +5,12 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-from lcm_export.cli import FAST_TOKEN_DOWNSAMPLING
-
 # Which model files a measurement loads.
 BUNDLE = "bundle"  # the FP16 OpenVINO bundle from lcm-export
 BUNDLE_FAST = "bundle-fast"  # lcm-export --fast: the UNet INT8-quantized (--quantize-unet int8) plus a TAESD decoder
 INT8_UNET_BUNDLES = ("bundle-int8", BUNDLE_FAST)  # bundle-int8: results from before --fast existed
 BUNDLE_TAESD = "bundle-taesd"  # the FP16 bundle plus a TAESD decoder (lcm-export --tiny-vae)
-BUNDLE_TODO = "bundle-todo"  # the FP16 bundle with token downsampling (lcm-export --token-downsampling 2)
-TOKEN_DOWNSAMPLING = FAST_TOKEN_DOWNSAMPLING  # BUNDLE_TODO's factor: the one --fast uses, so the two rows compare
+BUNDLE_TODO = "bundle-todo"  # the FP16 bundle with --fast's token downsampling (lcm-export --token-downsampling 2)
 BUNDLE_BF16 = "bundle-bf16"  # the FP16 bundle's weights, matmul/conv ones stored as bfloat16 (lcm-export --weights bf16)
 SOURCE = "source"  # the diffusers folder the bundles were exported from (torch)
 

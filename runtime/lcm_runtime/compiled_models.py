@@ -33,10 +33,9 @@ class CompiledFacts:
 class CompiledModels:
     def __init__(self, folder: ModelFolder, core: ov.Core, device: str, config: Mapping[str, Any],
                  cache: CompileCache | None, vae_component: str, release_after_use: Collection[str] = ()) -> None:
-        unknown = sorted(set(release_after_use) - set(MODEL_NAMES))
-        if unknown or isinstance(release_after_use, str):
-            raise InputError(f"release_after_use takes model names from {', '.join(MODEL_NAMES)}, "
-                             f"got {unknown or release_after_use!r}")
+        unknown = [release_after_use] if isinstance(release_after_use, str) else sorted(set(release_after_use) - set(MODEL_NAMES))
+        if unknown:
+            raise InputError(f"release_after_use takes a list of model names from {', '.join(MODEL_NAMES)}, got {unknown}")
         self.folder, self.core, self.device, self.config, self.cache = folder, core, device, config, cache
         self.vae_component = vae_component  # the full VAE decoder or the tiny one
         self.release_after_use = frozenset(release_after_use)

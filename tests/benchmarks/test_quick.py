@@ -167,3 +167,11 @@ def test_benchmark_model_has_lcm_dreamshaper_v7_parameter_counts(benchmarks_pack
     modules = build_modules(load_configs(), seed=0, device="meta")  # shapes only: no memory, no time
     counts = {name: sum(parameter.numel() for parameter in module.parameters()) for name, module in modules.items()}
     assert counts == {"unet": 859_602_884, "vae": 83_653_863, "text_encoder": 123_060_480}
+
+
+def test_report_renders_without_the_project_installed() -> None:
+    """The report runs in the harness environment (matplotlib, no lcm_runtime or lcm_export)."""
+    code = ("import sys\nfor name in ('lcm_export', 'lcm_runtime', 'openvino', 'torch'):\n    sys.modules[name] = None\n"
+            "import benchmarks.report\nprint('OK')")
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
