@@ -32,8 +32,15 @@ class Measurement:
 
 
 MEASUREMENTS: tuple[Measurement, ...] = (
+    # The rows the targets compare run back to back at default precision, then lcm-run's options, then
+    # f32: this virtual machine's speed drifts by about 10% within a run, less between neighbours.
     Measurement("lcm-run", "lcm-run", "lcm-run (API)", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE, module="lcm_runtime"),
-    Measurement("lcm-run-f32", "lcm-run", "lcm-run (API)", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE, "f32", module="lcm_runtime"),
+    Measurement("genai", "openvino.genai", "openvino.genai", "openvino-genai", "genai_worker.py", BUNDLE, module="openvino_genai"),
+    Measurement("genai-reshape", "openvino.genai", "openvino.genai (reshaped)", "openvino-genai", "genai_worker.py", BUNDLE,
+                variant="reshape", module="openvino_genai"),
+    Measurement("optimum", "optimum-intel", "optimum-intel", "optimum-intel", "optimum_worker.py", BUNDLE, module="optimum.intel"),
+    Measurement("lcm-run-fast", "lcm-run", "lcm-run (API), --fast", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_FAST,
+                variant="fast", module="lcm_runtime"),
     Measurement("lcm-run-bf16", "lcm-run", "lcm-run (API), bf16 weights", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_BF16,
                 variant="bf16-weights", module="lcm_runtime"),
     Measurement("lcm-run-taesd", "lcm-run", "lcm-run (API), --vae tiny", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_TAESD,
@@ -43,14 +50,9 @@ MEASUREMENTS: tuple[Measurement, ...] = (
     # The --fast bundle's UNet (INT8 and token downsampling) with the full VAE.
     Measurement("lcm-run-int8", "lcm-run", "lcm-run (API), INT8 UNet + token downsampling", "lcm-runtime", "lcm_runtime_worker.py",
                 BUNDLE_FAST, module="lcm_runtime"),
-    Measurement("lcm-run-fast", "lcm-run", "lcm-run (API), --fast", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_FAST,
-                variant="fast", module="lcm_runtime"),
-    Measurement("genai", "openvino.genai", "openvino.genai", "openvino-genai", "genai_worker.py", BUNDLE, module="openvino_genai"),
-    Measurement("genai-reshape", "openvino.genai", "openvino.genai (reshaped)", "openvino-genai", "genai_worker.py", BUNDLE,
-                variant="reshape", module="openvino_genai"),
+    Measurement("lcm-run-f32", "lcm-run", "lcm-run (API)", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE, "f32", module="lcm_runtime"),
     Measurement("genai-reshape-f32", "openvino.genai", "openvino.genai (reshaped)", "openvino-genai", "genai_worker.py", BUNDLE,
                 "f32", variant="reshape", module="openvino_genai"),
-    Measurement("optimum", "optimum-intel", "optimum-intel", "optimum-intel", "optimum_worker.py", BUNDLE, module="optimum.intel"),
     Measurement("optimum-f32", "optimum-intel", "optimum-intel", "optimum-intel", "optimum_worker.py", BUNDLE, "f32", module="optimum.intel"),
     Measurement("diffusers-f32", "diffusers", "diffusers (torch)", "diffusers-torch", "diffusers_worker.py", SOURCE, "f32", module="diffusers"),
     Measurement("diffusers-bf16", "diffusers", "diffusers (torch)", "diffusers-torch", "diffusers_worker.py", SOURCE, "bf16", module="diffusers"),
