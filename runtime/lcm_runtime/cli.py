@@ -67,8 +67,9 @@ def generate(
     paths = plan_output_paths(output, seed, num_images, overwrite)
 
     started = time.perf_counter()
-    # One call per process: the text encoder is never needed again once the prompt is encoded.
-    release = ("text_encoder", "unet", "vae_decoder") if low_memory else ("text_encoder",)
+    # One call per process: the text encoder is never needed again once the prompt is encoded. The VAE
+    # decoder is used last: freeing it would only delay the PNG.
+    release = ("text_encoder", "unet") if low_memory else ("text_encoder",)
     pipe = LCMPipeline.from_pretrained(model_path, device=device, precision=precision,
                                        cache_dir=False if no_cache else None, vae=vae, fast=fast, release_after_use=release)
     opened = time.perf_counter() - started
