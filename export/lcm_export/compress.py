@@ -92,13 +92,12 @@ def save_ir(model: "ov.Model", xml_path: Path, weights: str) -> None:
     save_reproducibly(model, xml_path, compress_to_fp16=weights != "fp32")
 
 
-def store_matmul_weights_as_bf16(model: "ov.Model") -> int:
+def store_matmul_weights_as_bf16(model: "ov.Model") -> None:
     """Replace each FP16 weight that only feeds (through its Convert) matmuls and convolutions by
-    its bfloat16 rounding; returns how many were replaced."""
+    its bfloat16 rounding."""
     import numpy as np
     import openvino as ov
 
-    replaced = 0
     for node in model.get_ordered_ops():
         if node.get_type_name() != "Constant" or node.get_output_element_type(0) != ov.Type.f16:
             continue
@@ -110,8 +109,6 @@ def store_matmul_weights_as_bf16(model: "ov.Model") -> int:
         constant = ov.op.Constant(bf16)
         constant.set_friendly_name(node.get_friendly_name())
         node.output(0).replace(constant.output(0))
-        replaced += 1
-    return replaced
 
 
 def bfloat16_bits(values: "np.ndarray") -> "np.ndarray":

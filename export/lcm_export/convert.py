@@ -70,8 +70,6 @@ class VaeEncoderIO(torch.nn.Module):
         return self.vae.encode(sample, return_dict=True).latent_dist.parameters
 
 
-
-
 class SplitGEGLU(torch.nn.Module):
     """diffusers' GEGLU as two projections instead of one twice as wide, then split in halves.
 

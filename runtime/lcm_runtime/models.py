@@ -50,8 +50,9 @@ class CompiledComponent:
     ) -> None:
         key = cache.key(core, xml, shapes, device, config) if cache is not None else None
         loaded = cache.load(core, key, device, config) if key is not None else None
+        blob = None
         if loaded is not None:
-            compiled, self._blob = loaded
+            compiled, blob = loaded
         else:
             model = core.read_model(os.fspath(xml))
             model.reshape(_static_shapes(model, shapes))
@@ -59,13 +60,15 @@ class CompiledComponent:
                 compiled = cache.compile(core, model, key, device, config)
             else:
                 compiled = core.compile_model(model, device, dict(config))
-            self._blob = None
             del model
         self.from_cache_index = loaded is not None
         # By every name: an imported model's ports carry extra tensor names, in any order.
         self.input_types = {name: port.get_element_type().to_dtype() for port in compiled.inputs for name in port.get_names()}
         self.compiled = compiled
         self.request = self.compiled.create_infer_request()
+        # Set last: CPython frees attributes in the order they were set, and the imported model reads
+        # constants in place from this mapping, so it must go after the model and its request.
+        self._blob = blob
 
     def set_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
         for name, value in inputs.items():

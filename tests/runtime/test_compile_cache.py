@@ -89,11 +89,13 @@ def test_no_cache_means_no_index(tiny_bundle_fp32, tmp_path, monkeypatch):
     assert not any(tmp_path.rglob(INDEX_FOLDER))
 
 
-def test_virtual_devices_are_not_indexed(tmp_path):
+def test_virtual_devices_are_not_indexed(tiny_bundle_fp32, tmp_path):
     import openvino as ov
 
     cache = CompileCache(tmp_path)
-    assert cache.key(ov.Core(), tmp_path / "model.xml", {}, "AUTO", {}) is None
+    xml = tiny_bundle_fp32 / "unet" / "openvino_model.xml"
+    assert cache.key(ov.Core(), xml, {}, "CPU", {}) is not None  # the same model on the CPU is indexed
+    assert cache.key(ov.Core(), xml, {}, "AUTO", {}) is None
 
 
 @pytest.mark.parametrize(
