@@ -14,6 +14,17 @@ def test_help_does_not_import_openvino():
     assert "--steps" in result.stdout and result.stdout.strip().endswith("OK")
 
 
+def test_parsing_the_command_line_imports_no_validation_library():
+    """typer 0.29 parses through pydantic: 0.09 s per start. pyproject keeps typer below it."""
+    code = ("import sys\nfrom typer.main import get_command\nfrom lcm_runtime.cli import generate_app\n"
+            "context = get_command(generate_app).make_context('lcm-run', ['a cat', '--height', '512', '--seed', '7'])\n"
+            "assert context.params['height'] == 512 and context.params['seed'] == 7, context.params\n"
+            "assert 'pydantic' not in sys.modules, 'pydantic imported'\nprint('OK')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "OK"
+
+
 def test_unknown_option_is_one_line_and_nonzero():
     result = subprocess.run([sys.executable, "-m", "lcm_runtime.cli", "a cat", "--stepz", "3"],
                             capture_output=True, text=True, timeout=60)
