@@ -412,13 +412,17 @@ def cold_start_lines(results: dict[str, Any]) -> list[str]:
         reference = warm.get(entry.get("reference") or ("lcm-run-fast" if entry["name"].startswith("--fast") else BASELINE))
         over = (f"+{first_png - reference:.2f}" if first_png is not None and reference is not None
                 and entry["status"] == "ok" else "–")
-        rows.append([entry["name"], entry["status"], seconds(first_png), over,
+        runs = [seconds(value) for value in entry.get("first_png_runs") or []]
+        rows.append([entry["name"], entry["status"], seconds(first_png) + (f" ({', '.join(runs)})" if len(runs) > 1 else ""), over,
                      seconds(entry["process"].get("wall_seconds")), gib(entry["process"].get("peak_rss_bytes")),
                      last_line(entry.get("stderr_summary")).replace("|", "—")])
     return ["## lcm-run cold start (CLI)", "",
             "`lcm-run PROMPT --model BUNDLE ...` in a new process, default precision, the OS file cache warm; first with "
-            "an empty compiled-model cache (it is filled on the way), then with it filled. \"Over warm\": spawn to PNG "
-            "minus the same settings' warm latency in the API (the target with a filled cache is at most +1.5 s).", "",
+            "an empty compiled-model cache (it is filled on the way), then with it filled"
+            + (" (the median of the starts listed; each group ran just before the warm measurement it is compared with)"
+               if any(entry.get("first_png_runs") for entry in starts) else "")
+            + ". \"Over warm\": spawn to PNG minus the same settings' warm latency in the API (the target with a "
+            "filled cache is at most +1.5 s).", "",
             *table(["Compile cache", "Status", "Spawn → PNG on disk s", "Over warm s", "Process wall s", "Peak RSS GiB",
                     "lcm-run's own report"], rows), ""]
 

@@ -46,6 +46,13 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
     assert all(start["status"] == "ok" for start in starts.values()), starts
     assert {"empty cache", "filled cache", "--low-memory, filled cache", "bf16 weights, filled cache"} <= set(starts)
     assert starts["bf16 weights, filled cache"]["reference"] == "lcm-run-bf16"
+    assert starts["filled cache"]["first_png_runs"] == [starts["filled cache"]["process"]["first_png_seconds"]]
+    # Each cold start just before the warm measurement it is compared with, nothing in between.
+    progress = [line.split("] ", 1)[1] for line in completed.stdout.splitlines() if line.startswith("[")]
+    steps = [line for line in progress if line.startswith(("lcm-run CLI cold start", "measuring "))]
+    for name, reference in (("bf16 weights, filled cache", "lcm-run-bf16"), ("--low-memory, filled cache", "lcm-run")):
+        after = steps[steps.index(f"lcm-run CLI cold start, {name}") + 1]
+        assert after == f"measuring {reference}", steps
 
     assert runs["lcm-run-1024"]["worker"]["image_size"] == [1024, 1024]  # sizes apart from --quick's 256
     assert runs["lcm-run-batch4"]["worker"]["images_per_call"] == 4
