@@ -58,7 +58,7 @@ def precision_label(run: dict[str, Any]) -> str:
     text = "/".join(values) or run["precision"]
     if run["model"] in INT8_UNET_BUNDLES:
         text = f"int8 UNet, {text}"
-    if run["model"] == "bundle-taesd" or run.get("variant") == "fast":
+    if run["model"] == "bundle-taesd" or run.get("variant") in ("fast", "tiny-vae"):
         text = f"TAESD decoder, {text}"
     return text if run["precision"] != "default" else f"{text} (default)"
 

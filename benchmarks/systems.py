@@ -12,6 +12,9 @@ INT8_UNET_BUNDLES = ("bundle-int8", BUNDLE_FAST)  # bundle-int8: results from be
 BUNDLE_TAESD = "bundle-taesd"  # the FP16 bundle plus a TAESD decoder (lcm-export --tiny-vae)
 BUNDLE_TODO = "bundle-todo"  # the FP16 bundle with --fast's token downsampling (lcm-export --token-downsampling 2)
 BUNDLE_BF16 = "bundle-bf16"  # the FP16 bundle's weights, matmul/conv ones stored as bfloat16 (lcm-export --weights bf16)
+# --fast's token downsampling and TAESD with bf16 weights instead of its INT8 UNet, whose import costs
+# more than it saves when a process makes one image (lcm-export --weights bf16 --token-downsampling 2 --tiny-vae)
+BUNDLE_ONE_SHOT = "bundle-one-shot"
 SOURCE = "source"  # the diffusers folder the bundles were exported from (torch)
 
 
@@ -22,7 +25,7 @@ class Measurement:
     label: str  # how the report names it
     environment: str  # the venv (benchmarks/venvs.py) whose python runs the worker
     worker: str  # script in benchmarks/workers/
-    model: str  # BUNDLE, BUNDLE_FAST, BUNDLE_TAESD, BUNDLE_TODO, BUNDLE_BF16 or SOURCE
+    model: str  # BUNDLE, BUNDLE_FAST, BUNDLE_TAESD, BUNDLE_TODO, BUNDLE_BF16, BUNDLE_ONE_SHOT or SOURCE
     precision: str = "default"  # default (the library's choice), f32 or bf16
     variant: str = "default"
     module: str = ""  # importable module that must exist for --quick to run it in the current python
@@ -41,6 +44,8 @@ MEASUREMENTS: tuple[Measurement, ...] = (
     Measurement("optimum", "optimum-intel", "optimum-intel", "optimum-intel", "optimum_worker.py", BUNDLE, module="optimum.intel"),
     Measurement("lcm-run-fast", "lcm-run", "lcm-run (API), --fast", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_FAST,
                 variant="fast", module="lcm_runtime"),
+    Measurement("lcm-run-one-shot", "lcm-run", "lcm-run (API), bf16 weights + token downsampling 2 + --vae tiny", "lcm-runtime",
+                "lcm_runtime_worker.py", BUNDLE_ONE_SHOT, variant="tiny-vae", module="lcm_runtime"),
     Measurement("lcm-run-bf16", "lcm-run", "lcm-run (API), bf16 weights", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_BF16,
                 variant="bf16-weights", module="lcm_runtime"),
     Measurement("lcm-run-taesd", "lcm-run", "lcm-run (API), --vae tiny", "lcm-runtime", "lcm_runtime_worker.py", BUNDLE_TAESD,

@@ -50,7 +50,9 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
     # Each cold start just before the warm measurement it is compared with, nothing in between.
     progress = [line.split("] ", 1)[1] for line in completed.stdout.splitlines() if line.startswith("[")]
     steps = [line for line in progress if line.startswith(("lcm-run CLI cold start", "measuring "))]
-    for name, reference in (("bf16 weights, filled cache", "lcm-run-bf16"), ("--low-memory, filled cache", "lcm-run")):
+    assert runs["lcm-run-one-shot"]["status"] == "ok", runs["lcm-run-one-shot"]
+    for name, reference in (("bf16 weights, filled cache", "lcm-run-bf16"), ("--low-memory, filled cache", "lcm-run"),
+                            ("bf16 + token downsampling + --vae tiny, filled cache", "lcm-run-one-shot")):
         after = steps[steps.index(f"lcm-run CLI cold start, {name}") + 1]
         assert after == f"measuring {reference}", steps
 
