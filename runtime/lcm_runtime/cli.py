@@ -48,7 +48,7 @@ def generate(
     vae: Optional[str] = typer.Option(None, "--vae", help="full (the model's VAE) or tiny (TAESD from lcm-export --tiny-vae: much faster, less detail) [default: full, tiny with --fast]"),
     fast: bool = typer.Option(False, "--fast", help="The INT8 UNet (with token downsampling) and tiny VAE of a bundle from `lcm-export --fast`: about 0.4x the time; less fine detail"),
     tiled_vae: Optional[bool] = typer.Option(None, "--tiled-vae/--no-tiled-vae", help="Decode in tiles of the native size to bound memory [default: only when the whole image would not fit]"),
-    low_memory: bool = typer.Option(False, "--low-memory", help="Hold one model at a time (the UNet's weights set the peak): about 0.5 GiB less at 512x512; freeing the UNet takes about 0.2 s"),
+    low_memory: bool = typer.Option(False, "--low-memory", help="Free the UNet before the VAE decode also with the tiny VAE (with the full VAE lcm-run always does)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use or fill the compiled-model cache"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files instead of picking a new name"),
 ) -> None:
@@ -56,7 +56,7 @@ def generate(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .pipeline import LCMPipeline  # imports openvino: only once a command really runs
+    from .pipeline import ONE_CALL, LCMPipeline  # imports openvino: only once a command really runs
 
     console = Console(stderr=True)
     warnings.showwarning = lambda message, *_args, **_kw: console.print(f"warning: {message}", markup=False, soft_wrap=True)
@@ -67,9 +67,9 @@ def generate(
     paths = plan_output_paths(output, seed, num_images, overwrite)
 
     started = time.perf_counter()
-    # One call per process: the text encoder is never needed again once the prompt is encoded. The VAE
-    # decoder is used last: freeing it would only delay the PNG.
-    release = ("text_encoder", "unet") if low_memory else ("text_encoder",)
+    # One call per process: free each model once used, where that pays. The VAE decoder is used last:
+    # freeing it would only delay the PNG.
+    release = ("text_encoder", "unet") if low_memory else ONE_CALL
     pipe = LCMPipeline.from_pretrained(model_path, device=device, precision=precision,
                                        cache_dir=False if no_cache else None, vae=vae, fast=fast, release_after_use=release)
     opened = time.perf_counter() - started

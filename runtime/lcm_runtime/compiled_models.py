@@ -1,10 +1,10 @@
 """A pipeline's compiled models: each compiled (or imported from the cache) when a call first needs it
 at its shapes, and those named in ``release_after_use`` freed as soon as the call is done with them.
 
-The peak comes during the VAE decode, with every model still held. A process that makes one call
-(lcm-run) never needs the text encoder again once the prompt is encoded: freeing it lowers the peak
-for free. Freeing the UNet too keeps only one model at a time, at the price of the free itself and of
-importing everything again on a further call.
+With every model held, the peak comes during the VAE decode. A process that makes one call (lcm-run)
+never needs the text encoder again once the prompt is encoded, nor the UNet once the latents are
+denoised; freeing them costs that process nothing further, where a process making more calls would
+import them again.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class CompiledModels:
                  cache: CompileCache | None, vae_component: str, release_after_use: Collection[str] = ()) -> None:
         unknown = [release_after_use] if isinstance(release_after_use, str) else sorted(set(release_after_use) - set(MODEL_NAMES))
         if unknown:
-            raise InputError(f"release_after_use takes a list of model names from {', '.join(MODEL_NAMES)}, got {unknown}")
+            raise InputError(f"release_after_use takes 'one-call' or a list of model names from {', '.join(MODEL_NAMES)}, got {unknown}")
         self.folder, self.core, self.device, self.config, self.cache = folder, core, device, config, cache
         self.vae_component = vae_component  # the full VAE decoder or the tiny one
         self.release_after_use = frozenset(release_after_use)

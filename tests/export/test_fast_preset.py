@@ -50,6 +50,23 @@ def test_fast_is_the_int8_unet_with_the_tiny_vae(fast_bundle):
     assert np.abs(image - full("a red cube", **arguments).images).max() > 0.05  # the full VAE was not used
 
 
+def test_one_call_keeps_the_unet_before_a_tiny_vae_decode_unless_low_memory(fast_bundle, tmp_path):
+    one_call = LCMPipeline.from_pretrained(fast_bundle, cache_dir=False, fast=True, release_after_use="one-call")
+    one_call("a red cube", num_inference_steps=1, height=64, width=64, output_type="np", generator=3)
+    assert sorted(one_call.models.in_memory()) == ["unet", "vae_decoder"]
+
+    spy = ("import atexit, sys\nfrom lcm_runtime import cli\nfrom lcm_runtime.compiled_models import CompiledModels\n"
+           "freed = []\noriginal = CompiledModels.release\n"
+           "def spy(self, name):\n    original(self, name)\n    freed.extend(n for n in [name] if n not in self.in_memory())\n"
+           "CompiledModels.release = spy\natexit.register(lambda: print('FREED', freed))\ncli.main(sys.argv[1:])\n")
+    for options, expected in (((), "['text_encoder']"), (("--low-memory",), "['text_encoder', 'unet']")):
+        run = subprocess.run([sys.executable, "-c", spy, "a cat", "--fast", "--seed", "1",
+                              "--steps", "1", "--height", "64", "--width", "64", "--model", fast_bundle,
+                              "--output", tmp_path / "cat.png", "--overwrite", *options],
+                             capture_output=True, text=True, env=ENV, timeout=300)
+        assert run.returncode == 0 and f"FREED {expected}" in run.stdout, (options, run.stdout, run.stderr)
+
+
 def test_fast_needs_a_fast_bundle(tiny_bundle_fp32, fast_bundle, tmp_path):
     with pytest.raises(BundleError, match=r"an INT8 UNet and a tiny VAE.*lcm-export --fast"):
         LCMPipeline.from_pretrained(tiny_bundle_fp32, cache_dir=False, fast=True)
