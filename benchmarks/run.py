@@ -347,7 +347,7 @@ class Benchmark:
         # Each cold start right before the warm measurement it is compared with: this VM's speed drifts
         # by ~10% over minutes, which a comparison between runs far apart would count as start-up.
         cold_plan = [(reference, paths[bundle], options, label) for reference, bundle, options, label in (
-            (BASELINE, BUNDLE, (), ""), (BASELINE, BUNDLE, ("--low-memory",), "--low-memory, "),
+            (BASELINE, BUNDLE, (), ""),
             ("lcm-run-bf16", BUNDLE_BF16, (), "bf16 weights, "), ("lcm-run-fast", BUNDLE_FAST, ("--fast",), "--fast, "),
             ("lcm-run-one-shot", BUNDLE_ONE_SHOT, ("--vae", "tiny"), "bf16 + token downsampling + --vae tiny, "),
         ) if bundle in paths]

@@ -44,14 +44,14 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
     assert set(results["matmul"]["peak_gops"]) == {"f32", "bf16", "int8"}
     starts = {start["name"]: start for start in results["cold_start"]}
     assert all(start["status"] == "ok" for start in starts.values()), starts
-    assert {"empty cache", "filled cache", "--low-memory, filled cache", "bf16 weights, filled cache"} <= set(starts)
+    assert {"empty cache", "filled cache", "bf16 weights, filled cache"} <= set(starts)
     assert starts["bf16 weights, filled cache"]["reference"] == "lcm-run-bf16"
     assert starts["filled cache"]["first_png_runs"] == [starts["filled cache"]["process"]["first_png_seconds"]]
     # Each cold start just before the warm measurement it is compared with, nothing in between.
     progress = [line.split("] ", 1)[1] for line in completed.stdout.splitlines() if line.startswith("[")]
     steps = [line for line in progress if line.startswith(("lcm-run CLI cold start", "measuring "))]
     assert runs["lcm-run-one-shot"]["status"] == "ok", runs["lcm-run-one-shot"]
-    for name, reference in (("bf16 weights, filled cache", "lcm-run-bf16"), ("--low-memory, filled cache", "lcm-run"),
+    for name, reference in (("bf16 weights, filled cache", "lcm-run-bf16"), ("filled cache", "lcm-run"),
                             ("bf16 + token downsampling + --vae tiny, filled cache", "lcm-run-one-shot")):
         after = steps[steps.index(f"lcm-run CLI cold start, {name}") + 1]
         assert after == f"measuring {reference}", steps
