@@ -8,6 +8,9 @@ either changes.
 
 FlopCounterMode counts multiply-accumulates as 2 FLOPs, for matmul, bmm and convolution only:
 exactly the work a matrix-multiply bound applies to.
+
+A UNet exported with token downsampling does less of that work (its full-resolution self-attentions
+see fewer keys), so its step is counted again through the export's own rewrite, per factor.
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ from pathlib import Path
 from typing import Any
 
 STORE = Path(__file__).resolve().parent / "flops.json"
+TOKEN_DOWNSAMPLING_COUNTED = (2, 4)  # lcm-export --token-downsampling factors other than 1
+COUNT_KEYS = ("text_encoder", "unet_step", *(f"unet_step_token_downsampling_{factor}" for factor in TOKEN_DOWNSAMPLING_COUNTED),
+              "vae_decode")
 
 
 def count_flops(configs: dict[str, dict[str, Any]], height: int, width: int, batch: int = 1) -> dict[str, int]:
     import torch
     from diffusers.models.attention_processor import AttnProcessor
+    from lcm_export.convert import unet_rewrites
 
     from .model import build_modules
 
@@ -43,6 +50,9 @@ def count_flops(configs: dict[str, dict[str, Any]], height: int, width: int, bat
         sample = torch.zeros(latent)
         timestep = torch.tensor([999])
         counts["unet_step"] = _count(lambda: unet(sample, timestep, hidden, timestep_cond=cond))
+        for factor in TOKEN_DOWNSAMPLING_COUNTED:
+            with unet_rewrites(unet, token_downsampling=factor):
+                counts[f"unet_step_token_downsampling_{factor}"] = _count(lambda: unet(sample, timestep, hidden, timestep_cond=cond))
         counts["vae_decode"] = _count(lambda: vae.decode(torch.zeros(batch, configs["vae"]["latent_channels"], *latent[2:])))
     return counts
 

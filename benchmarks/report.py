@@ -51,6 +51,20 @@ def latency(run: dict[str, Any]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
+def decodes_with_taesd(run: dict[str, Any]) -> bool:
+    return run["model"] == "bundle-taesd" or run.get("variant") in ("fast", "tiny-vae")
+
+
+def unet_step_flops(results: dict[str, Any], run: dict[str, Any]) -> int | None:
+    """One step's FLOPs in the run's bundle: with token downsampling, those of the downsampled UNet
+    (fewer keys in the full-resolution self-attentions), counted like the others. Results from before
+    bundles recorded their token downsampling fall back to the plain UNet's count."""
+    flops = results.get("flops") or {}
+    bundle = ((results.get("model") or {}).get("bundles") or {}).get(run["model"]) or {}
+    factor = bundle.get("token_downsampling", 1)
+    return flops.get("unet_step") if factor == 1 else flops.get(f"unet_step_token_downsampling_{factor}")
+
+
 def precision_label(run: dict[str, Any]) -> str:
     """What actually ran, and whether it was asked for or the library's default."""
     executed = run.get("worker", {}).get("precision_executed") or {}
@@ -58,7 +72,7 @@ def precision_label(run: dict[str, Any]) -> str:
     text = "/".join(values) or run["precision"]
     if run["model"] in INT8_UNET_BUNDLES:
         text = f"int8 UNet, {text}"
-    if run["model"] == "bundle-taesd" or run.get("variant") in ("fast", "tiny-vae"):
+    if decodes_with_taesd(run):
         text = f"TAESD decoder, {text}"
     return text if run["precision"] != "default" else f"{text} (default)"
 
@@ -99,20 +113,20 @@ def stage_precision(run: dict[str, Any], stage: str) -> str:
 
 def bound_rows(results: dict[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
     """Each lcm-run stage against the time the machine's measured matmul peak allows."""
-    flops = results.get("flops") or {}
+    counted = results.get("flops") or {}
+    flops = {"text_encoder": counted.get("text_encoder"), "unet_step": unet_step_flops(results, run),
+             "vae_decode": None if decodes_with_taesd(run) else counted.get("vae_decode")}  # the count is the full VAE's
     stages = median_stages(run)
     rows = []
-    for stage, flop_key in (("text_encoder", "text_encoder"), ("unet_step", "unet_step"), ("vae_decode", "vae_decode")):
-        if stage not in stages or flop_key not in flops:
+    for stage in ("text_encoder", "unet_step", "vae_decode"):
+        if stage not in stages or not flops[stage]:
             continue
-        if stage == "vae_decode" and run["model"] == "bundle-taesd":
-            continue  # the stored FLOPs are the full VAE's
         precision = stage_precision(run, stage)
         peak = peak_for(results, precision)
-        bound = flops[flop_key] / (peak * 1e9) if peak else None
-        rows.append({"stage": stage, "seconds": stages[stage], "flops": flops[flop_key], "precision": precision,
+        bound = flops[stage] / (peak * 1e9) if peak else None
+        rows.append({"stage": stage, "seconds": stages[stage], "flops": flops[stage], "precision": precision,
                      "peak_gops": peak, "bound_seconds": bound,
-                     "achieved_gops": flops[flop_key] / stages[stage] / 1e9 if stages[stage] else None,
+                     "achieved_gops": flops[stage] / stages[stage] / 1e9 if stages[stage] else None,
                      "fraction_of_peak": bound / stages[stage] if bound and stages[stage] else None})
     if len(rows) == 3:
         # The whole image: every stage's bound added up, against the measured prompt-to-image median.
@@ -152,7 +166,7 @@ def genai_ratios(results: dict[str, Any], run: dict[str, Any]) -> dict[str, floa
 def unet_over_int8_bound(results: dict[str, Any], run: dict[str, Any]) -> float | None:
     """The median UNet step over the time one step's FLOPs take at the int8 MatMul peak: the fastest
     this CPU multiplies, whatever precision the step ran in (1 would be the machine's limit)."""
-    flops = (results.get("flops") or {}).get("unet_step")
+    flops = unet_step_flops(results, run)
     peak = peak_for(results, "int8")
     step = median_stages(run).get("unet_step")
     if not (flops and peak and step) or not at_main_shape(results, run):
@@ -322,7 +336,8 @@ def target_lines(results: dict[str, Any]) -> list[str]:
             f"(`{GENAI_BASELINE}`: constructed with the device, its default precision) at "
             f"{results['settings']['width']}x{results['settings']['height']}; below 1 lcm-run does better. Only default-"
             f"precision runs are compared. The issue's targets, by measurement key: {stated}. "
-            "UNet step / int8 bound: the median UNet step over the time one step's FLOPs take at the measured int8 "
+            "UNet step / int8 bound: the median UNet step over the time one step's FLOPs (those of the bundle's UNet: "
+            "fewer with token downsampling) take at the measured int8 "
             "MatMul peak, the fastest this CPU multiplies whatever precision the step ran in (1× is the machine's limit).", "",
             *table(["lcm-run measurement", "Precision run", "Latency × genai", "Peak RSS × genai", "UNet step / int8 bound"], rows), ""]
 
@@ -470,7 +485,10 @@ def bound_lines(results: dict[str, Any]) -> list[str]:
     lines = ["## Distance from the machine's limit", "",
              f"FLOPs at {results['settings']['width']}x{results['settings']['height']} (torch FlopCounterMode: matmul, bmm "
              f"and convolution, 2 per multiply-add): text encoder {flops['text_encoder'] / 1e9:.1f} G, one UNet step "
-             f"{flops['unet_step'] / 1e12:.3f} T, VAE decode {flops['vae_decode'] / 1e12:.3f} T.", "",
+             f"{flops['unet_step'] / 1e12:.3f} T" + "".join(
+                 f" ({value / 1e12:.3f} T with token downsampling {key.rsplit('_', 1)[1]})" for key, value in sorted(flops.items())
+                 if key.startswith("unet_step_token_downsampling_")) +
+             f", VAE decode {flops['vae_decode'] / 1e12:.3f} T (runs that decode with TAESD have no VAE bound).", "",
              "Measured OpenVINO MatMul peak on this machine: " + ", ".join(
                  f"{name} {value:.0f} GOP/s" for name, value in peaks.items()) + " (kernels: " + ", ".join(
                  sorted({m['precision_executed'] for m in matmul.get('measurements', [])})) + ").", "",

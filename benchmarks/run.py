@@ -147,7 +147,8 @@ class Benchmark:
             paths[BUNDLE_FAST] = model_dir / "bundle-fast"
             self.export(source, paths[BUNDLE_FAST], ["--fast", "--tiny-vae", str(self.taesd_folder(model_dir))])
         self.results["model"]["bundles"] = {
-            kind: {"path": str(path), "bytes": _folder_bytes(path)} for kind, path in paths.items() if path.exists()
+            kind: {"path": str(path), "bytes": _folder_bytes(path), "token_downsampling": _token_downsampling(path)}
+            for kind, path in paths.items() if path.exists()
         }
         return {kind: path for kind, path in paths.items() if path.exists()}
 
@@ -211,7 +212,7 @@ class Benchmark:
         height, width = settings.height, settings.width
         digest = configs_digest()
         counts = None if (settings.quick or settings.source) else flop_store.stored_flops(digest, height, width)
-        if counts is None:
+        if counts is None or not set(flop_store.COUNT_KEYS) <= set(counts):
             self.log("counting FLOPs with torch's FlopCounterMode (meta device)")
             folder_args = [str(source)] if (settings.quick or settings.source) else []
             completed = subprocess.run([sys.executable, "-m", "benchmarks.flops", str(height), str(width), *folder_args],
@@ -367,6 +368,16 @@ class Benchmark:
         attach_deviations(self.results["runs"], self.scratch / "runs", F32_BASELINE)
         self.results["openvino_version"] = (self.results.get("matmul") or {}).get("openvino")
         return self.results
+
+
+def _token_downsampling(bundle: Path) -> int:
+    """The factor the bundle's UNet pools self-attention keys by (1: exact attention; 1 for the
+    diffusers source folder, which has no manifest)."""
+    manifest = Path(bundle) / "manifest.json"
+    if not manifest.is_file():
+        return 1
+    unet = json.loads(manifest.read_text()).get("components", {}).get("unet", {})
+    return int((unet.get("token_downsampling") or {}).get("factor", 1))
 
 
 def _folder_bytes(folder: Path) -> int:
