@@ -477,6 +477,12 @@ def stage_lines(results: dict[str, Any]) -> list[str]:
                     "VAE decode s", "PNG write s"], rows), ""]
 
 
+def downsampled_step_flops(flops: dict[str, int]) -> str:
+    counts = [f"{key.rsplit('_', 1)[1]}: {value / 1e12:.3f} T" for key, value in sorted(flops.items())
+              if key.startswith("unet_step_token_downsampling_")]
+    return f" (with token downsampling {', '.join(counts)})" if counts else ""
+
+
 def bound_lines(results: dict[str, Any]) -> list[str]:
     flops, matmul = results.get("flops"), results.get("matmul")
     if not flops or not matmul:
@@ -485,9 +491,7 @@ def bound_lines(results: dict[str, Any]) -> list[str]:
     lines = ["## Distance from the machine's limit", "",
              f"FLOPs at {results['settings']['width']}x{results['settings']['height']} (torch FlopCounterMode: matmul, bmm "
              f"and convolution, 2 per multiply-add): text encoder {flops['text_encoder'] / 1e9:.1f} G, one UNet step "
-             f"{flops['unet_step'] / 1e12:.3f} T" + "".join(
-                 f" ({value / 1e12:.3f} T with token downsampling {key.rsplit('_', 1)[1]})" for key, value in sorted(flops.items())
-                 if key.startswith("unet_step_token_downsampling_")) +
+             f"{flops['unet_step'] / 1e12:.3f} T" + downsampled_step_flops(flops) +
              f", VAE decode {flops['vae_decode'] / 1e12:.3f} T (runs that decode with TAESD have no VAE bound).", "",
              "Measured OpenVINO MatMul peak on this machine: " + ", ".join(
                  f"{name} {value:.0f} GOP/s" for name, value in peaks.items()) + " (kernels: " + ", ".join(

@@ -3,8 +3,8 @@ at its shapes, and those named in ``release_after_use`` freed as soon as the cal
 
 With every model held, the peak comes during the VAE decode. A process that makes one call (lcm-run)
 never needs the text encoder again once the prompt is encoded, nor the UNet once the latents are
-denoised; freeing them costs that process nothing further, where a process making more calls would
-import them again.
+denoised; freeing them costs that process only the free itself, where a process making more calls
+would import them again.
 """
 
 from __future__ import annotations

@@ -35,10 +35,10 @@ ONE_CALL = "one-call"  # release_after_use for a process that makes a single cal
 
 def one_call_releases(vae: str) -> tuple[str, ...]:
     """What a process making one call frees once used. The text encoder always: it is never needed
-    again after the prompt. The UNet before a full-VAE decode: the decode's ~400 MB of activations
-    then reuse the UNet's just-freed pages, which this kind of VM hands out faster than memory the
-    process never had (the first decode was up to 0.9 s slower without), and the peak drops by the
-    UNet's weights. TAESD needs little memory: freeing the UNet (0.1 s) would buy nothing."""
+    again after the prompt. The UNet before a full-VAE decode: the peak drops by the UNet's weights,
+    and the decode's ~400 MB of activations reuse the UNet's just-freed pages. On a VM slow to hand
+    out memory the process never had, that saves up to 0.8 s; otherwise it costs the free, 0.12 s.
+    TAESD needs little memory and the UNet sets the peak anyway: freeing it would only cost."""
     return ("text_encoder", "unet") if vae == "full" else ("text_encoder",)
 
 

@@ -168,7 +168,7 @@ def test_report_compares_sizes_batches_and_deviations(tmp_path: Path, benchmarks
     assert "| lcm-run-fast | TAESD decoder, int8 UNet, bf16 (default) | 512x512 | – | – | – |" in deviations
 
     limits = section(page, "Distance from the machine's limit")
-    assert "| lcm-run-fast | unet step | int8 | 2.000 | 0.506 |" in limits and "(0.400 T with token downsampling 2)" in limits
+    assert "| lcm-run-fast | unet step | int8 | 2.000 | 0.506 |" in limits and "(with token downsampling 2: 0.400 T)" in limits
     assert "| lcm-run | vae decode |" in limits and "| lcm-run-fast | vae decode |" not in limits  # TAESD: no full-VAE bound
 
 
