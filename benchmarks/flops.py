@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 STORE = Path(__file__).resolve().parent / "flops.json"
-TOKEN_DOWNSAMPLING_COUNTED = (2, 4)  # lcm-export --token-downsampling factors other than 1
+TOKEN_DOWNSAMPLING_COUNTED = (2, 4)  # lcm-export's --token-downsampling factors other than 1 (the quick test checks)
 COUNT_KEYS = ("text_encoder", "unet_step", *(f"unet_step_token_downsampling_{factor}" for factor in TOKEN_DOWNSAMPLING_COUNTED),
               "vae_decode")
 
