@@ -21,9 +21,19 @@ from pathlib import Path
 from typing import Any
 
 STORE = Path(__file__).resolve().parent / "flops.json"
-TOKEN_DOWNSAMPLING_COUNTED = (2, 4)  # lcm-export's --token-downsampling factors other than 1 (the quick test checks)
-COUNT_KEYS = ("text_encoder", "unet_step", *(f"unet_step_token_downsampling_{factor}" for factor in TOKEN_DOWNSAMPLING_COUNTED),
-              "vae_decode")
+
+
+def downsampling_factors() -> tuple[int, ...]:
+    """lcm-export's --token-downsampling factors that change the UNet (all but 1)."""
+    from lcm_export.exporter import TOKEN_DOWNSAMPLING_FACTORS
+
+    return tuple(factor for factor in TOKEN_DOWNSAMPLING_FACTORS if factor > 1)
+
+
+def count_keys() -> set[str]:
+    """What count_flops returns: a stored count lacking any of these is counted again."""
+    return {"text_encoder", "unet_step", "vae_decode",
+            *(f"unet_step_token_downsampling_{factor}" for factor in downsampling_factors())}
 
 
 def count_flops(configs: dict[str, dict[str, Any]], height: int, width: int, batch: int = 1) -> dict[str, int]:
@@ -50,7 +60,7 @@ def count_flops(configs: dict[str, dict[str, Any]], height: int, width: int, bat
         sample = torch.zeros(latent)
         timestep = torch.tensor([999])
         counts["unet_step"] = _count(lambda: unet(sample, timestep, hidden, timestep_cond=cond))
-        for factor in TOKEN_DOWNSAMPLING_COUNTED:
+        for factor in downsampling_factors():
             with unet_rewrites(unet, token_downsampling=factor):
                 counts[f"unet_step_token_downsampling_{factor}"] = _count(lambda: unet(sample, timestep, hidden, timestep_cond=cond))
         counts["vae_decode"] = _count(lambda: vae.decode(torch.zeros(batch, configs["vae"]["latent_channels"], *latent[2:])))

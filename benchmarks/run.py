@@ -212,7 +212,7 @@ class Benchmark:
         height, width = settings.height, settings.width
         digest = configs_digest()
         counts = None if (settings.quick or settings.source) else flop_store.stored_flops(digest, height, width)
-        if counts is None or not set(flop_store.COUNT_KEYS) <= set(counts):
+        if counts is None or not flop_store.count_keys() <= set(counts):
             self.log("counting FLOPs with torch's FlopCounterMode (meta device)")
             folder_args = [str(source)] if (settings.quick or settings.source) else []
             completed = subprocess.run([sys.executable, "-m", "benchmarks.flops", str(height), str(width), *folder_args],
@@ -370,14 +370,15 @@ class Benchmark:
         return self.results
 
 
-def _token_downsampling(bundle: Path) -> int:
-    """The factor the bundle's UNet pools self-attention keys by (1: exact attention; 1 for the
-    diffusers source folder, which has no manifest)."""
-    manifest = Path(bundle) / "manifest.json"
-    if not manifest.is_file():
+def _token_downsampling(folder: Path) -> int:
+    """The factor the bundle's UNet pools self-attention keys by, from its manifest (1: exact
+    attention, and for the diffusers source folder, which is no bundle)."""
+    from lcm_runtime.bundle import MANIFEST_FILE, read_manifest
+
+    if not (Path(folder) / MANIFEST_FILE).is_file():
         return 1
-    unet = json.loads(manifest.read_text()).get("components", {}).get("unet", {})
-    return int((unet.get("token_downsampling") or {}).get("factor", 1))
+    pooled = read_manifest(folder).components.get("unet", {}).get("token_downsampling") or {}
+    return int(pooled.get("factor", 1))
 
 
 def _folder_bytes(folder: Path) -> int:
