@@ -15,6 +15,18 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_compile_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Tests that use the default compile cache write to a temp folder, never the user's ~/.cache."""
+    previous = os.environ.get("LCM_CACHE_DIR")
+    os.environ["LCM_CACHE_DIR"] = str(tmp_path_factory.mktemp("compile-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("LCM_CACHE_DIR", None)
+    else:
+        os.environ["LCM_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved tiny random-weight diffusers LCM pipeline folder (safetensors, seed 0)."""
