@@ -338,7 +338,8 @@ def target_lines(results: dict[str, Any]) -> list[str]:
             f"precision runs are compared. The issue's targets, by measurement key: {stated}. "
             "UNet step / int8 bound: the median UNet step over the time one step's FLOPs (those of the bundle's UNet: "
             "fewer with token downsampling) take at the measured int8 "
-            "MatMul peak, the fastest this CPU multiplies whatever precision the step ran in (1× is the machine's limit).", "",
+            "MatMul peak (the kernel's own time), the fastest this CPU multiplies whatever precision the step ran in "
+            "(1× is the machine's limit).", "",
             *table(["lcm-run measurement", "Precision run", "Latency × genai", "Peak RSS × genai", "UNet step / int8 bound"], rows), ""]
 
 
@@ -493,7 +494,9 @@ def bound_lines(results: dict[str, Any]) -> list[str]:
              f"and convolution, 2 per multiply-add): text encoder {flops['text_encoder'] / 1e9:.1f} G, one UNet step "
              f"{flops['unet_step'] / 1e12:.3f} T" + downsampled_step_flops(flops) +
              f", VAE decode {flops['vae_decode'] / 1e12:.3f} T (runs that decode with TAESD have no VAE bound).", "",
-             "Measured OpenVINO MatMul peak on this machine: " + ", ".join(
+             "Measured OpenVINO MatMul peak on this machine (the matmul kernel's own time from OpenVINO's per-layer "
+             "counters; runs before 2026-11-26T1100Z timed whole inferences, which added the input's conversion and "
+             "understated the int8 peak by about a third): " + ", ".join(
                  f"{name} {value:.0f} GOP/s" for name, value in peaks.items()) + " (kernels: " + ", ".join(
                  sorted({m['precision_executed'] for m in matmul.get('measurements', [])})) + ").", "",
              "Bound = FLOPs / peak at the precision the stage ran in; % of peak = bound / measured.", ""]
