@@ -22,7 +22,7 @@ DEFAULT_MODEL = "artifacts/lcm-dreamshaper-v7"
 
 generate_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 tools_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
-                        help="Inspect bundles.")
+                        help="Inspect bundles and the compiled-model cache.")
 
 
 def _default_model() -> str:
@@ -31,7 +31,8 @@ def _default_model() -> str:
 
 @generate_app.command(
     epilog="Other commands: `lcm-run verify BUNDLE` checks a bundle's files against its manifest; "
-    "`lcm-run info BUNDLE` describes it and lists OpenVINO devices."
+    "`lcm-run info BUNDLE` describes it and lists OpenVINO devices; "
+    "`lcm-run cache` shows the compiled-model cache (`--prune`, `--clear` free its space)."
 )
 def generate(
     prompt: str = typer.Argument(..., help="What to draw."),
@@ -153,9 +154,50 @@ def info(bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle 
     typer.echo(f"OpenVINO {ov.get_version()} devices: {devices}")
 
 
+@tools_app.command()
+def cache(
+    prune: bool = typer.Option(False, "--prune", help="Delete the blobs of models whose bundle files are gone or changed"),
+    clear: bool = typer.Option(False, "--clear", help="Delete every compiled blob in the cache folder"),
+) -> None:
+    """Show the compiled-model cache: its folder, its size and the models in it.
+
+    lcm-run deletes stale blobs by itself whenever it writes a new one; --prune does it now.
+    """
+    from .compile_cache import CompileCache
+    from .models import resolve_cache_dir
+
+    if prune and clear:
+        raise LCMError("--prune and --clear do not go together; --clear already deletes everything")
+    folder = resolve_cache_dir(None)
+    if folder is None:
+        raise LCMError("the compiled-model cache is off (LCM_CACHE_DIR); unset LCM_CACHE_DIR to use the default folder")
+    compile_cache = CompileCache(folder)
+    if clear:
+        typer.echo(f"deleted {_gib(compile_cache.clear())} of compiled models from {folder}")
+        return
+    if prune:
+        dropped, freed = compile_cache.prune_stale()
+        typer.echo(f"deleted {dropped} stale entries and {_gib(freed)} of blobs from {folder}")
+        return
+    entries = compile_cache.entries()
+    typer.echo(f"cache: {folder}")
+    for entry in entries:
+        size = _gib(entry.blob_bytes) if entry.blob_bytes is not None else "blob gone"
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
+        state = "  (stale: its bundle files are gone or changed)" if entry.stale else ""
+        typer.echo(f"{size:>10}  last used {used}  {entry.model or '(model not recorded)'}{state}")
+    indexed = {entry.blob for entry in entries}
+    typer.echo(f"total: {_gib(compile_cache.blob_bytes())} in blobs, {len(indexed)} indexed; "
+               "`lcm-run cache --prune` deletes stale ones, `--clear` everything")
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB" if size >= 2**28 else f"{size / 2**20:.1f} MiB"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    app = tools_app if args[:1] in (["verify"], ["info"]) else generate_app
+    app = tools_app if args[:1] in (["verify"], ["info"], ["cache"]) else generate_app
     if args[:1] == ["--version"]:
         print(f"lcm-run {__version__}")
         return

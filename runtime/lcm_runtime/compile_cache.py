@@ -11,6 +11,10 @@ on the first compile, and later import the blob directly. OpenVINO still writes 
 a blob's file starts with one line of OpenVINO's header, followed by the plugin's stream, which is
 what ``Core.import_model`` takes. Anything unexpected (an unknown header, a blob replaced or gone, a
 failed import) drops the index entry, and the model is compiled the usual way.
+
+OpenVINO never deletes a blob, and a UNet's is 1.7 GB: every re-export of a bundle would leave
+one behind for good. An entry whose IR files are gone or changed can never be imported again, so
+whenever a new blob is written, the blobs only such stale entries use are deleted (``prune_stale``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import mmap
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -61,6 +66,35 @@ class ReadOnlyBlob:
         self._mapping.close()
 
 
+@dataclass(frozen=True)
+class CacheEntry:
+    """One index entry: which model's compiled blob it names, and whether it can still be used."""
+
+    key: str
+    blob: str
+    blob_bytes: int | None  # None: the blob is gone
+    model: str | None  # the IR it was compiled from; None for entries written before this was recorded
+    stale: bool  # its IR files are gone or changed, so no process will import it again
+    last_used: float  # when a process last compiled or imported it (seconds since the epoch)
+
+
+def _ir_stats(xml: Path) -> list[list]:
+    """The IR files' identity: path, size and modification time of the .xml and the .bin."""
+    xml = Path(os.path.realpath(xml))
+    stats = []
+    for path in (xml, xml.with_suffix(".bin")):
+        info = path.stat()
+        stats.append([os.fspath(path), info.st_size, info.st_mtime_ns])
+    return stats
+
+
+def _still_there(stats: list) -> bool:
+    try:
+        return _ir_stats(Path(stats[0][0])) == [list(item) for item in stats]
+    except (OSError, IndexError, TypeError):
+        return False
+
+
 def plugin_stream_offset(head: bytes) -> int | None:
     """Where the plugin's stream starts in a blob beginning with ``head``; None if the header is unknown."""
     end = head.find(b"\n")
@@ -82,13 +116,8 @@ class CompileCache:
         """What identifies the compiled model, hashed; None where the index is not used."""
         if device.upper() not in INDEXED_DEVICES:
             return None
-        xml = Path(os.path.realpath(xml))
-        files = [xml, xml.with_suffix(".bin")]
         try:
-            stats = []
-            for path in files:
-                info = path.stat()
-                stats.append((os.fspath(path), info.st_size, info.st_mtime_ns))
+            stats = [tuple(item) for item in _ir_stats(xml)]
             device_name = str(core.get_property(device, "FULL_DEVICE_NAME"))
         except (OSError, RuntimeError):
             return None
@@ -129,11 +158,16 @@ class CompileCache:
                 blob.close()
             self._forget(entry)
             return None
+        try:
+            os.utime(entry)  # its last use, for `lcm-run cache`
+        except OSError:
+            pass
         return compiled, blob
 
     def compile(self, core: ov.Core, model: ov.Model, key: str, device: str,
-                config: Mapping[str, Any]) -> ov.CompiledModel:
-        """Compile through OpenVINO's cache (CACHE_DIR is this folder) and index the blob it used."""
+                config: Mapping[str, Any], xml: Path) -> ov.CompiledModel:
+        """Compile through OpenVINO's cache (CACHE_DIR is this folder) and index the blob it used;
+        after writing a new blob, delete those that only stale entries use."""
         blobs_before = self._blob_files()
         mapped_before = _mapped_blobs(self.folder)
         compiled = core.compile_model(model, device, dict(config))
@@ -141,8 +175,84 @@ class CompileCache:
         read = _mapped_blobs(self.folder) - mapped_before
         used = written or read
         if len(used) == 1:
-            self._record(key, used.pop())
+            self._record(key, next(iter(used)), xml)
+        if written:
+            self.prune_stale()
         return compiled
+
+    def entries(self) -> list[CacheEntry]:
+        """The index's entries, most recently used first (unreadable ones are skipped)."""
+        found = []
+        for path in self._entry_files():
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                last_used = path.stat().st_mtime
+                blob = str(record["blob"])
+                files = record.get("files")
+                model = str(files[0][0]) if files else None
+            except (OSError, ValueError, KeyError, TypeError, IndexError):
+                continue
+            if os.path.basename(blob) != blob or not blob.endswith(BLOB_SUFFIX):
+                continue  # never act on a path outside this folder
+            try:
+                blob_bytes = (self.folder / blob).stat().st_size
+            except OSError:
+                blob_bytes = None
+            found.append(CacheEntry(key=path.stem, blob=blob, blob_bytes=blob_bytes, model=model,
+                                    stale=bool(files) and not _still_there(files), last_used=last_used))
+        return sorted(found, key=lambda entry: entry.last_used, reverse=True)
+
+    def blob_bytes(self) -> int:
+        """The size of every blob in the folder, indexed or not."""
+        total = 0
+        for name in self._blob_files():
+            try:
+                total += (self.folder / name).stat().st_size
+            except OSError:
+                pass
+        return total
+
+    def prune_stale(self) -> tuple[int, int]:
+        """Drop the entries whose IR files are gone or changed, and the blobs no other entry uses.
+
+        Returns (entries dropped, bytes freed). Blobs without an entry, and entries from before the
+        IR files were recorded, are left alone: whether they are still useful cannot be told.
+        """
+        entries = self.entries()
+        still_used = {entry.blob for entry in entries if not entry.stale}
+        stale = [entry for entry in entries if entry.stale]
+        for entry in stale:
+            self._forget(self.index / f"{entry.key}.json")
+        freed = 0
+        for blob, size in {entry.blob: entry.blob_bytes for entry in stale}.items():
+            if blob in still_used or size is None:
+                continue
+            try:
+                (self.folder / blob).unlink()
+                freed += size
+            except OSError:
+                pass
+        return len(stale), freed
+
+    def clear(self) -> int:
+        """Delete every blob in the folder and the index; returns the bytes freed."""
+        freed = 0
+        for name in self._blob_files():
+            try:
+                size = (self.folder / name).stat().st_size
+                (self.folder / name).unlink()
+                freed += size
+            except OSError:
+                pass
+        for path in self._entry_files():
+            self._forget(path)
+        return freed
+
+    def _entry_files(self) -> list[Path]:
+        try:
+            return list(self.index.glob("*.json"))
+        except OSError:
+            return []
 
     def _blob_files(self) -> set[str]:
         try:
@@ -150,11 +260,11 @@ class CompileCache:
         except OSError:
             return set()
 
-    def _record(self, key: str, blob_name: str) -> None:
+    def _record(self, key: str, blob_name: str, xml: Path) -> None:
         try:
             stat = (self.folder / blob_name).stat()
             self.index.mkdir(exist_ok=True)
-            record = {"blob": blob_name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            record = {"blob": blob_name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "files": _ir_stats(xml)}
             # Written aside and renamed, so a reader never sees half an entry.
             with tempfile.NamedTemporaryFile("w", dir=self.index, suffix=".tmp", delete=False, encoding="utf-8") as tmp:
                 json.dump(record, tmp)

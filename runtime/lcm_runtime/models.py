@@ -57,7 +57,7 @@ class CompiledComponent:
             model = core.read_model(os.fspath(xml))
             model.reshape(_static_shapes(model, shapes))
             if key is not None:
-                compiled = cache.compile(core, model, key, device, config)
+                compiled = cache.compile(core, model, key, device, config, xml)
             else:
                 compiled = core.compile_model(model, device, dict(config))
             del model

@@ -1,6 +1,10 @@
 """The compile cache's index: a new process imports the blob OpenVINO wrote, without reading the IR."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -110,3 +114,110 @@ def test_virtual_devices_are_not_indexed(tiny_bundle_fp32, tmp_path):
 )
 def test_plugin_stream_offset_only_trusts_the_known_header(head, offset):
     assert plugin_stream_offset(head) == offset
+
+
+def bundle_copy(tiny_bundle, folder):
+    target = folder / "bundle"
+    shutil.copytree(tiny_bundle, target)
+    return target
+
+
+def blobs(cache):
+    return sorted(path.name for path in cache.glob("*.blob"))
+
+
+def change_unet_weights(bundle):
+    """What a re-export with other weights does to the UNet: new content, new modification time."""
+    weights = bundle / "unet" / "openvino_model.bin"
+    content = bytearray(weights.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    weights.write_bytes(bytes(content))
+
+
+def test_a_reexported_bundle_leaves_no_stale_blob_behind(tiny_bundle_fp32, tmp_path):
+    cache = tmp_path / "cache"
+    bundle = bundle_copy(tiny_bundle_fp32, tmp_path)
+    generate(bundle, cache)
+    before = blobs(cache)
+    unet_blob = next(entry.blob for entry in CompileCache(cache).entries() if "unet" in entry.model)
+
+    change_unet_weights(bundle)
+    pipe, _ = generate(bundle, cache)
+    assert pipe.started_from_cache_index() == {"text_encoder": True, "unet": False, "vae_decoder": True}
+    after = blobs(cache)
+    assert len(after) == len(before) == 3
+    assert unet_blob not in after  # the old UNet's blob went when the new one was written
+    entries = CompileCache(cache).entries()
+    assert len(entries) == 3 and not any(entry.stale for entry in entries)
+
+
+def test_prune_keeps_a_blob_another_bundle_still_uses(tiny_bundle_fp32, tmp_path):
+    cache = tmp_path / "cache"
+    first = bundle_copy(tiny_bundle_fp32, tmp_path / "a")
+    second = bundle_copy(tiny_bundle_fp32, tmp_path / "b")
+    generate(first, cache)
+    generate(second, cache)  # the same models: OpenVINO's cache hit, a second entry for each blob
+    assert len(CompileCache(cache).entries()) == 6 and len(blobs(cache)) == 3
+
+    shutil.rmtree(first)
+    assert sum(entry.stale for entry in CompileCache(cache).entries()) == 3
+    assert CompileCache(cache).prune_stale() == (3, 0)
+    assert len(blobs(cache)) == 3
+    assert all(generate(second, cache)[0].started_from_cache_index().values())
+
+    shutil.rmtree(second)
+    dropped, freed = CompileCache(cache).prune_stale()
+    assert dropped == 3 and freed > 0
+    assert blobs(cache) == [] and CompileCache(cache).entries() == []
+
+
+def test_entries_from_before_the_files_were_recorded_are_kept(tiny_bundle_fp32, tmp_path):
+    cache = tmp_path / "cache"
+    generate(tiny_bundle_fp32, cache)
+    for entry in index_entries(cache):
+        record = json.loads(entry.read_text())
+        del record["files"]
+        entry.write_text(json.dumps(record))
+    assert CompileCache(cache).prune_stale() == (0, 0)
+    assert all(entry.model is None and not entry.stale for entry in CompileCache(cache).entries())
+    assert all(generate(tiny_bundle_fp32, cache)[0].started_from_cache_index().values())
+
+
+def lcm_run_cache(*args, cache):
+    env = {**os.environ, "LCM_CACHE_DIR": str(cache)}
+    return subprocess.run([sys.executable, "-m", "lcm_runtime.cli", "cache", *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_lcm_run_cache_lists_prunes_and_clears(tiny_bundle_fp32, tmp_path):
+    cache = tmp_path / "cache"
+    bundle = bundle_copy(tiny_bundle_fp32, tmp_path)
+    generate(bundle, cache)
+
+    listed = lcm_run_cache(cache=cache)
+    assert listed.returncode == 0, listed.stderr
+    for component in COMPONENTS:
+        assert str(bundle.resolve() / component / "openvino_model.xml") in listed.stdout
+    assert "stale" not in listed.stdout.replace("deletes stale ones", "")
+
+    change_unet_weights(bundle)
+    assert "(stale: its bundle files are gone or changed)" in lcm_run_cache(cache=cache).stdout
+    pruned = lcm_run_cache("--prune", cache=cache)
+    assert pruned.returncode == 0 and "deleted 1 stale entries" in pruned.stdout
+    assert len(blobs(cache)) == 2
+
+    cleared = lcm_run_cache("--clear", cache=cache)
+    assert cleared.returncode == 0, cleared.stderr
+    assert blobs(cache) == [] and index_entries(cache) == []
+
+
+@pytest.mark.parametrize("args, cache, words", [
+    (["--prune", "--clear"], "CACHE", ["--prune", "--clear"]),
+    ([], "off", ["cache is off", "LCM_CACHE_DIR"]),
+])
+def test_lcm_run_cache_bad_input(tmp_path, args, cache, words):
+    result = lcm_run_cache(*args, cache=tmp_path if cache == "CACHE" else cache)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(word in lines[0] for word in words), result.stderr
