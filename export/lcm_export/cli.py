@@ -180,6 +180,8 @@ def print_summary(console: "object", result: "object", seconds: float) -> None:
     """One screen: each bundle folder with its precision and size, then totals."""
     from rich.table import Table
 
+    from .writer import human_size
+
     manifest = result.manifest
     groups: dict[str, int] = {}
     counts: dict[str, int] = {}
@@ -194,9 +196,9 @@ def print_summary(console: "object", result: "object", seconds: float) -> None:
     table.add_column("size", justify="right")
     for group in sorted(groups):
         precision = manifest.components.get(group, {}).get("precision", "")
-        table.add_row(group, str(counts[group]), precision, _human(groups[group]))
+        table.add_row(group, str(counts[group]), precision, human_size(groups[group]))
     total = sum(groups.values())
-    table.add_row("total", str(sum(counts.values())), "", _human(total), end_section=True)
+    table.add_row("total", str(sum(counts.values())), "", human_size(total), end_section=True)
     console.print(table)
     facts = manifest.model
     source = ", ".join(f"{key} {value}" for key, value in manifest.source.items() if key != "weights_sha256")
@@ -206,13 +208,6 @@ def print_summary(console: "object", result: "object", seconds: float) -> None:
         f"guidance {facts.default_guidance_scale}; manifest {manifest.digest()}; {seconds:.1f} s",
         markup=False,
     )
-
-
-def _human(size: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
 
 
 def main(argv: list[str] | None = None) -> None:

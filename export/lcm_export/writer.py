@@ -42,12 +42,12 @@ def check_free_space(out: Path, needed_bytes: int) -> None:
     free = shutil.disk_usage(parent).free
     if free < needed_bytes:
         raise OutputError(
-            f"not enough disk space in {parent}: the export needs about {_human(needed_bytes)}, "
-            f"{_human(free)} free; free some space or choose another OUT"
+            f"not enough disk space in {parent}: the export needs about {human_size(needed_bytes)}, "
+            f"{human_size(free)} free; free some space or choose another OUT"
         )
 
 
-def _human(size: int) -> str:
+def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
