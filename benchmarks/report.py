@@ -495,7 +495,7 @@ def bound_lines(results: dict[str, Any]) -> list[str]:
              f"{flops['unet_step'] / 1e12:.3f} T" + downsampled_step_flops(flops) +
              f", VAE decode {flops['vae_decode'] / 1e12:.3f} T (runs that decode with TAESD have no VAE bound).", "",
              "Measured OpenVINO MatMul peak on this machine (the matmul kernel's own time from OpenVINO's per-layer "
-             "counters; runs before 2026-11-26T1100Z timed whole inferences, which added the input's conversion and "
+             "counters; runs before 2026-11-26T1053Z timed whole inferences, which added the input's conversion and "
              "understated the int8 peak by about a third): " + ", ".join(
                  f"{name} {value:.0f} GOP/s" for name, value in peaks.items()) + " (kernels: " + ", ".join(
                  sorted({m['precision_executed'] for m in matmul.get('measurements', [])})) + ").", "",
