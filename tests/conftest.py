@@ -18,13 +18,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session", autouse=True)
 def _own_compile_cache(tmp_path_factory: pytest.TempPathFactory):
     """Tests that use the default compile cache write to a temp folder, never the user's ~/.cache."""
-    previous = os.environ.get("LCM_CACHE_DIR")
-    os.environ["LCM_CACHE_DIR"] = str(tmp_path_factory.mktemp("compile-cache"))
-    yield
-    if previous is None:
-        os.environ.pop("LCM_CACHE_DIR", None)
-    else:
-        os.environ["LCM_CACHE_DIR"] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LCM_CACHE_DIR", str(tmp_path_factory.mktemp("compile-cache")))
+        yield
 
 
 @pytest.fixture(scope="session")
