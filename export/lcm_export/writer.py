@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ from pathlib import Path
 from lcm_runtime.errors import LCMError
 
 STAGING_PREFIX = ".lcm-export-"
+# What staged_output names its folders, and nothing else: .lcm-export-<OUT name>.<pid>.tmp (or .old).
+STAGING_PATTERN = re.compile(r"\.lcm-export-(?P<out>.+)\.(?P<pid>[1-9][0-9]{0,9})\.(?P<kind>tmp|old)")
 
 
 class OutputError(LCMError):
@@ -76,31 +79,54 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError):  # another user's process; a number no process can have: not ours
         return True
     return True
 
 
-def remove_abandoned_staging(out: Path) -> None:
-    """Remove staging folders for OUT left by exports that were killed (SIGKILL, power loss)."""
-    for path in Path(out).parent.glob(f"{STAGING_PREFIX}{Path(out).name}.*"):
-        pid = path.name[len(f"{STAGING_PREFIX}{Path(out).name}.") :].split(".")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)) and path.suffix in (".tmp", ".old"):
-            if path.suffix == ".old" and not Path(out).exists():
-                # Killed between the two renames: the backup is the previous OUT; put it back.
-                os.rename(path, out)
-            else:
-                shutil.rmtree(path, ignore_errors=True)
+def remove_abandoned_staging(out: Path) -> list[str]:
+    """Remove the staging folders in OUT's parent (for any OUT) left by exports that were killed.
+
+    A folder counts only if its name is exactly staged_output's pattern and no process has its PID
+    (SIGKILL, power loss, OOM killer). A backup (.old) whose OUT is gone is the previous bundle of an
+    export killed between its two renames: it is put back instead. Returns one line per folder, to print.
+    """
+    parent = Path(out).absolute().parent
+    try:
+        names = sorted(os.listdir(parent))
+    except OSError:
+        return []
+    done = []
+    for name in names:
+        match = STAGING_PATTERN.fullmatch(name)
+        path = parent / name
+        if match is None or path.is_symlink() or not path.is_dir():
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        target = parent / match["out"]
+        if match["kind"] == "old" and not (target.exists() or target.is_symlink()):
+            os.rename(path, target)
+            done.append(f"restored {target.name} from {name}, its backup left by an interrupted export")
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if path.exists():
+            done.append(f"could not remove the stale staging folder {path} left by an interrupted export; "
+                        "remove it by hand")
+        else:
+            done.append(f"removed a stale staging folder {name} left by an interrupted export")
+    return done
 
 
 @contextmanager
 def staged_output(out: Path, force: bool = False) -> Iterator[Path]:
     """Yield an empty staging folder; on normal exit it replaces OUT, otherwise it is removed."""
     out = Path(out).absolute()
+    remove_abandoned_staging(out)  # first: a restored backup is an existing OUT, which needs --force
     check_output(out, force)
     staging = out.parent / f"{STAGING_PREFIX}{out.name}.{os.getpid()}.tmp"
     backup = out.parent / f"{STAGING_PREFIX}{out.name}.{os.getpid()}.old"
-    remove_abandoned_staging(out)
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staging.mkdir()

@@ -15,7 +15,14 @@ runtime needs to be exact and self-checking::
     vae_decoder/openvino_model.xml       latent_sample -> sample
     vae_encoder/openvino_model.xml       sample -> latent_parameters
     vae_decoder_tiny/openvino_model.xml  (optional, TAESD) latent_sample -> sample
+    safety_checker/openvino_model.xml    (optional) clip_input -> image_embeds: diffusers'
+                                         StableDiffusionSafetyChecker's vision model + projection
+    safety_checker/<tensor>.npy          its float32 concept embeddings and thresholds (SAFETY_CONCEPT_TENSORS)
+    feature_extractor/preprocessor_config.json  (with the checker) transformers' CLIPImageProcessor config
     <component>/config.json              the diffusers/transformers config of each model
+
+model_index.json keeps safety_checker and feature_extractor as [null, null] even when the bundle
+has a checker: openvino.genai and optimum-intel would otherwise look for a torch model there.
 
 Everything here is plain Python + json + hashlib: importing it is free of openvino and torch.
 """
@@ -24,8 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from dataclasses import asdict, dataclass, field
+import reprlib
+import stat
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +62,17 @@ COMPONENT_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 REQUIRED_COMPONENTS = ("text_encoder", "unet", "vae_decoder")
 # Optional components: present only when the export asked for them.
 TINY_VAE_DECODER = "vae_decoder_tiny"  # TAESD (diffusers' AutoencoderTiny) decoder, lcm-export --tiny-vae
+SAFETY_CHECKER = "safety_checker"  # diffusers' StableDiffusionSafetyChecker, run by lcm_runtime.safety_checker
 OPTIONAL_COMPONENT_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     TINY_VAE_DECODER: (("latent_sample",), ("sample",)),
+    SAFETY_CHECKER: (("clip_input",), ("image_embeds",)),
 }
+# The safety checker's checkpoint tensors, one float32 .npy each (safety_concept_file): concept
+# embeddings [N, D] and [M, D] (17 and 3 in Stable Diffusion's checker) and their thresholds [N], [M].
+SAFETY_CONCEPT_TENSORS = (
+    "concept_embeds", "special_care_embeds", "concept_embeds_weights", "special_care_embeds_weights",
+)
+FEATURE_EXTRACTOR_CONFIG = "feature_extractor/preprocessor_config.json"
 
 # Scheduler tables, one float32 .npy of shape [num_train_timesteps] each, computed with torch
 # exactly as diffusers' LCMScheduler does, so that a NumPy step() is bit-exact (lcm-numerics.md).
@@ -83,6 +101,10 @@ def component_xml(component: str) -> str:
 
 def scheduler_table_file(name: str) -> str:
     return f"scheduler/{name}.npy"
+
+
+def safety_concept_file(name: str) -> str:
+    return f"{SAFETY_CHECKER}/{name}.npy"
 
 
 @dataclass(frozen=True)
@@ -127,17 +149,24 @@ class ModelFacts:
                 "(use an LCM such as SimianLuo/LCM_Dreamshaper_v7)"
             )
         sample_size = unet_config.get("sample_size", 64)
-        if isinstance(sample_size, (list, tuple)):
+        if isinstance(sample_size, (list, tuple)) and sample_size:
             sample_size = sample_size[0]
-        return cls(
-            latent_channels=int(unet_config.get("in_channels", vae_config.get("latent_channels", 4))),
-            vae_scale_factor=2 ** (len(vae_config.get("block_out_channels", [0, 0, 0, 0])) - 1),
-            vae_scaling_factor=float(vae_config.get("scaling_factor", 0.18215)),
-            sample_size=int(sample_size),
-            text_max_length=int(text_max_length),
-            time_cond_proj_dim=int(time_cond_proj_dim),
-            **defaults,
-        )
+        try:
+            values = dict(
+                latent_channels=int(unet_config.get("in_channels", vae_config.get("latent_channels", 4))),
+                vae_scale_factor=2 ** (len(vae_config.get("block_out_channels", [0, 0, 0, 0])) - 1),
+                vae_scaling_factor=float(vae_config.get("scaling_factor", 0.18215)),
+                sample_size=int(sample_size),
+                text_max_length=int(text_max_length),
+                time_cond_proj_dim=int(time_cond_proj_dim),
+            )
+        except (TypeError, ValueError, OverflowError) as error:
+            raise BundleError(f"the model's config.json files (UNet, VAE, text encoder) have a malformed value "
+                              f"({error}); re-export the model") from None
+        facts = cls(**values, **defaults)
+        for item in fields(cls):
+            _check_fact(item.name, str(item.type), getattr(facts, item.name), where="a config.json of the model")
+        return facts
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelFacts":
@@ -145,6 +174,8 @@ class ModelFacts:
             facts = cls(**data)
         except TypeError as error:
             raise BundleError(f"manifest.json has malformed model facts ({error}); re-export the bundle") from None
+        for item in fields(cls):
+            _check_fact(item.name, str(item.type), getattr(facts, item.name))
         if facts.guidance_embedding not in GUIDANCE_CONVENTIONS:
             raise BundleError(
                 f"manifest.json names an unknown guidance embedding {facts.guidance_embedding!r}; "
@@ -175,29 +206,208 @@ class Manifest:
     def from_dict(cls, data: dict[str, Any]) -> "Manifest":
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise BundleError(f"{MANIFEST_FILE} is not an lcm-openvino manifest; re-export the bundle with lcm-export")
+        try:
+            # JSON may escape lone surrogates, which no file name, digest or PNG text can hold.
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise BundleError(f"{MANIFEST_FILE} has text that is not valid unicode; "
+                              "re-export or re-download the bundle") from None
+        except (TypeError, ValueError, RecursionError):
+            raise BundleError(f"{MANIFEST_FILE} does not hold JSON data; re-export or re-download the bundle") from None
         version = data.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION or version < 1:
             raise BundleError(
                 f"bundle format version {version!r} is not supported by this lcm-openvino "
                 f"(it reads version {FORMAT_VERSION}); upgrade lcm-openvino or re-export the bundle"
             )
         try:
-            return cls(
-                source=dict(data["source"]),
-                versions=dict(data["versions"]),
-                components=dict(data["components"]),
-                model=ModelFacts.from_dict(dict(data["model"])),
-                files=dict(data["files"]),
-                calibration=data.get("calibration"),
-                format=data["format"],
-                format_version=version,
-            )
-        except (KeyError, TypeError, ValueError) as error:
+            source, versions = _object(data["source"], "source"), _object(data["versions"], "versions")
+            components = _components(data["components"])
+            model = ModelFacts.from_dict(_object(data["model"], "model"))
+            files = _file_entries(data["files"])
+        except KeyError as error:
             raise BundleError(f"{MANIFEST_FILE} is incomplete (missing {error}); re-export the bundle") from None
+        calibration = data.get("calibration")
+        if calibration is not None:
+            _object(calibration, "calibration")
+        return cls(source=dict(source), versions=dict(versions), components=components, model=model, files=files,
+                   calibration=calibration, format=data["format"], format_version=version)
 
     def digest(self) -> str:
         """A short hash identifying this exact bundle (its manifest), for image metadata."""
         return hashlib.sha256(dumps_json(self.to_dict()).encode()).hexdigest()[:12]
+
+
+# Model facts size tensors and loops: an integer beyond this is garbage, not a model.
+MAX_FACT = 2**31 - 1
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 300  # file names in full; nested junk still cut short
+
+
+def describe_value(value: Any) -> str:
+    """A short one-line rendering of a bad value for an error message (repr escapes newlines)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return "a huge integer"
+    try:
+        return _REPR.repr(value)
+    except ValueError:  # an int beyond Python's int -> str digit limit, nested somewhere
+        return f"a {type(value).__name__}"
+
+
+def is_finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is finite as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _check_fact(name: str, kind: str, value: Any, where: str = MANIFEST_FILE) -> None:
+    if kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_FACT
+        wanted = f"an integer from 1 to {MAX_FACT}"
+    elif kind == "float":
+        ok, wanted = is_finite_number(value), "a finite number"
+    else:
+        ok, wanted = isinstance(value, str), "a string"
+    if not ok:
+        raise BundleError(f"{where} has a malformed model fact: {name} is {describe_value(value)}, not {wanted}; "
+                          "re-export the bundle")
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BundleError(f"{MANIFEST_FILE} is malformed: {what} is {describe_value(value)}, not an object; "
+                          "re-export or re-download the bundle")
+    return value
+
+
+def bundle_path_problem(name: Any) -> str | None:
+    """Why ``name`` is not a plain relative posix path that stays inside a bundle, or None if it is.
+
+    Only the lexical part: symlinks are resolve_inside's job. The normal form (no empty or '.'
+    parts) is required too, so that one file has one name and "not in manifest" cannot be dodged.
+    """
+    if not isinstance(name, str) or not name:
+        return "is not a file name"
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
+        return "contains control characters"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid unicode"
+    if "\\" in name or ":" in name:
+        return "contains a backslash or colon (a Windows path or drive)"
+    if name.startswith("/"):
+        return "is an absolute path"
+    if len(name.encode("utf-8")) > 1024 or any(len(part.encode("utf-8")) > 255 for part in name.split("/")):
+        return "is too long for a file name"
+    parts = name.split("/")
+    if ".." in parts:
+        return "climbs out with '..'"
+    if any(part in ("", ".") for part in parts):
+        return "is not a normalized relative path (empty or '.' parts)"
+    return None
+
+
+def _check_path(name: Any, where: str) -> None:
+    problem = bundle_path_problem(name)
+    if problem is not None:
+        raise BundleError(f"{MANIFEST_FILE} is malformed: {where} {describe_value(name)} {problem}; "
+                          "only relative paths inside the bundle are allowed; re-export or re-download the bundle")
+
+
+def _components(value: Any) -> dict[str, dict[str, Any]]:
+    components = _object(value, "components")
+    for name, entry in components.items():
+        _check_path(name, "the component name")
+        _object(entry, f"the component {name}")
+        if "file" in entry:
+            _check_path(entry["file"], f"the file of component {name}")
+    return dict(components)
+
+
+def _file_entries(value: Any) -> dict[str, dict[str, Any]]:
+    files = _object(value, "files")
+    for name, entry in files.items():
+        _check_path(name, "the file path")
+        size = entry.get("size") if isinstance(entry, dict) else None
+        if not (isinstance(size, int) and not isinstance(size, bool) and size >= 0
+                and isinstance(entry.get("sha256"), str)):
+            raise BundleError(f"{MANIFEST_FILE} is malformed: the entry of {name} is {describe_value(entry)}, "
+                              'not {"size": bytes, "sha256": hex digest}; re-export or re-download the bundle')
+    return dict(files)
+
+
+# Symlinks followed while resolving one bundle path before it counts as a loop (Linux's limit).
+MAX_SYMLINKS = 40
+
+
+def resolve_inside(root: Path, relative: str) -> Path:
+    """The real path of root/relative, refusing (BundleError) any path that leaves root or is not a file.
+
+    Symlinks are followed one component at a time with lstat/readlink on paths inside root only, so
+    nothing outside the bundle is ever stat'ed or read to decide. A missing file is not an error here:
+    the path returned then does not exist and the caller reports it missing. Callers should open the
+    returned path, which has no symlinks left in it.
+    """
+    _check_path(relative, "the bundle path")
+    base = Path(os.path.realpath(root))
+    done: list[str] = []
+    todo = relative.split("/")
+    links = 0
+
+    def malformed(problem: str) -> BundleError:
+        return BundleError(f"bundle {root} is malformed: {relative} {problem}; re-export or re-download the bundle")
+
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not done:
+                raise malformed("leads outside the bundle through a symlink")
+            done.pop()
+            continue
+        path = base.joinpath(*done, part)
+        try:
+            mode = os.lstat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):  # missing (or under a file): nothing below exists either
+            return base.joinpath(*done, part, *(p for p in todo if p not in ("", ".", "..")))
+        except OSError as error:  # a name too long, a folder we may not search
+            raise malformed(f"cannot be looked up ({error.strerror or error})") from None
+        if stat.S_ISLNK(mode):
+            links += 1
+            if links > MAX_SYMLINKS:
+                raise malformed("is a symlink loop")
+            target = os.readlink(path)
+            if target.startswith("/"):
+                # Only an absolute link into the bundle's own real path is followed, from the top.
+                prefix = f"{base}/"
+                if not target.startswith(prefix):
+                    raise malformed("leads outside the bundle through a symlink")
+                done, target = [], target[len(prefix):]
+            todo = target.split("/") + todo
+            continue
+        done.append(part)
+        if todo and not stat.S_ISDIR(mode):
+            return base.joinpath(*done, *(p for p in todo if p not in ("", ".", "..")))
+    path = base.joinpath(*done)
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return path
+    except OSError as error:
+        raise malformed(f"cannot be looked up ({error.strerror or error})") from None
+    if stat.S_ISDIR(mode):
+        raise malformed("is a folder where a file should be")
+    if not stat.S_ISREG(mode):
+        raise malformed("is not a regular file (a device, pipe or socket)")
+    return path
 
 
 def dumps_json(data: Any) -> str:
@@ -239,14 +449,10 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
 
 
 def read_manifest(root: Path) -> Manifest:
-    path = Path(root) / MANIFEST_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"{root} has no {MANIFEST_FILE}: not an lcm-openvino bundle; export one with lcm-export") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BundleError(f"{path} is corrupted (not valid JSON); re-export the bundle") from None
-    return Manifest.from_dict(data)
+    path = resolve_inside(root, MANIFEST_FILE)
+    if not path.is_file():
+        raise BundleError(f"{root} has no {MANIFEST_FILE}: not an lcm-openvino bundle; export one with lcm-export")
+    return Manifest.from_dict(read_json(path))
 
 
 @dataclass(frozen=True)
@@ -260,7 +466,7 @@ def verify_files(root: Path, manifest: Manifest, checksums: bool = True) -> list
     root = Path(root)
     problems = []
     for name, entry in sorted(manifest.files.items()):
-        path = root / name
+        path = resolve_inside(root, name)  # raises for a path leading out of the bundle, before any stat
         if not path.is_file():
             problems.append(FileProblem(name, "missing"))
         elif path.stat().st_size != entry.get("size"):
@@ -274,9 +480,16 @@ def verify_files(root: Path, manifest: Manifest, checksums: bool = True) -> list
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a bundle file; anything else (missing, unreadable, not JSON...) is a BundleError."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BundleError(f"{path} is missing: the bundle is incomplete; re-export it") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deep, an int of too many digits
         raise BundleError(f"{path} is corrupted (not valid JSON); re-export the bundle") from None
+    except OSError as error:
+        raise BundleError(f"{path} cannot be read ({error.strerror or error}); "
+                          "re-export or re-download the bundle") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{path} is corrupted (not a JSON object); re-export the bundle")
+    return data

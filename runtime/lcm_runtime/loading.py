@@ -7,6 +7,7 @@ manifest: facts from model_index.json and the configs, scheduler tables computed
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from . import bundle
-from .bundle import BundleError, Manifest, ModelFacts
+from .bundle import BundleError, Manifest, ModelFacts, resolve_inside
+from .schedulers.scheduling_lcm import LCMSchedulerConfig
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ def open_model_folder(path: str | Path) -> ModelFolder:
         raise BundleError(f"{root} is not a folder; pass the bundle folder written by lcm-export")
 
     manifest = None
-    if (root / bundle.MANIFEST_FILE).exists():
+    if os.path.lexists(root / bundle.MANIFEST_FILE):  # lexists: a symlink out of the bundle is refused, not followed
         manifest = bundle.read_manifest(root)
         problems = bundle.verify_files(root, manifest, checksums=False)
         missing = [problem for problem in problems if problem.problem != "not in manifest"]
@@ -69,33 +71,40 @@ def open_model_folder(path: str | Path) -> ModelFolder:
                 f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; "
                 f"run `lcm-run verify {root}` or re-export it"
             )
-    elif not (root / bundle.MODEL_INDEX_FILE).exists():
+    elif not resolve_inside(root, bundle.MODEL_INDEX_FILE).is_file():
         raise BundleError(f"{root} is not a model bundle (no manifest.json or model_index.json); export one with lcm-export")
 
     for component in bundle.REQUIRED_COMPONENTS:
         for suffix in (bundle.MODEL_XML, bundle.MODEL_BIN):
-            if not (root / component / suffix).is_file():
+            # Every file opened by its fixed name must be a file inside the bundle (no symlink out).
+            if not resolve_inside(root, f"{component}/{suffix}").is_file():
                 raise BundleError(f"{root} has no {component}/{suffix}: the bundle is incomplete; re-export it")
-    if not (root / bundle.TOKENIZER_JSON).is_file():
+    if not resolve_inside(root, bundle.TOKENIZER_JSON).is_file():
         raise BundleError(f"{root} has no {bundle.TOKENIZER_JSON}; re-export the model with lcm-export")
 
-    unet_config = bundle.read_json(root / "unet" / bundle.CONFIG_FILE)
-    vae_config = bundle.read_json(root / "vae_decoder" / bundle.CONFIG_FILE)
-    scheduler_config = bundle.read_json(root / bundle.SCHEDULER_CONFIG)
+    unet_config = bundle.read_json(resolve_inside(root, f"unet/{bundle.CONFIG_FILE}"))
+    vae_config = bundle.read_json(resolve_inside(root, f"vae_decoder/{bundle.CONFIG_FILE}"))
+    scheduler_config = bundle.read_json(resolve_inside(root, bundle.SCHEDULER_CONFIG))
+    LCMSchedulerConfig.from_dict(scheduler_config)  # a malformed config fails here, before any model is compiled
+    unet_channels = _channels(unet_config, (320,), "unet")
+    vae_channels = _channels(vae_config, (128,), "vae_decoder")
 
     if manifest is not None:
         facts = manifest.model
         tables = _load_tables(root, scheduler_config)
     else:
-        text_config = bundle.read_json(root / "text_encoder" / bundle.CONFIG_FILE)
-        up_factor = 2 ** max(len(unet_config.get("block_out_channels", [0])) - 1, 0)
-        facts = ModelFacts.from_configs(unet_config, vae_config, int(text_config.get("max_position_embeddings", 77)),
+        text_config = bundle.read_json(resolve_inside(root, f"text_encoder/{bundle.CONFIG_FILE}"))
+        up_factor = 2 ** max(len(unet_channels) - 1, 0)
+        facts = ModelFacts.from_configs(unet_config, vae_config, text_config.get("max_position_embeddings", 77),
                                         latent_size_multiple=up_factor)
         tables = None
 
     tiny_vae_config = None
-    if (root / bundle.component_xml(bundle.TINY_VAE_DECODER)).is_file():
-        tiny_vae_config = bundle.read_json(root / bundle.TINY_VAE_DECODER / bundle.CONFIG_FILE)
+    if resolve_inside(root, bundle.component_xml(bundle.TINY_VAE_DECODER)).is_file():
+        if not resolve_inside(root, f"{bundle.TINY_VAE_DECODER}/{bundle.MODEL_BIN}").is_file():
+            raise BundleError(f"{root} has no {bundle.TINY_VAE_DECODER}/{bundle.MODEL_BIN}: the bundle is incomplete; "
+                              "re-export it")
+        tiny_vae_config = bundle.read_json(resolve_inside(root, f"{bundle.TINY_VAE_DECODER}/{bundle.CONFIG_FILE}"))
 
     return ModelFolder(
         root=root,
@@ -104,17 +113,27 @@ def open_model_folder(path: str | Path) -> ModelFolder:
         scheduler_config=scheduler_config,
         scheduler_tables=tables,
         size_multiple=facts.vae_scale_factor * facts.latent_size_multiple,
-        vae_block_out_channels=tuple(vae_config.get("block_out_channels", (128,))),
-        unet_block_out_channels=tuple(unet_config.get("block_out_channels", (320,))),
+        vae_block_out_channels=vae_channels,
+        unet_block_out_channels=unet_channels,
         tiny_vae_config=tiny_vae_config,
     )
 
 
+def _channels(config: dict[str, Any], default: tuple[int, ...], component: str) -> tuple[int, ...]:
+    # Memory estimates and the latent size multiple are computed from these: garbage must stop here.
+    value = config.get("block_out_channels", default)
+    if not (isinstance(value, (list, tuple)) and value
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= bundle.MAX_FACT for v in value)):
+        raise BundleError(f"{component}/{bundle.CONFIG_FILE} has block_out_channels = {bundle.describe_value(value)}, "
+                          "not a list of positive integers; re-export the bundle")
+    return tuple(value)
+
+
 def _load_tables(root: Path, scheduler_config: dict[str, Any]) -> dict[str, np.ndarray]:
-    steps = int(scheduler_config.get("num_train_timesteps", 1000))
+    steps = LCMSchedulerConfig.from_dict(scheduler_config).num_train_timesteps
     tables = {}
     for name in bundle.SCHEDULER_TABLES:
-        path = root / bundle.scheduler_table_file(name)
+        path = resolve_inside(root, bundle.scheduler_table_file(name))
         try:
             table = np.load(path, allow_pickle=False)
         except (OSError, ValueError):

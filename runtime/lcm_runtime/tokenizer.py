@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +34,17 @@ class PromptTokenizer:
     @classmethod
     def from_file(cls, path: Path, max_length: int) -> "PromptTokenizer":
         try:
-            return cls(Tokenizer.from_file(str(path)), max_length)
-        except Exception as error:  # tokenizers raises plain Exception subclasses for I/O and JSON
-            raise BundleError(f"cannot load the tokenizer {path} ({str(error).splitlines()[0]}); re-export the bundle") from None
+            with _native_stderr_held():
+                tokenizer = cls(Tokenizer.from_file(str(path)), max_length)
+                # A file can load and still fail (or panic) on every prompt, e.g. a template naming a
+                # token it does not define: find out now, not in the middle of a generation.
+                tokenizer._tokenizer.encode_batch(["a"])
+            return tokenizer
+        except BaseException as error:  # plain Exceptions for I/O and JSON; PanicException when Rust panics
+            if not isinstance(error, Exception) and type(error).__name__ != "PanicException":
+                raise  # Ctrl-C, exit
+            detail = (str(error).splitlines() or [type(error).__name__])[0][:200]  # some carry no message
+            raise BundleError(f"cannot load the tokenizer {path} ({detail}); re-export the bundle") from None
 
     def _pad_token(self) -> str:
         # CLIP pads with its end-of-text token (SD1.x) or "!" (SD2.x); the file's padding says which.
@@ -54,3 +67,32 @@ class PromptTokenizer:
                     stacklevel=3,
                 )
         return np.array([encoding.ids for encoding in encodings], dtype=np.int64)
+
+
+@contextmanager
+def _native_stderr_held() -> Iterator[None]:
+    """Hold what native code writes to fd 2 meanwhile; replay it unless the block failed.
+
+    A Rust panic in `tokenizers` prints its message (and with RUST_BACKTRACE a backtrace) to fd 2
+    before Python sees the exception; the caller turns that into one line, so the dump is dropped.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no fd 2 (a pythonw-like process): nothing to hold
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                held.seek(0)
+                if output := held.read():
+                    os.write(2, output)
