@@ -24,6 +24,7 @@ from .source import DEFAULT_SOURCE
 FAST_TOKEN_DOWNSAMPLING = 2
 DEFAULT_TINY_VAE = "madebyollin/taesd"  # keep equal to tiny_vae.DEFAULT_TINY_VAE (not imported: --help stays light)
 DEFAULT_CALIBRATION_SIZE = 16  # keep equal to exporter.DEFAULT_CALIBRATION_SIZE (not imported: --help stays light)
+DEFAULT_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"  # = safety_checker.DEFAULT_SAFETY_CHECKER
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
@@ -66,6 +67,13 @@ def export(
     tiny_vae: Optional[str] = typer.Option(
         None, "--tiny-vae", help="Also export a TAESD decoder (hub id such as madebyollin/taesd, or a local AutoencoderTiny folder) for lcm-run --vae tiny"
     ),
+    safety_checker: Optional[str] = typer.Option(
+        None, "--safety-checker", help=f"Add diffusers' safety checker from a hub id such as {DEFAULT_SAFETY_CHECKER} "
+        "or a local folder (config.json + weights, preprocessor_config.json optional) "
+        "[default: SOURCE's own safety_checker/, when it has one]"
+    ),
+    no_safety_checker: bool = typer.Option(False, "--no-safety-checker",
+                                           help="Leave SOURCE's safety checker out of the bundle"),
     token_downsampling: Optional[int] = typer.Option(
         None, "--token-downsampling", help="1, 2 or 4: the UNet's full-resolution self-attentions attend to keys/values "
         "average-pooled by this factor per side (ToDo): faster, approximate [default: 1, exact; 2 with --fast]"
@@ -83,6 +91,8 @@ def export(
         raise InputError("--revision does not apply to --tiny-random; drop one of them")
     if seed != 0 and not tiny_random:
         raise InputError("--seed only applies to --tiny-random; drop --seed")
+    if safety_checker is not None and no_safety_checker:
+        raise InputError("--safety-checker adds a checker and --no-safety-checker leaves it out; drop one of them")
     if fast:
         if quantize_unet not in (None, "int8"):
             raise InputError(f"--fast quantizes the UNet to int8; drop --quantize-unet {quantize_unet} or --fast")
@@ -101,7 +111,8 @@ def export(
     )
     options.validate()
     run_export(source, Path(out), options, revision=revision, allow_pickle=allow_pickle, tiny_random=tiny_random, seed=seed,
-               tiny_vae=tiny_vae, random_tiny_vae=fast and tiny_random and tiny_vae is None)
+               tiny_vae=tiny_vae, random_tiny_vae=fast and tiny_random and tiny_vae is None,
+               safety_checker=safety_checker, no_safety_checker=no_safety_checker)
 
 
 def _split_paths(paths: list[str], tiny_random: bool) -> tuple[str | None, str]:
@@ -126,12 +137,14 @@ def run_export(
     seed: int = 0,
     tiny_vae: str | None = None,
     random_tiny_vae: bool = False,
+    safety_checker: str | None = None,
+    no_safety_checker: bool = False,
 ) -> None:
     from rich.console import Console
 
     from .exporter import Progress, export_bundle
     from .source import load_source, load_tiny_random
-    from .writer import check_output
+    from .writer import check_output, remove_abandoned_staging
 
     console = Console(stderr=True, highlight=False)
     if options.weights in ("int8", "int4") or options.quantize_unet:
@@ -141,6 +154,10 @@ def run_export(
 
         nncf.set_log_level(logging.ERROR)  # its per-model statistics tables would bury the progress lines
     started = time.perf_counter()
+    # Folders of exports killed beside OUT (any OUT): said, then gone. Before check_output, because a
+    # restored backup is an existing OUT.
+    for line in remove_abandoned_staging(out):
+        console.print(line, markup=False, soft_wrap=True)
     check_output(out, options.force)  # fail before spending minutes loading weights
 
     spinner = console.status("")
@@ -157,8 +174,17 @@ def run_export(
     progress = Progress(notify)
     label = f"tiny-random (seed {seed})" if tiny_random else source
     try:
+        loaded_checker = None
+        if safety_checker is not None:  # first: a bad checker fails before the minutes of loading SOURCE
+            from .safety_checker import load_safety_checker
+
+            with progress.stage(f"load safety checker {safety_checker}"):
+                loaded_checker = load_safety_checker(safety_checker, allow_pickle)
+        # SOURCE's own checker unless one was given or it is refused (--tiny-random has none).
+        own_checker = safety_checker is None and not no_safety_checker
         with progress.stage(f"load {label}"):
-            loaded = load_tiny_random(seed) if tiny_random else load_source(str(source), revision, allow_pickle)
+            loaded = load_tiny_random(seed) if tiny_random else \
+                load_source(str(source), revision, allow_pickle, own_checker)
         loaded_tiny_vae = None
         if tiny_vae is not None:
             from .tiny_vae import load_tiny_vae
@@ -169,7 +195,7 @@ def run_export(
             from .tiny_vae import tiny_random_vae
 
             loaded_tiny_vae = tiny_random_vae(seed)
-        result = export_bundle(loaded, out, options, progress, tiny_vae=loaded_tiny_vae)
+        result = export_bundle(loaded, out, options, progress, tiny_vae=loaded_tiny_vae, safety_checker=loaded_checker)
     finally:
         spinner.stop()
     print_summary(console, result, time.perf_counter() - started)

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 from lcm_runtime.bundle import (
     COMPONENT_IO,
     CONFIG_FILE,
+    FEATURE_EXTRACTOR_CONFIG,
     INT8_PTQ,
     OPTIONAL_COMPONENT_IO,
+    SAFETY_CHECKER,
     TINY_VAE_DECODER,
     MODEL_INDEX_FILE,
     OPENVINO_TOKENIZER_XML,
@@ -42,6 +44,7 @@ from .writer import check_free_space, check_output, staged_output
 if TYPE_CHECKING:
     from diffusers import LatentConsistencyModelPipeline
 
+    from .safety_checker import LoadedSafetyChecker
     from .tiny_vae import LoadedTinyVae
 
 COMPONENTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
@@ -182,8 +185,12 @@ def export_bundle(
     options: ExportOptions,
     progress: Progress | None = None,
     tiny_vae: "LoadedTinyVae | None" = None,
+    safety_checker: "LoadedSafetyChecker | None" = None,
 ) -> ExportResult:
-    """Write a complete, verified bundle for ``loaded`` (plus a TAESD decoder) at ``out`` (atomically)."""
+    """Write a complete, verified bundle for ``loaded`` (plus a TAESD decoder) at ``out`` (atomically).
+
+    The safety checker is ``safety_checker`` if given, else the source folder's own (``loaded.safety_checker``).
+    """
     from .scheduler_tables import write_scheduler_tables
     from .tokenizer import text_max_length, write_tokenizer_folder
 
@@ -193,7 +200,13 @@ def export_bundle(
     out = Path(out).absolute()
     pipeline = loaded.pipeline
     check_output(out, options.force)
-    check_free_space(out, estimate_bundle_bytes(pipeline, options.weights))
+    checker = safety_checker if safety_checker is not None else loaded.safety_checker
+    checker_bytes = 0
+    if checker is not None:
+        from .safety_checker import parameter_count
+
+        checker_bytes = int(parameter_count(checker) * BYTES_PER_PARAMETER[options.weights])
+    check_free_space(out, estimate_bundle_bytes(pipeline, options.weights) + checker_bytes)
 
     max_length = text_max_length(pipeline.tokenizer, pipeline.text_encoder.config.max_position_embeddings)
     precisions = {component: component_precision(options.weights, component) for component in COMPONENTS}
@@ -204,6 +217,8 @@ def export_bundle(
 
         check_compatible(tiny_vae, int(pipeline.unet.config.in_channels))
         precisions[TINY_VAE_DECODER] = component_precision(options.weights, "vae_decoder")
+    if checker is not None:
+        precisions[SAFETY_CHECKER] = component_precision(options.weights, SAFETY_CHECKER)
     calibration = None
     if options.quantize_unet:
         from .calibration import calibration_prompts
@@ -231,6 +246,11 @@ def export_bundle(
                 model = compress_weights(convert_tiny_vae_decoder(tiny_vae), precisions[TINY_VAE_DECODER])
                 save_ir(model, staging / component_xml(TINY_VAE_DECODER), options.weights)
                 del model
+        if checker is not None:
+            from .safety_checker import write_safety_checker
+
+            with progress.stage(f"{SAFETY_CHECKER} ({precisions[SAFETY_CHECKER]})"):
+                write_safety_checker(checker, staging, precisions[SAFETY_CHECKER], options.weights)
         if options.quantize_unet:
             from .calibration import quantize_unet
 
@@ -253,6 +273,8 @@ def export_bundle(
                                                    "self_attentions": downsampled_self_attentions(pipeline.unet, options.token_downsampling)}}
                            if component == "unet" and options.token_downsampling > 1 else {}),
                         **({"source": tiny_vae.info} if component == TINY_VAE_DECODER else {}),
+                        **({"source": checker.info, "preprocessor_config": FEATURE_EXTRACTOR_CONFIG}
+                           if component == SAFETY_CHECKER else {}),
                     }
                     for component in precisions
                 },

@@ -19,6 +19,8 @@ from lcm_runtime.errors import LCMError
 if TYPE_CHECKING:
     from diffusers import LatentConsistencyModelPipeline
 
+    from .safety_checker import LoadedSafetyChecker
+
 DEFAULT_SOURCE = "SimianLuo/LCM_Dreamshaper_v7"
 MODEL_COMPONENTS = ("unet", "vae", "text_encoder")
 REQUIRED_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -37,13 +39,15 @@ class LoadedSource:
     info: dict[str, Any]  # the manifest's "source"
     folder: Path | None = None
     weight_files: list[Path] = field(default_factory=list)
+    safety_checker: "LoadedSafetyChecker | None" = None  # the folder's own safety_checker/, when it has one
 
 
 def is_hub_id(source: str) -> bool:
     return bool(HUB_ID.match(source)) and not Path(source).exists()
 
 
-def resolve_source_folder(source: str, revision: str | None, allow_pickle: bool) -> tuple[Path, dict[str, Any]]:
+def resolve_source_folder(source: str, revision: str | None, allow_pickle: bool,
+                          safety_checker: bool = True) -> tuple[Path, dict[str, Any]]:
     """The local folder holding the pipeline, and the manifest's description of where it came from."""
     path = Path(source).expanduser()
     if path.exists():
@@ -54,12 +58,13 @@ def resolve_source_folder(source: str, revision: str | None, allow_pickle: bool)
         return path.resolve(), {"kind": "local", "path": str(path.resolve())}
     if not HUB_ID.match(source):
         raise SourceError(f"{source} is neither an existing folder nor a hub id like {DEFAULT_SOURCE}; check the path")
-    folder = download_from_hub(source, revision, allow_pickle)
+    folder = download_from_hub(source, revision, allow_pickle, safety_checker)
     return folder, {"kind": "hub", "id": source, "revision": revision or "main", "commit": folder.name}
 
 
-def download_from_hub(repo_id: str, revision: str | None, allow_pickle: bool) -> Path:
-    """Download (or find in the cache) only what the export reads: configs, tokenizer, weights."""
+def download_from_hub(repo_id: str, revision: str | None, allow_pickle: bool, safety_checker: bool = True) -> Path:
+    """Download (or find in the cache) only what the export reads: configs, tokenizer, weights, and the
+    safety checker with its feature extractor unless ``safety_checker`` is False."""
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import (
@@ -72,7 +77,9 @@ def download_from_hub(repo_id: str, revision: str | None, allow_pickle: bool) ->
     except ImportError:  # pragma: no cover - huggingface_hub comes with diffusers
         raise SourceError("huggingface_hub is not installed; pip install 'lcm-openvino[export]'") from None
 
-    ignore = ["safety_checker/*", "feature_extractor/*", "*.fp16.*", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.ckpt"]
+    ignore = ["*.fp16.*", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.ckpt"]
+    if not safety_checker:
+        ignore += ["safety_checker/*", "feature_extractor/*"]
     if not allow_pickle:
         ignore += ["*.bin", "*.pt", "*.pth"]
     try:
@@ -183,8 +190,8 @@ def load_pipeline_folder(folder: Path, allow_pickle: bool) -> "LatentConsistency
     """Load the components one by one (float32) and assemble an LCM pipeline.
 
     Loading by component rather than by model_index lets a Stable Diffusion folder whose
-    UNet is LCM-distilled (e.g. with a DDIM scheduler config) export with the LCM scheduler,
-    and never loads the safety checker.
+    UNet is LCM-distilled (e.g. with a DDIM scheduler config) export with the LCM scheduler.
+    The pipeline object never holds the safety checker: load_source loads it apart (safety_checker.py).
     """
     import torch
     from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
@@ -222,13 +229,25 @@ def assemble_pipeline(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, sc
     return pipeline
 
 
-def load_source(source: str, revision: str | None = None, allow_pickle: bool = False) -> LoadedSource:
-    folder, info = resolve_source_folder(source, revision, allow_pickle)
+def load_source(source: str, revision: str | None = None, allow_pickle: bool = False,
+                safety_checker: bool = True) -> LoadedSource:
+    """The pipeline, plus its safety_checker/ and feature_extractor/ when it has them and ``safety_checker``."""
+    folder, info = resolve_source_folder(source, revision, allow_pickle, safety_checker)
     weight_files = validate_pipeline_folder(folder, allow_pickle)
+    checker_files = None
+    if safety_checker:
+        from .safety_checker import find_pipeline_safety_checker
+
+        checker_files = find_pipeline_safety_checker(folder, allow_pickle, local=info["kind"] == "local")
     if info["kind"] == "local":
         info["weights_sha256"] = weights_sha256(folder, weight_files)
     pipeline = load_pipeline_folder(folder, allow_pickle)
-    return LoadedSource(pipeline=pipeline, info=info, folder=folder, weight_files=weight_files)
+    loaded = LoadedSource(pipeline=pipeline, info=info, folder=folder, weight_files=weight_files)
+    if checker_files is not None:
+        from .safety_checker import load_pipeline_safety_checker
+
+        loaded.safety_checker = load_pipeline_safety_checker(checker_files, allow_pickle)
+    return loaded
 
 
 def load_tiny_random(seed: int = 0) -> LoadedSource:

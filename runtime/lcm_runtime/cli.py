@@ -13,9 +13,9 @@ from typing import Optional
 
 import typer
 
-from . import __version__
+from . import __version__, validation
 from .cli_errors import run_app
-from .errors import LCMError
+from .errors import InputError, LCMError
 from .outputs import plan_output_paths, png_parameters
 
 DEFAULT_MODEL = "artifacts/lcm-dreamshaper-v7"
@@ -29,9 +29,23 @@ def _default_model() -> str:
     return os.environ.get("LCM_MODEL") or DEFAULT_MODEL
 
 
+# The Python argument an InputError names -> this CLI's option for it.
+OPTION_FOR_ARGUMENT = {
+    "prompt": "PROMPT", "num_inference_steps": "--steps", "guidance_scale": "--guidance", "height": "--height",
+    "width": "--width", "num_images_per_prompt": "--num-images", "generator": "--seed", "strength": "--strength",
+    "image": "--image", "mask_image": "--mask", "vae": "--vae", "precision": "--precision", "device": "--device",
+}
+
+
+def _with_option(error: InputError) -> InputError:
+    option = OPTION_FOR_ARGUMENT.get(error.argument or "")
+    return InputError(f"{error} (lcm-run {option})", argument=error.argument) if option else error
+
+
 @generate_app.command(
-    epilog="Other commands: `lcm-run verify BUNDLE` checks a bundle's files against its manifest; "
-    "`lcm-run info BUNDLE` describes it and lists OpenVINO devices; "
+    epilog="With --image the prompt redraws that picture (image-to-image); with --image and --mask it repaints "
+    "where the mask is white (inpainting). Other commands: `lcm-run verify BUNDLE` checks a bundle's files against "
+    "its manifest; `lcm-run info BUNDLE` describes it and lists OpenVINO devices; "
     "`lcm-run cache` shows the compiled-model cache (`--prune`, `--clear` free its space)."
 )
 def generate(
@@ -40,9 +54,12 @@ def generate(
     steps: Optional[int] = typer.Option(None, "--steps", "-s", help="Denoising steps [default: the bundle's, 4]"),
     guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Guidance scale, diffusers' convention [default: the bundle's, 8.0]"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [default: random, printed]"),
-    height: Optional[int] = typer.Option(None, "--height", help="Image height [default: the model's native size]"),
-    width: Optional[int] = typer.Option(None, "--width", help="Image width [default: the model's native size]"),
+    height: Optional[int] = typer.Option(None, "--height", help="Image height [default: the model's native size; with --image alone, the picture's]"),
+    width: Optional[int] = typer.Option(None, "--width", help="Image width [default: the model's native size; with --image alone, the picture's]"),
     num_images: int = typer.Option(1, "--num-images", "-n", help="Images to make from the prompt"),
+    image: Optional[Path] = typer.Option(None, "--image", "-i", help="A picture to start from (image-to-image, or inpainting with --mask)"),
+    strength: Optional[float] = typer.Option(None, "--strength", help="How much of --image to redraw, in (0, 1] [default: 0.8; 1.0 with --mask]"),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="With --image: repaint where this picture is white"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="A .png file or a folder [default: ./outputs/]"),
     device: str = typer.Option("CPU", "--device", help="OpenVINO device: CPU, GPU, NPU, AUTO..."),
     precision: str = typer.Option("auto", "--precision", help="auto (the device's default), f32, bf16 or f16"),
@@ -50,57 +67,111 @@ def generate(
     fast: bool = typer.Option(False, "--fast", help="The INT8 UNet (with token downsampling) and tiny VAE of a bundle from `lcm-export --fast`: about 0.4x the time; less fine detail"),
     tiled_vae: Optional[bool] = typer.Option(None, "--tiled-vae/--no-tiled-vae", help="Decode in tiles of the native size to bound memory [default: only when the whole image would not fit]"),
     low_memory: bool = typer.Option(False, "--low-memory", help="Free the UNet before the VAE decode also with the tiny VAE (with the full VAE lcm-run always does)"),
+    no_safety_checker: bool = typer.Option(False, "--no-safety-checker", help="Do not run the bundle's safety checker (it blacks out flagged images)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use or fill the compiled-model cache"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files instead of picking a new name"),
 ) -> None:
     """Generate images from PROMPT with an exported LCM bundle and write them as PNG."""
+    try:
+        _generate(**locals())
+    except InputError as error:
+        raise _with_option(error) from None
+
+
+def _generate(prompt: str, model: Optional[str], steps: Optional[int], guidance: Optional[float], seed: Optional[int],
+              height: Optional[int], width: Optional[int], num_images: int, image: Optional[Path],
+              strength: Optional[float], mask: Optional[Path], output: Optional[Path], device: str, precision: str,
+              vae: Optional[str], fast: bool, tiled_vae: Optional[bool], low_memory: bool, no_safety_checker: bool,
+              no_cache: bool, overwrite: bool) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .pipeline import ONE_CALL, LCMPipeline  # imports openvino: only once a command really runs
-
     console = Console(stderr=True)
     warnings.showwarning = lambda message, *_args, **_kw: console.print(f"warning: {message}", markup=False, soft_wrap=True)
+    if mask is not None and image is None:
+        raise InputError("--mask needs --image: the mask says where to repaint that picture; add --image PICTURE")
+    if image is None and strength is not None:
+        raise InputError("--strength only applies with --image; add --image PICTURE or drop --strength")
+    if image is not None and mask is None and (height is not None or width is not None):
+        raise InputError("image-to-image takes its size from --image; resize the picture, or drop --height/--width")
     seed = secrets.randbelow(2**32) if seed is None else seed
     if seed < 0:
-        raise LCMError("--seed must be 0 or more")
+        raise InputError("--seed must be 0 or more", argument="generator")
+    from .image_input import digest, open_image
+
+    inputs = {"image": open_image(image, "image") if image is not None else None,
+              "mask_image": open_image(mask, "mask_image") if mask is not None else None}
+    if inputs["image"] is not None and inputs["mask_image"] is not None and inputs["image"].size != inputs["mask_image"].size:
+        raise InputError(f"--mask is {inputs['mask_image'].width}x{inputs['mask_image'].height} but --image is "
+                         f"{inputs['image'].width}x{inputs['image'].height}; pass a mask of the picture's size",
+                         argument="mask_image")
+    validation.image_count(num_images, 1, validation.DEFAULT_MAX_IMAGES)  # before planning that many files
     model_path = Path(model or _default_model())
     paths = plan_output_paths(output, seed, num_images, overwrite)
 
+    from .img2img import DEFAULT_STRENGTH as IMG2IMG_STRENGTH
+    from .img2img import LCMImg2ImgPipeline  # imports openvino: only once a command really runs
+    from .inpaint import DEFAULT_STRENGTH as INPAINT_STRENGTH
+    from .inpaint import LCMInpaintPipeline
+    from .pipeline import ONE_CALL, LCMPipeline
+
+    task = LCMPipeline if image is None else LCMImg2ImgPipeline if mask is None else LCMInpaintPipeline
     started = time.perf_counter()
     # One call per process: free each model once used, where that pays. The VAE decoder is used last:
     # freeing it would only delay the PNG.
-    release = ("text_encoder", "unet") if low_memory else ONE_CALL
-    pipe = LCMPipeline.from_pretrained(model_path, device=device, precision=precision,
-                                       cache_dir=False if no_cache else None, vae=vae, fast=fast, release_after_use=release)
+    release = ("text_encoder", "unet", "vae_encoder") if low_memory else ONE_CALL
+    pipe = task.from_pretrained(model_path, device=device, precision=precision, cache_dir=False if no_cache else None,
+                                vae=vae, fast=fast, release_after_use=release,
+                                safety_checker=not no_safety_checker)
     opened = time.perf_counter() - started
     steps_total = steps or pipe.facts.default_steps
+    common = dict(num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=num_images,
+                  generator=seed, tiled_vae=tiled_vae)
+    if task is LCMPipeline:
+        arguments = dict(common, height=height, width=width)
+    elif task is LCMImg2ImgPipeline:
+        strength = IMG2IMG_STRENGTH if strength is None else strength
+        arguments = dict(common, image=inputs["image"], strength=strength)
+    else:
+        strength = INPAINT_STRENGTH if strength is None else strength
+        arguments = dict(common, image=inputs["image"], mask_image=inputs["mask_image"], height=height, width=width,
+                         strength=strength)
     with Progress(TextColumn("denoising"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("denoise", total=steps_total)
-        result = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
-                      num_images_per_prompt=num_images, generator=seed, tiled_vae=tiled_vae,
-                      callback=lambda index, total, _t: progress.update(task, completed=index + 1, total=total))
+        bar = progress.add_task("denoise", total=steps_total)
+        result = pipe(prompt, **arguments,
+                      callback=lambda index, total, _t: progress.update(bar, completed=index + 1, total=total))
 
     started = time.perf_counter()
     from .image import save_png
 
+    ran_at = pipe.execution_precision().get("unet", precision)
+    hashes = {name: digest(path) for name, path in (("image", image), ("mask", mask)) if path is not None}
+    flagged = result.nsfw_content_detected
     written = []
-    for index, (image, path) in enumerate(zip(result.images, paths)):
-        text = png_parameters(prompt, steps=steps_total, guidance=guidance if guidance is not None else pipe.facts.default_guidance_scale,
-                              seed=seed, width=image.width, height=image.height, model=pipe.folder.name,
-                              model_hash=pipe.folder.identity(), precision=precision, device=device, vae=pipe.vae,
-                              index=index, count=num_images)
-        written.append(save_png(image, path, {"parameters": text}, overwrite=overwrite))
+    for index, (picture, path) in enumerate(zip(result.images, paths)):
+        text = png_parameters(prompt, steps=steps_total,
+                              guidance=guidance if guidance is not None else pipe.facts.default_guidance_scale,
+                              seed=seed, width=picture.width, height=picture.height, model=pipe.folder.name,
+                              model_hash=pipe.folder.identity(), precision=ran_at, device=device, vae=pipe.vae,
+                              index=index, count=num_images, strength=strength,
+                              image_hash=hashes.get("image"), mask_hash=hashes.get("mask"),
+                              safety_checker=("on" if pipe.safety_checker else "off" if pipe.parts.safety else None),
+                              flagged=flagged[index] if flagged else None)
+        written.append(save_png(picture, path, {"parameters": text}, overwrite=overwrite))
     saved = time.perf_counter() - started
 
     timings = result.timings
     unet = timings["unet"]
     for path in written:
         typer.echo(str(path))
+    if flagged and any(flagged):
+        console.print(f"warning: the safety checker blacked out {sum(flagged)} of {len(flagged)} images "
+                      "(--no-safety-checker turns it off)", markup=False, soft_wrap=True)
+    encode = f"VAE encode {timings['vae_encode']:.2f}s, " if "vae_encode" in timings else ""
     console.print(
         f"seed {seed} | load {opened:.2f}s, compile {timings['compile']:.2f}s, text encoder {timings['text_encoder']:.2f}s, "
-        f"UNet {len(unet)} steps {sum(unet):.2f}s ({', '.join(f'{t:.2f}' for t in unet)}), "
+        f"{encode}UNet {len(unet)} steps {sum(unet):.2f}s ({', '.join(f'{t:.2f}' for t in unet)}), "
         f"VAE decode {timings['vae_decode']:.2f}s, write {saved:.2f}s",
         markup=False, highlight=False, soft_wrap=True,
     )

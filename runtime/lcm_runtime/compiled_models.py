@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from typing import Any, Collection, Mapping, TypeVar
 
 from .compile_cache import CompileCache
-from .errors import InputError
+from .errors import BundleError, InputError
 from .file_pages import released_while_running
 from .loading import ModelFolder
-from .models import CompiledComponent, TextEncoder, UNet, VAEDecoder
+from .models import CompiledComponent, TextEncoder, UNet, VAEDecoder, VAEEncoder
+from .safety_checker import SafetyCheckerModel
 from .openvino_runtime import ov
 
 Component = TypeVar("Component", bound=CompiledComponent)
-MODEL_NAMES = ("text_encoder", "unet", "vae_decoder")
+MODEL_NAMES = ("text_encoder", "unet", "vae_decoder", "vae_encoder", "safety_checker")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,16 @@ class CompiledModels:
     def vae_decoder(self, latent_h: int, latent_w: int) -> VAEDecoder:
         shapes = {"latent_sample": [1, self.folder.facts.latent_channels, latent_h, latent_w]}
         return self._get("vae_decoder", VAEDecoder, self.vae_component, shapes)
+
+    def vae_encoder(self, height: int, width: int) -> VAEEncoder:
+        """Batch 1 whatever the request: one pass per input picture bounds the peak memory."""
+        if not self.folder.xml("vae_encoder").is_file():
+            raise BundleError(f"{self.folder.root} has no vae_encoder, which image-to-image and inpainting need; "
+                              "re-export the bundle with lcm-export")
+        return self._get("vae_encoder", VAEEncoder, "vae_encoder", {"sample": [1, 3, height, width]})
+
+    def safety_checker(self, clip_input_shape: list[int]) -> SafetyCheckerModel:
+        return self._get("safety_checker", SafetyCheckerModel, "safety_checker", {"clip_input": clip_input_shape})
 
     def in_memory(self) -> list[str]:
         """The models compiled and held right now."""

@@ -17,6 +17,18 @@ class BundleError(LCMError):
 
 
 class InputError(LCMError):
-    """An argument (size, steps, guidance, device, path...) is out of range."""
+    """An argument (size, steps, guidance, device, path...) is out of range.
+
+    ``argument`` names the Python argument at fault (``"strength"``), so that a front end (the CLI,
+    the server) can add its own name for it.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, argument: str | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
+class NonFiniteError(LCMError):
+    """A model produced NaN or infinity (usually reduced precision overflowing): no image is made."""

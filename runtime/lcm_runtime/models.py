@@ -100,6 +100,12 @@ class VAEDecoder(CompiledComponent):
         return self.run({"latent_sample": latents})
 
 
+class VAEEncoder(CompiledComponent):
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """Images in [-1, 1] -> the posterior's mean and log-variance, concatenated on channels."""
+        return self.run({"sample": pixels})
+
+
 def _static_shapes(model: ov.Model, requested: Mapping[str, list[int]]) -> dict[str, ov.PartialShape]:
     """Requested shapes per input name; -1 keeps the model's own dimension (e.g. hidden size)."""
     shapes = {}

@@ -14,6 +14,7 @@ class NoiseSource(Protocol):
     def standard_normal(self, size: tuple[int, ...], dtype: type) -> np.ndarray: ...
 
 
+MAX_SEED = 2**64
 GeneratorLike = Union[int, np.random.Generator, NoiseSource, None]
 
 
@@ -21,19 +22,21 @@ def as_noise_source(generator: GeneratorLike) -> NoiseSource:
     if generator is None:
         return np.random.default_rng()
     if isinstance(generator, (bool, float)):
-        raise InputError(f"generator must be an integer seed or a random generator, got {generator!r}")
+        raise InputError(f"generator must be an integer seed or a random generator, got {generator!r}",
+                         argument="generator")
     if isinstance(generator, (int, np.integer)):
-        if generator < 0:
-            raise InputError(f"seed must be a non-negative integer, got {generator}")
+        if not 0 <= generator < MAX_SEED:
+            raise InputError(f"seed must be an integer from 0 to 2**64 - 1, got {generator}", argument="generator")
         return np.random.default_rng(int(generator))
     if callable(getattr(generator, "standard_normal", None)):
         return generator
-    raise InputError(f"generator must be an integer seed or have standard_normal(size, dtype), got {type(generator).__name__}")
+    raise InputError(f"generator must be an integer seed or have standard_normal(size, dtype), "
+                     f"got {type(generator).__name__}", argument="generator")
 
 
 def draw_normal(source: NoiseSource | None, shape: tuple[int, ...]) -> np.ndarray:
     source = source if source is not None else np.random.default_rng()
     values = np.asarray(source.standard_normal(tuple(shape), dtype=np.float32), dtype=np.float32)
     if values.shape != tuple(shape):
-        raise InputError(f"the generator returned shape {values.shape}, expected {tuple(shape)}")
+        raise InputError(f"the generator returned shape {values.shape}, expected {tuple(shape)}", argument="generator")
     return values

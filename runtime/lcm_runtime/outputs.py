@@ -31,13 +31,15 @@ def plan_output_paths(output: Path | None, seed: int, count: int, overwrite: boo
 
     names = [f"{stem}.png"] if count == 1 else [f"{stem}-{index}.png" for index in range(1, count + 1)]
     paths: list[Path] = []
+    taken: set[Path] = set()
     for name in names:
         path = folder / name
         if not overwrite:
-            path = _free_path(path, taken=set(paths))
+            path = _free_path(path, taken=taken)
         elif path.is_dir():
             raise InputError(f"{path} is a folder; choose another --output")
         paths.append(path)
+        taken.add(path)
     return paths
 
 
@@ -50,8 +52,18 @@ def _free_path(path: Path, taken: set[Path]) -> Path:
 
 
 def png_parameters(prompt: str, *, steps: int, guidance: float, seed: int, width: int, height: int, model: str,
-                   model_hash: str, precision: str, device: str, index: int, count: int, vae: str = "full") -> str:
-    """The A1111 ``parameters`` chunk: the prompt on the first line, then key: value pairs."""
+                   model_hash: str, precision: str, device: str, index: int, count: int, vae: str = "full",
+                   strength: float | None = None, image_hash: str | None = None, mask_hash: str | None = None,
+                   safety_checker: str | None = None, flagged: bool | None = None) -> str:
+    """The A1111 ``parameters`` chunk: the prompt on the first line, then key: value pairs. Image-to-image
+    and inpainting add A1111's ``Denoising strength`` and the input picture's and mask's sha256 (12 hex);
+    ``safety_checker`` is "on" or "off" for a bundle that has one (None: it has none)."""
+    optional = {
+        "Denoising strength": strength,
+        "Init image hash": image_hash,
+        "Mask hash": mask_hash,
+        "Safety checker": None if safety_checker is None else f"{safety_checker}{' (flagged)' if flagged else ''}",
+    }
     fields = {
         "Steps": steps,
         "Sampler": "LCM",
@@ -67,5 +79,6 @@ def png_parameters(prompt: str, *, steps: int, guidance: float, seed: int, width
         "Batch pos": index,
         "Generator": "numpy PCG64 standard_normal",
         "Version": f"lcm-openvino {__version__}",
+        **{key: value for key, value in optional.items() if value is not None},
     }
     return prompt + "\n" + ", ".join(f"{key}: {value}" for key, value in fields.items())

@@ -8,7 +8,7 @@ import pytest
 
 from lcm_runtime import LCMPipeline
 from lcm_runtime.errors import InputError
-from lcm_runtime.pipeline import one_call_releases
+from lcm_runtime.release import one_call_releases
 
 COMPONENTS = ["text_encoder", "unet", "vae_decoder"]
 CALL = dict(num_inference_steps=2, height=64, width=64, generator=0, output_type="np")
@@ -56,8 +56,8 @@ def test_one_call_frees_the_text_encoder_and_before_a_full_vae_decode_the_unet(t
     one_call = LCMPipeline.from_pretrained(tiny_bundle_fp32, precision="f32", cache_dir=False, release_after_use="one-call")
     np.testing.assert_array_equal(one_call("a red cube", **CALL).images, kept("a red cube", **CALL).images)
     assert one_call.models.in_memory() == ["vae_decoder"]
-    assert one_call_releases("full") == ("text_encoder", "unet")
-    assert one_call_releases("tiny") == ("text_encoder",)  # TAESD's few pages do not repay freeing the UNet
+    assert one_call_releases("full") == ("text_encoder", "vae_encoder", "unet")
+    assert one_call_releases("tiny") == ("text_encoder", "vae_encoder")  # TAESD's few pages do not repay freeing the UNet
 
 
 @pytest.mark.parametrize("names", [["vae"], "unet"])

@@ -91,16 +91,19 @@ def test_verify_and_info(bundle_copy):
 @pytest.mark.parametrize(
     "args,words",
     [
-        (["--steps", "0"], ["steps", "between 1 and 50"]),
+        (["--steps", "0"], ["steps", "between 1 and 50", "--steps"]),
         (["--steps", "51"], ["steps", "between 1 and 50"]),
-        (["--height", "60"], ["height", "multiple of 8"]),
-        (["--width", "0"], ["width"]),
-        (["--height", "65536", "--width", "65536"], ["GiB", "smaller"]),
-        (["--guidance", "-1"], ["guidance"]),
-        (["--num-images", "0"], ["number of images"]),
+        (["--height", "60"], ["height", "multiple of 8", "--height"]),
+        (["--width", "0"], ["width", "--width"]),
+        (["--height", "65536", "--width", "64"], ["height", "at most"]),
+        (["--guidance", "-1"], ["guidance", "--guidance"]),
+        (["--num-images", "0"], ["num_images_per_prompt", "--num-images"]),
+        (["--num-images", "100000"], ["between 1 and 16", "--num-images"]),
         (["--device", "NPU.7"], ["no device", "NPU.7"]),
         (["--precision", "int3"], ["precision"]),
         (["--seed", "-4"], ["seed"]),
+        (["--strength", "0.5"], ["--strength", "--image"]),
+        (["--mask", "m.png"], ["--mask needs --image"]),
     ],
 )
 def test_bad_arguments(tiny_bundle_fp32, tmp_path, args, words):
@@ -162,3 +165,15 @@ def test_interrupt_exits_130_and_leaves_no_image(tiny_bundle_fp32, tmp_path, mon
     assert exited.value.code == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted: no image was written"
     assert list(out.iterdir()) == []
+
+
+def test_a_request_that_cannot_fit_is_refused_before_compiling(tiny_bundle_fp32, monkeypatch):
+    """With 64 MiB free, a 2048x2048 image's UNet activations (at least 512 MiB) are refused at once."""
+    from lcm_runtime import LCMPipeline, memory
+    from lcm_runtime.errors import InputError
+
+    pipe = LCMPipeline.from_pretrained(tiny_bundle_fp32, cache_dir=False)
+    monkeypatch.setattr(memory, "available_memory", lambda: 64 << 20)
+    with pytest.raises(InputError, match="GiB.*smaller size or fewer images"):
+        pipe("a cat", height=2048, width=2048)
+    assert pipe.models.in_memory() == []

@@ -1,0 +1,281 @@
+"""What every task shares: the opened bundle, its compiled models, and the stages of a recipe
+(encode the prompt, encode pictures, denoise, decode, check, postprocess), each written once.
+
+A task (pipeline.py, img2img.py, inpaint.py) is a thin subclass whose ``__call__`` lists the stages
+in order. Policies live beside, not in the recipe: memory (memory.py), model release (release.py),
+the VAE and tiling (vae_choice.py), argument checks (validation.py).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from . import validation
+from .bundle import TINY_VAE_DECODER
+from .compile_cache import CompileCache
+from .compiled_models import CompiledModels
+from .denoise import Denoised, StepCallback, AfterStep, check_finite, denoise
+from .guidance import guidance_scale_embedding
+from .image import to_pil, to_uint8, to_unit_range
+from .loading import ModelFolder, open_model_folder
+from .memory import check_fits
+from .models import check_device, compile_config, resolve_cache_dir
+from .noise import NoiseSource, draw_normal
+from .openvino_runtime import ov
+from .release import resolve_release
+from .safety_checker import SafetyConcepts, black_out, clip_input_shape, clip_preprocess, load_preprocessor_config, nsfw_flags
+from .schedulers.scheduling_lcm import LCMScheduler, LCMSchedulerConfig
+from .tokenizer import PromptTokenizer
+from .vae_choice import choose_vae, choose_vae_tile, decoder_scaling_factor
+from .vae_tiling import decode_tiled
+
+Pipeline = TypeVar("Pipeline", bound="LCMPipelineBase")
+
+
+@dataclass
+class LCMPipelineOutput:
+    images: list[Image.Image] | np.ndarray
+    timings: dict[str, float | list[float]] = field(default_factory=dict)
+    nsfw_content_detected: list[bool] | None = None  # None when the bundle has no safety checker or it is off
+
+
+@dataclass(frozen=True, eq=False)
+class SafetyParts:
+    concepts: SafetyConcepts
+    preprocessor: dict[str, Any]
+
+
+@dataclass
+class SharedParts:
+    """What pipelines made with ``from_pipe`` share: one bundle, one OpenVINO core, one set of compiled models."""
+
+    folder: ModelFolder
+    core: Any
+    device: str
+    precision: str
+    cache_dir: Any
+    models: CompiledModels
+    tokenizer: PromptTokenizer
+    vae: str
+    safety: SafetyParts | None = None  # the bundle's safety checker, if it has one
+
+
+class Run:
+    """One call's timings, and the compile time spent during it."""
+
+    def __init__(self, models: CompiledModels) -> None:
+        self.models = models
+        self.timings: dict[str, float | list[float]] = {}
+        self._compiled_before = models.compile_seconds
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.timings[stage] = float(self.timings.get(stage, 0.0)) + time.perf_counter() - started  # type: ignore[arg-type]
+
+    def finish(self) -> dict[str, float | list[float]]:
+        self.timings["compile"] = self.models.compile_seconds - self._compiled_before
+        return self.timings
+
+
+class LCMPipelineBase:
+    def __init__(self, folder: ModelFolder, device: str = "CPU", precision: str = "auto",
+                 cache_dir: str | os.PathLike | bool | None = None, vae: str | None = None, fast: bool = False,
+                 release_after_use: Collection[str] | str = (), safety_checker: bool = True,
+                 max_images_per_call: int = validation.DEFAULT_MAX_IMAGES) -> None:
+        vae = choose_vae(folder, vae, fast)
+        core = ov.Core()
+        check_device(core, device)
+        config = compile_config(precision)
+        resolved_cache = resolve_cache_dir(cache_dir)
+        if resolved_cache is not None:
+            try:
+                resolved_cache.mkdir(parents=True, exist_ok=True)
+                core.set_property({"CACHE_DIR": str(resolved_cache)})
+            except OSError:
+                resolved_cache = None  # an unwritable cache only costs start-up time
+        compile_cache = CompileCache(resolved_cache) if resolved_cache is not None else None
+        models = CompiledModels(folder, core, device, config, compile_cache,
+                                vae_component="vae_decoder" if vae == "full" else TINY_VAE_DECODER,
+                                release_after_use=resolve_release(release_after_use, vae))
+        tokenizer = PromptTokenizer.from_file(folder.tokenizer_file, folder.facts.text_max_length)
+        self._adopt(SharedParts(folder=folder, core=core, device=device, precision=precision, cache_dir=resolved_cache,
+                                models=models, tokenizer=tokenizer, vae=vae, safety=self._load_safety(folder)),
+                    safety_checker, max_images_per_call)
+
+    def _adopt(self, parts: SharedParts, safety_checker: bool, max_images_per_call: int) -> None:
+        self.parts = parts
+        self.folder, self.facts, self.models = parts.folder, parts.folder.facts, parts.models
+        self.core, self.device, self.precision, self.cache_dir = parts.core, parts.device, parts.precision, parts.cache_dir
+        self.tokenizer, self.vae = parts.tokenizer, parts.vae
+        self.vae_scaling_factor = decoder_scaling_factor(self.folder, self.vae)
+        self.safety_checker = bool(safety_checker) and parts.safety is not None
+        self.max_images_per_call = validation.whole_number(max_images_per_call, "max_images_per_call", 1, 1024)
+        # A scheduler per pipeline: it holds the state of a call (timesteps, step index).
+        self.scheduler = LCMScheduler(LCMSchedulerConfig.from_dict(self.folder.scheduler_config),
+                                      self.folder.scheduler_tables)
+
+    @staticmethod
+    def _load_safety(folder: ModelFolder) -> SafetyParts | None:
+        concepts = SafetyConcepts.load(folder.root)
+        return None if concepts is None else SafetyParts(concepts, load_preprocessor_config(folder.root))
+
+    @classmethod
+    def from_pretrained(cls: type[Pipeline], path: str | os.PathLike, device: str = "CPU", precision: str = "auto",
+                        cache_dir: str | os.PathLike | bool | None = None, vae: str | None = None, fast: bool = False,
+                        release_after_use: Collection[str] | str = (), safety_checker: bool = True,
+                        max_images_per_call: int = validation.DEFAULT_MAX_IMAGES) -> Pipeline:
+        """Open a bundle from lcm-export (or a folder from optimum-cli). ``cache_dir=False`` disables
+        OpenVINO's compiled-model cache; None uses $LCM_CACHE_DIR or ~/.cache/lcm-openvino.
+        ``vae="tiny"`` decodes with the bundle's TAESD decoder (lcm-export --tiny-vae): much faster.
+        ``fast=True`` needs a bundle from ``lcm-export --fast`` (INT8 UNet and TAESD) and uses both.
+        ``release_after_use`` names models ("text_encoder", "unet", "vae_decoder", "vae_encoder") to
+        free as soon as a call is done with them, for processes that make one call; ``"one-call"``
+        frees what pays (``release.one_call_releases``: the text encoder, and the UNet before a
+        full-VAE decode), as lcm-run does. A further call imports the released ones again (the UNet:
+        about 1.3 s with a filled compile cache). ``safety_checker=False`` skips the bundle's
+        safety checker. ``max_images_per_call`` bounds prompts x images per prompt (16)."""
+        return cls(open_model_folder(path), device=device, precision=precision, cache_dir=cache_dir, vae=vae,
+                   fast=fast, release_after_use=release_after_use, safety_checker=safety_checker,
+                   max_images_per_call=max_images_per_call)
+
+    @classmethod
+    def from_pipe(cls: type[Pipeline], pipe: "LCMPipelineBase", safety_checker: bool | None = None,
+                  max_images_per_call: int | None = None) -> Pipeline:
+        """Another task on the same bundle, sharing ``pipe``'s compiled models: nothing is compiled
+        or loaded twice (``LCMImg2ImgPipeline.from_pipe(text_pipe)``, and every other direction)."""
+        other = cls.__new__(cls)
+        other._adopt(pipe.parts, pipe.safety_checker if safety_checker is None else safety_checker,
+                     pipe.max_images_per_call if max_images_per_call is None else max_images_per_call)
+        return other
+
+    def execution_precision(self) -> dict[str, str]:
+        """The precision each compiled model runs at ("auto" resolves per device: bf16 on CPUs with
+        AMX or avx512_bf16). Empty until the first call compiles the models."""
+        return {name: facts.precision for name, facts in self.models.facts.items()}
+
+    def started_from_cache_index(self) -> dict[str, bool]:
+        """Per compiled model: whether it was imported through the compile cache's index (no IR read,
+        no model hash) rather than compiled. Empty until the first call compiles the models."""
+        return {name: facts.from_cache_index for name, facts in self.models.facts.items()}
+
+    # --- argument checks shared by the tasks -------------------------------------------------------
+
+    def check_request(self, prompt: str | Sequence[str], num_images_per_prompt: int, guidance_scale: float | None,
+                      output_type: str) -> tuple[list[str], int, float]:
+        """The prompts, images per prompt and guidance scale (the bundle's default when None)."""
+        prompts = validation.prompt_list(prompt, self.max_images_per_call)
+        per_prompt = validation.image_count(num_images_per_prompt, len(prompts), self.max_images_per_call)
+        guidance = validation.guidance(self.facts.default_guidance_scale if guidance_scale is None else guidance_scale)
+        validation.output_type(output_type)
+        return prompts, per_prompt, guidance
+
+    def check_size(self, height: int | None, width: int | None, batch: int, encode: bool = False) -> tuple[int, int]:
+        height = self.facts.default_image_size if height is None else height
+        width = self.facts.default_image_size if width is None else width
+        height, width = validation.image_size(height, width, self.folder.size_multiple)
+        check_fits(self.folder, self.vae, batch, height, width, encode=encode)
+        return height, width
+
+    def default_steps(self, num_inference_steps: int | None, timesteps: Sequence[int] | None) -> int | None:
+        if num_inference_steps is None and timesteps is None:
+            return self.facts.default_steps
+        return num_inference_steps
+
+    def latent_shape(self, batch: int, height: int, width: int) -> tuple[int, int, int, int]:
+        scale = self.facts.vae_scale_factor
+        return (batch, self.facts.latent_channels, height // scale, width // scale)
+
+    # --- the stages --------------------------------------------------------------------------------
+
+    def encode_prompt(self, prompts: list[str], per_prompt: int, run: Run) -> np.ndarray:
+        """Prompt -> tokens -> embeddings: one text-encoder pass per prompt, repeated per image."""
+        text_encoder = self.models.text_encoder()
+        with run.timed("text_encoder"):
+            token_ids = self.tokenizer(prompts)
+            embeddings = np.concatenate([text_encoder(ids[None]) for ids in token_ids])
+            embeddings = np.repeat(embeddings, per_prompt, axis=0)
+        del text_encoder
+        self.models.release("text_encoder")
+        return embeddings
+
+    def encode_images(self, pixels: np.ndarray, noise: NoiseSource, run: Run) -> np.ndarray:
+        """Pictures in [-1, 1] -> latents: the VAE posterior's sample (one draw for the whole batch,
+        as diffusers' retrieve_latents), times the VAE's scaling factor. One picture per pass."""
+        encoder = self.models.vae_encoder(pixels.shape[2], pixels.shape[3])
+        with run.timed("vae_encode"):
+            parameters = np.concatenate([encoder(picture[None]) for picture in pixels])
+            mean, logvar = np.split(parameters, 2, axis=1)
+            std = np.exp(np.float32(0.5) * np.clip(logvar, np.float32(-30), np.float32(20)))
+            sample = mean + std * draw_normal(noise, mean.shape)
+            latents = np.float32(self.facts.vae_scaling_factor) * sample
+        del encoder
+        self.models.release("vae_encoder")
+        check_finite(latents, "VAE encoder")
+        return latents.astype(np.float32, copy=False)
+
+    def denoise(self, latents: np.ndarray, embeddings: np.ndarray, guidance_scale: float, noise: NoiseSource,
+                callback: StepCallback | None, run: Run, after_step: AfterStep | None = None) -> Denoised:
+        """The consistency steps from ``latents`` with the prompt's embeddings and the guidance embedding."""
+        batch, _, latent_h, latent_w = latents.shape
+        guidance = np.full(batch, guidance_scale + self.facts.guidance_offset, dtype=np.float32)
+        timestep_cond = guidance_scale_embedding(guidance, self.facts.time_cond_proj_dim)
+        unet = self.models.unet(batch, latent_h, latent_w)
+        unet.bind_conditioning(embeddings, timestep_cond)
+        result = denoise(unet, self.scheduler, latents, noise, callback=callback, after_step=after_step)
+        run.timings["unet"] = result.step_seconds
+        del unet
+        self.models.release("unet")
+        return result
+
+    def decode(self, latents: np.ndarray, tiled_vae: bool | None, run: Run) -> np.ndarray:
+        """Latents -> pictures in [-1, 1], one at a time to bound peak memory; tiled when large."""
+        _, _, latent_h, latent_w = latents.shape
+        scale = self.facts.vae_scale_factor
+        tile = choose_vae_tile(self.folder, self.vae, latent_h * scale, latent_w * scale, tiled_vae)
+        decoder = self.models.vae_decoder(*((latent_h, latent_w) if tile is None
+                                            else (min(tile, latent_h), min(tile, latent_w))))
+        with run.timed("vae_decode"):
+            scaled = latents / np.float32(self.vae_scaling_factor)
+            if tile is None:
+                decoded = np.concatenate([decoder(latent[None]) for latent in scaled])
+            else:
+                decoded = np.concatenate([decode_tiled(decoder, latent[None], tile, tile // 4, scale)
+                                          for latent in scaled])
+        del decoder
+        self.models.release("vae_decoder")
+        check_finite(decoded, "VAE decoder")
+        return decoded
+
+    def check(self, images: np.ndarray, run: Run) -> tuple[np.ndarray, list[bool] | None]:
+        """The bundle's safety checker (diffusers' StableDiffusionSafetyChecker) on the uint8 images, as
+        diffusers runs it; flagged images become black. One image per pass: one compiled shape."""
+        safety = self.parts.safety
+        if not self.safety_checker or safety is None:
+            return images, None
+        checker = self.models.safety_checker(clip_input_shape(safety.preprocessor, 1))
+        with run.timed("safety_checker"):
+            clip_input = clip_preprocess(to_uint8(images), safety.preprocessor)
+            embeddings = np.concatenate([checker(picture[None]) for picture in clip_input])
+            flagged = nsfw_flags(embeddings, safety.concepts)
+        del checker
+        self.models.release("safety_checker")
+        return black_out(images, flagged), flagged
+
+    def postprocess(self, decoded: np.ndarray, output_type: str, run: Run) -> LCMPipelineOutput:
+        """Decoded [-1, 1] NCHW -> checked images, as PIL or float32 NHWC in [0, 1] like diffusers."""
+        with run.timed("to_image"):
+            images = to_unit_range(decoded)
+        images, flagged = self.check(images, run)
+        with run.timed("to_image"):
+            output = to_pil(images) if output_type == "pil" else images
+        return LCMPipelineOutput(images=output, timings=run.finish(), nsfw_content_detected=flagged)

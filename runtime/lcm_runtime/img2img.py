@@ -1,0 +1,68 @@
+"""Image-to-image: a picture, noised part of the way, then denoised towards the prompt.
+
+Mirrors diffusers' LatentConsistencyModelImg2ImgPipeline (0.42.1): all n steps run on a schedule
+shortened by ``strength`` (the model's original_inference_steps x strength), the VAE posterior is
+sampled, then noised to the first timestep. Random draws in its order: the posterior sample, the
+add-noise draw, then one per step except the last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import validation
+from .core import LCMPipelineBase, LCMPipelineOutput, Run
+from .denoise import StepCallback
+from .errors import InputError
+from .image_input import ImageInput, default_size, preprocess_image
+from .noise import GeneratorLike, as_noise_source, draw_normal
+
+DEFAULT_STRENGTH = 0.8  # diffusers' default
+
+
+def repeat_to_batch(latents: np.ndarray, batch: int, argument: str) -> np.ndarray:
+    """Pictures' latents tiled to the batch, as diffusers does (pictures a, b for 4 images: a b a b)."""
+    if batch % latents.shape[0]:
+        raise InputError(f"{argument} has {latents.shape[0]} pictures for {batch} images; pass one picture, or one "
+                         "per prompt (a number that divides prompts x num_images_per_prompt)", argument=argument)
+    return np.concatenate([latents] * (batch // latents.shape[0])) if batch > latents.shape[0] else latents
+
+
+class LCMImg2ImgPipeline(LCMPipelineBase):
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        image: ImageInput,
+        num_inference_steps: int | None = None,
+        strength: float = DEFAULT_STRENGTH,
+        guidance_scale: float | None = None,
+        num_images_per_prompt: int = 1,
+        generator: GeneratorLike = None,
+        output_type: str = "pil",
+        original_inference_steps: int | None = None,
+        timesteps: Sequence[int] | None = None,
+        callback: StepCallback | None = None,
+        tiled_vae: bool | None = None,
+    ) -> LCMPipelineOutput:
+        """Turn ``image`` (PIL, uint8 or float [0, 1] NHWC array, a path, or a list of them) into a
+        picture of ``prompt``. The size is the first picture's, floored to the model's multiple."""
+        prompts, per_prompt, guidance_scale = self.check_request(prompt, num_images_per_prompt, guidance_scale,
+                                                                 output_type)
+        batch = len(prompts) * per_prompt
+        strength = validation.strength(strength)
+        height, width = self.check_size(*default_size(image, self.folder.size_multiple), batch, encode=True)
+        pixels = preprocess_image(image, height, width)
+        self.scheduler.set_timesteps(self.default_steps(num_inference_steps, timesteps), original_inference_steps,
+                                     timesteps, strength=strength)
+        noise = as_noise_source(generator)
+        run = Run(self.models)
+
+        embeddings = self.encode_prompt(prompts, per_prompt, run)
+        image_latents = repeat_to_batch(self.encode_images(pixels, noise, run), batch, "image")
+        latents = self.scheduler.add_noise(image_latents, draw_normal(noise, image_latents.shape),
+                                           int(self.scheduler.timesteps[0]))
+        result = self.denoise(latents, embeddings, guidance_scale, noise, callback, run)
+        decoded = self.decode(result.denoised, tiled_vae, run)
+        return self.postprocess(decoded, output_type, run)

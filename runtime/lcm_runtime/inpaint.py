@@ -1,0 +1,106 @@
+"""Inpainting with an LCM's 4-channel UNet: repaint where the mask is white, keep the rest.
+
+Mirrors diffusers' StableDiffusionInpaintPipeline (0.42.1) built from an LCM pipeline's components
+with LCMScheduler: only the last ``int(n * strength)`` steps of the n-step schedule run; after each
+step the latents outside the mask are replaced by the picture's latents noised (with the first
+noise draw) to the next timestep, and the blended latents are decoded. Random draws in its order:
+the picture's posterior sample, the initial noise, the masked picture's posterior sample (which a
+4-channel UNet never uses: drawn, not computed), then one per step except the last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import validation
+from .core import LCMPipelineBase, LCMPipelineOutput, Run
+from .denoise import StepCallback
+from .errors import BundleError, InputError
+from .image_input import ImageInput, latent_mask, preprocess_image, preprocess_mask
+from .img2img import repeat_to_batch
+from .noise import GeneratorLike, as_noise_source, draw_normal
+
+DEFAULT_STRENGTH = 1.0  # diffusers' default
+
+
+def steps_to_run(num_inference_steps: int, strength: float) -> int:
+    """diffusers' get_timesteps: the last int(n * strength) steps of the n-step schedule."""
+    kept = min(int(num_inference_steps * strength), num_inference_steps)
+    if kept < 1:
+        raise InputError(f"strength={strength:g} runs int({num_inference_steps} x {strength:g}) = 0 of "
+                         f"num_inference_steps={num_inference_steps} steps; use strength >= "
+                         f"{1 / num_inference_steps:.3g} or more steps", argument="strength")
+    return kept
+
+
+class LCMInpaintPipeline(LCMPipelineBase):
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        image: ImageInput,
+        mask_image: ImageInput,
+        height: int | None = None,
+        width: int | None = None,
+        strength: float = DEFAULT_STRENGTH,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        num_images_per_prompt: int = 1,
+        generator: GeneratorLike = None,
+        output_type: str = "pil",
+        callback: StepCallback | None = None,
+        tiled_vae: bool | None = None,
+        paste_back: bool = False,
+    ) -> LCMPipelineOutput:
+        """Repaint ``image`` where ``mask_image`` is white (>= 0.5 after resizing to height x width,
+        the model's native size by default, as diffusers). ``paste_back`` copies the original pixels
+        back outside the mask (diffusers' apply_overlay, without its crop); off by default."""
+        if self.facts.latent_channels != 4:
+            raise BundleError(f"{self.folder.root} has a {self.facts.latent_channels}-channel UNet; inpainting "
+                              "runs 4-channel LCM UNets")
+        prompts, per_prompt, guidance_scale = self.check_request(prompt, num_images_per_prompt, guidance_scale,
+                                                                 output_type)
+        batch = len(prompts) * per_prompt
+        strength = validation.strength(strength)
+        height, width = self.check_size(height, width, batch, encode=True)
+        pixels = preprocess_image(image, height, width)
+        mask = preprocess_mask(mask_image, height, width)
+        if len(mask) not in (1, len(pixels)) and len(pixels) != 1:
+            raise InputError(f"mask_image has {len(mask)} masks for {len(pixels)} pictures; pass one mask, or one "
+                             "per picture", argument="mask_image")
+        steps = self.default_steps(num_inference_steps, None)
+        self.scheduler.set_timesteps(steps)
+        first_step = steps - steps_to_run(steps, strength)
+        self.scheduler.set_begin_index(first_step)
+        timesteps = [int(timestep) for timestep in self.scheduler.remaining_timesteps]
+        noise = as_noise_source(generator)
+        run = Run(self.models)
+
+        embeddings = self.encode_prompt(prompts, per_prompt, run)
+        image_latents = repeat_to_batch(self.encode_images(pixels, noise, run), batch, "image")
+        initial_noise = draw_normal(noise, image_latents.shape)
+        latents = initial_noise if strength == 1.0 else self.scheduler.add_noise(image_latents, initial_noise,
+                                                                                 timesteps[0])
+        draw_normal(noise, (max(len(pixels), len(mask)),) + image_latents.shape[1:])  # the masked picture's sample
+        repaint = repeat_to_batch(latent_mask(mask, self.facts.vae_scale_factor), batch, "mask_image")
+
+        def blend(index: int, stepped: np.ndarray) -> np.ndarray:
+            last = index == len(timesteps) - 1
+            original = image_latents if last else self.scheduler.add_noise(image_latents, initial_noise,
+                                                                           timesteps[index + 1])
+            return (np.float32(1) - repaint) * original + repaint * stepped
+
+        result = self.denoise(latents, embeddings, guidance_scale, noise, callback, run, after_step=blend)
+        decoded = self.decode(result.latents, tiled_vae, run)
+        if paste_back:
+            decoded = paste_original(decoded, pixels, mask)
+        return self.postprocess(decoded, output_type, run)
+
+
+def paste_original(decoded: np.ndarray, pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The input pixels outside the mask, the generated ones inside (all in [-1, 1] NCHW)."""
+    batch = decoded.shape[0]
+    original = np.concatenate([pixels] * (batch // len(pixels))) if batch > len(pixels) else pixels
+    repaint = np.concatenate([mask] * (batch // len(mask))) if batch > len(mask) else mask
+    return np.where(repaint > 0, decoded, original).astype(np.float32)

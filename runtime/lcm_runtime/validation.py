@@ -1,0 +1,89 @@
+"""The one validation layer for generation arguments, shared by every task and front end.
+
+Each check raises InputError naming the Python argument (``strength=``) and what would be valid;
+the CLI and the server add their own names for it. Counts are bounded so that no request can make
+the process allocate without limit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Integral, Real
+
+from .errors import InputError
+
+DEFAULT_MAX_IMAGES = 16  # images per call (prompts x images per prompt), settable per pipeline
+MAX_SIDE = 8192  # pixels; far beyond what the models were trained for, and a bound on allocations
+MAX_PIXELS = 4096 * 4096
+MAX_GUIDANCE = 100.0
+OUTPUT_TYPES = ("pil", "np")
+
+
+def prompt_list(prompt: str | Sequence[str], max_images: int) -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
+    if not prompts or not all(isinstance(text, str) for text in prompts):
+        raise InputError("prompt must be a string or a non-empty list of strings", argument="prompt")
+    if len(prompts) > max_images:
+        raise InputError(f"prompt has {len(prompts)} prompts; at most {max_images} per call "
+                         "(max_images_per_call) are allowed", argument="prompt")
+    return prompts
+
+
+def whole_number(value: object, name: str, low: int, high: int, hint: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise InputError(f"{name} must be a whole number, got {value!r}", argument=name)
+    if not low <= int(value) <= high:
+        raise InputError(f"{name} must be between {low} and {high}{hint}, got {value}", argument=name)
+    return int(value)
+
+
+def real_number(value: object, name: str, low: float, high: float, low_open: bool = False, hint: str = "") -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise InputError(f"{name} must be a number, got {value!r}", argument=name)
+    number = float(value)
+    if not math.isfinite(number):
+        raise InputError(f"{name} must be a finite number, got {number}", argument=name)
+    if number < low or number > high or (low_open and number == low):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise InputError(f"{name} must be in {interval}{hint}, got {number:g}", argument=name)
+    return number
+
+
+def image_count(num_images_per_prompt: object, prompts: int, max_images: int) -> int:
+    per_prompt = whole_number(num_images_per_prompt, "num_images_per_prompt", 1, max_images)
+    if per_prompt * prompts > max_images:
+        raise InputError(f"{prompts} prompts x num_images_per_prompt={per_prompt} is {per_prompt * prompts} images; "
+                         f"at most {max_images} per call (max_images_per_call) are allowed",
+                         argument="num_images_per_prompt")
+    return per_prompt
+
+
+def image_side(value: object, name: str, multiple: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < multiple or value % multiple:
+        raise InputError(f"{name} must be a positive multiple of {multiple} for this model, got {value}", argument=name)
+    if value > MAX_SIDE:
+        raise InputError(f"{name} must be at most {MAX_SIDE}, got {value}", argument=name)
+    return int(value)
+
+
+def image_size(height: object, width: object, multiple: int) -> tuple[int, int]:
+    height, width = image_side(height, "height", multiple), image_side(width, "width", multiple)
+    if height * width > MAX_PIXELS:
+        raise InputError(f"height={height} x width={width} is more than {MAX_PIXELS // 2**20} megapixels; "
+                         "choose a smaller size", argument="height")
+    return height, width
+
+
+def guidance(value: object) -> float:
+    return real_number(value, "guidance_scale", 0.0, MAX_GUIDANCE, hint=" (8.0 is typical)")
+
+
+def strength(value: object) -> float:
+    return real_number(value, "strength", 0.0, 1.0, low_open=True)
+
+
+def output_type(value: object) -> str:
+    if value not in OUTPUT_TYPES:
+        raise InputError(f"output_type must be 'pil' or 'np', got {value!r}", argument="output_type")
+    return str(value)

@@ -1,0 +1,88 @@
+"""Inpainting: the same image as diffusers' StableDiffusionInpaintPipeline built from the LCM pipeline's
+components (4-channel UNet, LCMScheduler; FP32 IR at f32, torch's draws in diffusers' order)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+
+from images import box_mask, picture  # noqa: E402
+from lcm_runtime import LCMImg2ImgPipeline, LCMInpaintPipeline  # noqa: E402
+from lcm_runtime.errors import InputError  # noqa: E402
+from lcm_runtime.image import to_uint8  # noqa: E402
+from test_pipeline_parity import assert_same_image  # noqa: E402
+
+CASES = [
+    # (prompts, images per prompt, picture size, mask box, height, width, steps, strength, guidance)
+    (["a red door"], 1, (64, 64), (16, 16, 48, 40), None, None, 4, 1.0, 8.0),
+    (["a red door"], 1, (64, 64), (16, 16, 48, 40), None, None, 4, 0.5, 8.0),
+    (["a window"], 1, (80, 72), (0, 0, 30, 72), 64, 96, 4, 0.75, 6.0),  # touches the border; resized
+    (["a cat", "a dog"], 2, (64, 64), (30, 8, 64, 64), None, None, 2, 1.0, 8.5),
+    (["a boat"], 1, (64, 64), (8, 40, 56, 64), 64, 64, 1, 1.0, 2.0),
+]
+
+
+@pytest.fixture(scope="module")
+def reference_inpaint(tiny_pipeline_dir):
+    lcm = diffusers.LatentConsistencyModelPipeline.from_pretrained(tiny_pipeline_dir)
+    components = {name: component for name, component in lcm.components.items()
+                  if name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "safety_checker",
+                              "feature_extractor")}
+    pipe = diffusers.StableDiffusionInpaintPipeline(**components, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def inpaint(tiny_bundle_fp32):
+    return LCMInpaintPipeline.from_pretrained(tiny_bundle_fp32, precision="f32", cache_dir=False)
+
+
+@pytest.mark.parametrize("prompts,per_prompt,size,box,height,width,steps,strength,guidance", CASES)
+def test_same_image_as_diffusers(reference_inpaint, inpaint, torch_draws, prompts, per_prompt, size, box, height,
+                                 width, steps, strength, guidance):
+    source, mask = picture(*size, seed=11), box_mask(*size, box)
+    kwargs = dict(image=source, mask_image=mask, height=height, width=width, num_inference_steps=steps,
+                  strength=strength, guidance_scale=guidance, num_images_per_prompt=per_prompt, output_type="np")
+    expected = reference_inpaint(prompts, generator=torch.Generator().manual_seed(5), **kwargs).images
+    result = inpaint(prompts, generator=torch_draws(5), **kwargs)
+    assert result.images.shape == expected.shape
+    assert len(result.timings["unet"]) == min(int(steps * strength), steps)
+    assert_same_image(to_uint8(result.images), to_uint8(expected))
+    assert to_uint8(expected).std() > 5
+
+
+def test_outside_the_mask_stays_close_to_the_picture(inpaint, torch_draws):
+    """Not a parity check: the kept region is the picture's VAE reconstruction, the masked one is new."""
+    source, mask = picture(64, 64, seed=12), box_mask(64, 64, (16, 16, 48, 48))
+    out = inpaint("a door", image=source, mask_image=mask, num_inference_steps=4, output_type="np",
+                  generator=torch_draws(1)).images[0]
+    pasted = inpaint("a door", image=source, mask_image=mask, num_inference_steps=4, output_type="np",
+                     generator=torch_draws(1), paste_back=True).images[0]
+    original = np.asarray(source).astype(np.float32) / 255
+    repaint = np.asarray(mask) >= 128
+    assert np.abs(pasted - original)[~repaint].max() < 1 / 255 + 1e-6  # pasted back exactly (up to rounding)
+    np.testing.assert_array_equal(pasted[repaint], out[repaint])
+
+
+def test_bad_masks_and_strengths(inpaint):
+    source = picture(64, 64, seed=1)
+    with pytest.raises(InputError, match=r"strength=0.2 runs int\(4 x 0.2\) = 0") as error:
+        inpaint("a door", image=source, mask_image=box_mask(64, 64, (0, 0, 8, 8)), num_inference_steps=4,
+                strength=0.2)
+    assert error.value.argument == "strength"
+    with pytest.raises(InputError) as error:
+        inpaint("a door", image=source, mask_image="/nonexistent/mask.png")
+    assert error.value.argument == "mask_image"
+    with pytest.raises(InputError, match="2 masks for 3 pictures"):
+        inpaint(["a", "b", "c"], image=[source] * 3, mask_image=[box_mask(64, 64, (0, 0, 8, 8))] * 2)
+
+
+def test_all_three_tasks_share_one_set_of_models(tiny_bundle_fp32):
+    img2img = LCMImg2ImgPipeline.from_pretrained(tiny_bundle_fp32, precision="f32", cache_dir=False)
+    img2img("a door", image=picture(64, 64, seed=1), num_inference_steps=1)
+    seconds = img2img.models.compile_seconds
+    inpaint = LCMInpaintPipeline.from_pipe(img2img)
+    inpaint("a door", image=picture(64, 64, seed=1), mask_image=box_mask(64, 64, (0, 0, 8, 8)), num_inference_steps=1)
+    assert inpaint.models is img2img.models and inpaint.models.compile_seconds == seconds
