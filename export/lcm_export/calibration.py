@@ -101,10 +101,12 @@ def _prompt_column(columns: list[str], name: str) -> str:
 
 
 def capture_unet_inputs(bundle_root: Path, prompts: list[str], size: int) -> list[dict[str, np.ndarray]]:
-    """Run the exported text encoder + UNet with the runtime's scheduler; record every UNet call."""
-    import openvino as ov
-
+    """Run the exported text encoder + UNet through the runtime's own denoising loop (denoise.denoise,
+    f32, fixed seeds); record every UNet call's inputs through its hook."""
+    from lcm_runtime.denoise import denoise
     from lcm_runtime.guidance import guidance_scale_embedding
+    from lcm_runtime.models import TextEncoder, UNet
+    from lcm_runtime.openvino_runtime import ov
     from lcm_runtime.schedulers.scheduling_lcm import LCMScheduler, LCMSchedulerConfig
     from lcm_runtime.tokenizer import PromptTokenizer
 
@@ -120,30 +122,28 @@ def capture_unet_inputs(bundle_root: Path, prompts: list[str], size: int) -> lis
     scheduler = LCMScheduler(LCMSchedulerConfig.from_dict(read_json(root / "scheduler" / "scheduler_config.json")), tables)
     tokenizer = PromptTokenizer.from_file(root / "tokenizer" / "tokenizer.json", max_length)
     core = ov.Core()
-    text_encoder = core.compile_model(root / component_xml("text_encoder"), "CPU", F32)
-    unet = core.compile_model(root / component_xml("unet"), "CPU", F32)
-    timestep_cond = guidance_scale_embedding(
-        np.array([CALIBRATION_GUIDANCE_SCALE - 1.0], dtype=np.float32), int(unet_config["time_cond_proj_dim"])
-    )
+    text_encoder = TextEncoder(core, root / component_xml("text_encoder"), {"input_ids": [1, max_length]}, "CPU", F32)
+    cond_dim = int(unet_config["time_cond_proj_dim"])
+    unet = UNet(core, root / component_xml("unet"), {
+        "sample": [1, latent_channels, latent_side, latent_side], "timestep": [1],
+        "encoder_hidden_states": [1, max_length, -1], "timestep_cond": [1, cond_dim]}, "CPU", F32)
+    timestep_cond = guidance_scale_embedding(np.array([CALIBRATION_GUIDANCE_SCALE - 1.0], dtype=np.float32), cond_dim)
 
     samples: list[dict[str, np.ndarray]] = []
     for index, prompt in enumerate(prompts):
         if len(samples) >= size:
             break
         rng = np.random.default_rng(CALIBRATION_SEED + index)
-        embeddings = text_encoder({"input_ids": tokenizer([prompt])})[0]
+        embeddings = text_encoder(tokenizer([prompt]))
+        unet.bind_conditioning(embeddings, timestep_cond)
+
+        def record(sample: np.ndarray, timestep: int, embeddings: np.ndarray = embeddings) -> None:
+            samples.append({"sample": sample.copy(), "timestep": np.array([timestep], dtype=np.int64),
+                            "encoder_hidden_states": embeddings.copy(), "timestep_cond": timestep_cond.copy()})
+
         latents = rng.standard_normal((1, latent_channels, latent_side, latent_side), dtype=np.float32)
         scheduler.set_timesteps(CALIBRATION_STEPS)
-        for timestep in scheduler.timesteps:
-            inputs = {
-                "sample": latents,
-                "timestep": np.array([timestep], dtype=np.int64),
-                "encoder_hidden_states": embeddings,
-                "timestep_cond": timestep_cond,
-            }
-            samples.append({name: np.array(value, copy=True) for name, value in inputs.items()})
-            noise_prediction = unet(inputs)[0]
-            latents, _denoised = scheduler.step(noise_prediction, int(timestep), latents, rng)
+        denoise(unet, scheduler, latents, rng, on_unet_input=record)
     return samples[:size]
 
 
