@@ -2,12 +2,14 @@
 
     python -m benchmarks                 # the full run (real-size model; ~35 min on 2 CPUs)
     python -m benchmarks --quick         # tiny model, current environment only; checks the harness
-    python -m benchmarks report RESULTS  # regenerate the page from a stored results file
+    python -m benchmarks report [RESULTS]  # regenerate the page, its plots and the README's benchmark
+                                           # block from a results file (default: the latest); measures nothing
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,10 +60,28 @@ def render_report(benchmark: Benchmark, settings: Settings, results_file: Path) 
                    cwd=REPO_ROOT, check=True)
 
 
+def report_only(args: list[str]) -> None:
+    """`python -m benchmarks report ...`: benchmarks.report in an environment with matplotlib (the
+    harness's, built once, like a full run does), so that the plots are drawn too."""
+    try:
+        import matplotlib  # noqa: F401
+
+        report.main(args)
+        return
+    except ImportError:
+        pass
+    from .venvs import ENVIRONMENTS, ensure_environment
+
+    python = ensure_environment(ENVIRONMENTS["harness"], Settings.work_dir / "venvs")
+    # From the caller's folder, so that relative paths mean what they meant; benchmarks/ from the repository.
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    subprocess.run([str(python), "-m", "benchmarks.report", *args], env=env, check=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["report"]:
-        report.main(args[1:])
+        report_only(args[1:])
         return
     settings = parse_settings(args)
     log = Log()
