@@ -48,12 +48,14 @@ class CompiledModels:
         # Batch 1 whatever the request: one pass per prompt.
         return self._get("text_encoder", TextEncoder, "text_encoder", {"input_ids": [1, self.folder.facts.text_max_length]})
 
-    def unet(self, batch: int, latent_h: int, latent_w: int) -> UNet:
+    def unet(self, batch: int, latent_h: int, latent_w: int, sequence_length: int | None = None) -> UNet:
+        """``sequence_length``: of the text embeddings, 77 (the default) or 77 x chunks for long prompts;
+        a new length compiles the UNet again, once, and the old one is freed."""
         facts = self.folder.facts
         return self._get("unet", UNet, "unet", {
             "sample": [batch, facts.latent_channels, latent_h, latent_w],
             "timestep": [1],
-            "encoder_hidden_states": [batch, facts.text_max_length, -1],
+            "encoder_hidden_states": [batch, sequence_length or facts.text_max_length, -1],
             "timestep_cond": [batch, facts.time_cond_proj_dim],
         })
 
@@ -70,6 +72,10 @@ class CompiledModels:
 
     def safety_checker(self, clip_input_shape: list[int]) -> SafetyCheckerModel:
         return self._get("safety_checker", SafetyCheckerModel, "safety_checker", {"clip_input": clip_input_shape})
+
+    def component_of(self, name: str) -> str:
+        """The bundle folder a model name is compiled from (the decoder may be the tiny VAE's)."""
+        return self.vae_component if name == "vae_decoder" else name
 
     def in_memory(self) -> list[str]:
         """The models compiled and held right now."""

@@ -30,6 +30,7 @@ from .memory import check_fits
 from .models import check_device, compile_config, resolve_cache_dir
 from .noise import NoiseSource, draw_normal
 from .openvino_runtime import ov
+from .prompt_weighting import encode_prompts
 from .release import resolve_release
 from .safety_checker import SafetyConcepts, black_out, clip_input_shape, clip_preprocess, load_preprocessor_config, nsfw_flags
 from .schedulers.scheduling_lcm import LCMScheduler, LCMSchedulerConfig
@@ -65,7 +66,19 @@ class SharedParts:
     models: CompiledModels
     tokenizer: PromptTokenizer
     vae: str
+    execution_default: str  # the precision the models will run at: "auto" resolved for the device
     safety: SafetyParts | None = None  # the bundle's safety checker, if it has one
+
+
+def execution_precision_of(core: Any, device: str, precision: str) -> str:
+    """What "auto" means on this device (bf16 on CPUs with AMX or avx512_bf16); f32 when unknown,
+    which makes the memory estimate err on the large side."""
+    if precision != "auto":
+        return precision
+    try:
+        return str(core.get_property(device, "INFERENCE_PRECISION_HINT").get_type_name())
+    except Exception:  # virtual devices (AUTO, HETERO) have no such property
+        return "f32"
 
 
 class Run:
@@ -109,7 +122,9 @@ class LCMPipelineBase:
                                 release_after_use=resolve_release(release_after_use, vae))
         tokenizer = PromptTokenizer.from_file(folder.tokenizer_file, folder.facts.text_max_length)
         self._adopt(SharedParts(folder=folder, core=core, device=device, precision=precision, cache_dir=resolved_cache,
-                                models=models, tokenizer=tokenizer, vae=vae, safety=self._load_safety(folder)),
+                                models=models, tokenizer=tokenizer, vae=vae,
+                                execution_default=execution_precision_of(core, device, precision),
+                                safety=self._load_safety(folder)),
                     safety_checker, max_images_per_call)
 
     def _adopt(self, parts: SharedParts, safety_checker: bool, max_images_per_call: int) -> None:
@@ -117,6 +132,7 @@ class LCMPipelineBase:
         self.folder, self.facts, self.models = parts.folder, parts.folder.facts, parts.models
         self.core, self.device, self.precision, self.cache_dir = parts.core, parts.device, parts.precision, parts.cache_dir
         self.tokenizer, self.vae = parts.tokenizer, parts.vae
+        self.execution_default = parts.execution_default
         self.vae_scaling_factor = decoder_scaling_factor(self.folder, self.vae)
         self.safety_checker = bool(safety_checker) and parts.safety is not None
         self.max_images_per_call = validation.whole_number(max_images_per_call, "max_images_per_call", 1, 1024)
@@ -171,8 +187,9 @@ class LCMPipelineBase:
     # --- argument checks shared by the tasks -------------------------------------------------------
 
     def check_request(self, prompt: str | Sequence[str], num_images_per_prompt: int, guidance_scale: float | None,
-                      output_type: str) -> tuple[list[str], int, float]:
+                      output_type: str, prompt_syntax: str = "diffusers") -> tuple[list[str], int, float]:
         """The prompts, images per prompt and guidance scale (the bundle's default when None)."""
+        validation.prompt_syntax(prompt_syntax)
         prompts = validation.prompt_list(prompt, self.max_images_per_call)
         per_prompt = validation.image_count(num_images_per_prompt, len(prompts), self.max_images_per_call)
         guidance = validation.guidance(self.facts.default_guidance_scale if guidance_scale is None else guidance_scale)
@@ -183,7 +200,12 @@ class LCMPipelineBase:
         height = self.facts.default_image_size if height is None else height
         width = self.facts.default_image_size if width is None else width
         height, width = validation.image_size(height, width, self.folder.size_multiple)
-        check_fits(self.folder, self.vae, batch, height, width, encode=encode)
+        needed = ["text_encoder", "unet", self.models.vae_component] + (["vae_encoder"] if encode else [])
+        if self.safety_checker:
+            needed.append("safety_checker")
+        loaded = {self.models.component_of(name) for name in self.models.in_memory()}
+        check_fits(self.folder, self.vae, batch, height, width, self.execution_default,
+                   [component for component in needed if component not in loaded], encode=encode)
         return height, width
 
     def default_steps(self, num_inference_steps: int | None, timesteps: Sequence[int] | None) -> int | None:
@@ -197,12 +219,18 @@ class LCMPipelineBase:
 
     # --- the stages --------------------------------------------------------------------------------
 
-    def encode_prompt(self, prompts: list[str], per_prompt: int, run: Run) -> np.ndarray:
-        """Prompt -> tokens -> embeddings: one text-encoder pass per prompt, repeated per image."""
+    def encode_prompt(self, prompts: list[str], per_prompt: int, run: Run,
+                      prompt_syntax: str = "diffusers") -> np.ndarray:
+        """Prompt -> tokens -> embeddings: one text-encoder pass per prompt, repeated per image. With
+        ``prompt_syntax="a1111"``, one pass per 77-token chunk, weighted (prompt_weighting.py): the
+        embeddings are 77 x chunks long, every prompt padded to the longest's chunk count."""
         text_encoder = self.models.text_encoder()
         with run.timed("text_encoder"):
-            token_ids = self.tokenizer(prompts)
-            embeddings = np.concatenate([text_encoder(ids[None]) for ids in token_ids])
+            if prompt_syntax == "a1111":
+                embeddings = encode_prompts(prompts, self.tokenizer, text_encoder)
+            else:
+                token_ids = self.tokenizer(prompts)
+                embeddings = np.concatenate([text_encoder(ids[None]) for ids in token_ids])
             embeddings = np.repeat(embeddings, per_prompt, axis=0)
         del text_encoder
         self.models.release("text_encoder")
@@ -229,7 +257,7 @@ class LCMPipelineBase:
         batch, _, latent_h, latent_w = latents.shape
         guidance = np.full(batch, guidance_scale + self.facts.guidance_offset, dtype=np.float32)
         timestep_cond = guidance_scale_embedding(guidance, self.facts.time_cond_proj_dim)
-        unet = self.models.unet(batch, latent_h, latent_w)
+        unet = self.models.unet(batch, latent_h, latent_w, embeddings.shape[1])
         unet.bind_conditioning(embeddings, timestep_cond)
         result = denoise(unet, self.scheduler, latents, noise, callback=callback, after_step=after_step)
         run.timings["unet"] = result.step_seconds
@@ -241,7 +269,8 @@ class LCMPipelineBase:
         """Latents -> pictures in [-1, 1], one at a time to bound peak memory; tiled when large."""
         _, _, latent_h, latent_w = latents.shape
         scale = self.facts.vae_scale_factor
-        tile = choose_vae_tile(self.folder, self.vae, latent_h * scale, latent_w * scale, tiled_vae)
+        tile = choose_vae_tile(self.folder, self.vae, latent_h * scale, latent_w * scale, tiled_vae,
+                               self.execution_default)
         decoder = self.models.vae_decoder(*((latent_h, latent_w) if tile is None
                                             else (min(tile, latent_h), min(tile, latent_w))))
         with run.timed("vae_decode"):

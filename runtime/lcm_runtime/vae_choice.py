@@ -37,13 +37,14 @@ def decoder_scaling_factor(folder: ModelFolder, vae: str) -> float:
     return float((folder.tiny_vae_config or {}).get("scaling_factor", 1.0))
 
 
-def choose_vae_tile(folder: ModelFolder, vae: str, height: int, width: int, tiled_vae: bool | None) -> int | None:
+def choose_vae_tile(folder: ModelFolder, vae: str, height: int, width: int, tiled_vae: bool | None,
+                    execution_precision: str = "f32") -> int | None:
     """The latent tile side for the decode, or None to decode whole (diffusers' way). None for
     ``tiled_vae`` tiles only when the whole decode would not fit in free memory."""
     tile = folder.facts.sample_size
     latent_side = max(height, width) // folder.facts.vae_scale_factor
     if tiled_vae is False or latent_side <= tile:
         return None
-    if tiled_vae is None and whole_decode_fits(folder, vae, height, width):
+    if tiled_vae is None and whole_decode_fits(folder, vae, height, width, execution_precision):
         return None
     return tile
