@@ -34,6 +34,7 @@ OPTION_FOR_ARGUMENT = {
     "prompt": "PROMPT", "num_inference_steps": "--steps", "guidance_scale": "--guidance", "height": "--height",
     "width": "--width", "num_images_per_prompt": "--num-images", "generator": "--seed", "strength": "--strength",
     "image": "--image", "mask_image": "--mask", "vae": "--vae", "precision": "--precision", "device": "--device",
+    "prompt_syntax": "--plain-prompt",
 }
 
 
@@ -68,6 +69,7 @@ def generate(
     tiled_vae: Optional[bool] = typer.Option(None, "--tiled-vae/--no-tiled-vae", help="Decode in tiles of the native size to bound memory [default: only when the whole image would not fit]"),
     low_memory: bool = typer.Option(False, "--low-memory", help="Free the UNet before the VAE decode also with the tiny VAE (with the full VAE lcm-run always does)"),
     no_safety_checker: bool = typer.Option(False, "--no-safety-checker", help="Do not run the bundle's safety checker (it blacks out flagged images)"),
+    plain_prompt: bool = typer.Option(False, "--plain-prompt", help="Read PROMPT as diffusers does: cut at 77 tokens, brackets are text [default: A1111's syntax: (word:1.2) weights, [word], BREAK, up to 2400 tokens]"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use or fill the compiled-model cache"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files instead of picking a new name"),
 ) -> None:
@@ -82,7 +84,7 @@ def _generate(prompt: str, model: Optional[str], steps: Optional[int], guidance:
               height: Optional[int], width: Optional[int], num_images: int, image: Optional[Path],
               strength: Optional[float], mask: Optional[Path], output: Optional[Path], device: str, precision: str,
               vae: Optional[str], fast: bool, tiled_vae: Optional[bool], low_memory: bool, no_safety_checker: bool,
-              no_cache: bool, overwrite: bool) -> None:
+              plain_prompt: bool, no_cache: bool, overwrite: bool) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -125,8 +127,9 @@ def _generate(prompt: str, model: Optional[str], steps: Optional[int], guidance:
                                 safety_checker=not no_safety_checker)
     opened = time.perf_counter() - started
     steps_total = steps or pipe.facts.default_steps
+    # A1111's syntax by default: what users of a prompt box expect; the API keeps diffusers' reading.
     common = dict(num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=num_images,
-                  generator=seed, tiled_vae=tiled_vae)
+                  generator=seed, tiled_vae=tiled_vae, prompt_syntax="diffusers" if plain_prompt else "a1111")
     if task is LCMPipeline:
         arguments = dict(common, height=height, width=width)
     elif task is LCMImg2ImgPipeline:

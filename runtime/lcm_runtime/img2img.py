@@ -45,11 +45,15 @@ class LCMImg2ImgPipeline(LCMPipelineBase):
         timesteps: Sequence[int] | None = None,
         callback: StepCallback | None = None,
         tiled_vae: bool | None = None,
+        prompt_syntax: str = "diffusers",
     ) -> LCMPipelineOutput:
         """Turn ``image`` (PIL, uint8 or float [0, 1] NHWC array, a path, or a list of them) into a
-        picture of ``prompt``. The size is the first picture's, floored to the model's multiple."""
+        picture of ``prompt``. The size is the first picture's, floored to the model's multiple.
+        ``prompt_syntax="a1111"`` reads the prompt as AUTOMATIC1111 does: ``(word:1.3)``, ``(word)``,
+        ``[word]`` weights, ``BREAK``, and no 77-token limit (chunks of 75 tokens); the default
+        ``"diffusers"`` truncates at 77 tokens and reads brackets as text, as diffusers."""
         prompts, per_prompt, guidance_scale = self.check_request(prompt, num_images_per_prompt, guidance_scale,
-                                                                 output_type)
+                                                                 output_type, prompt_syntax)
         batch = len(prompts) * per_prompt
         strength = validation.strength(strength)
         height, width = self.check_size(*default_size(image, self.folder.size_multiple), batch, encode=True)
@@ -59,7 +63,7 @@ class LCMImg2ImgPipeline(LCMPipelineBase):
         noise = as_noise_source(generator)
         run = Run(self.models)
 
-        embeddings = self.encode_prompt(prompts, per_prompt, run)
+        embeddings = self.encode_prompt(prompts, per_prompt, run, prompt_syntax)
         image_latents = repeat_to_batch(self.encode_images(pixels, noise, run), batch, "image")
         latents = self.scheduler.add_noise(image_latents, draw_normal(noise, image_latents.shape),
                                            int(self.scheduler.timesteps[0]))

@@ -52,15 +52,19 @@ class LCMInpaintPipeline(LCMPipelineBase):
         callback: StepCallback | None = None,
         tiled_vae: bool | None = None,
         paste_back: bool = False,
+        prompt_syntax: str = "diffusers",
     ) -> LCMPipelineOutput:
         """Repaint ``image`` where ``mask_image`` is white (>= 0.5 after resizing to height x width,
         the model's native size by default, as diffusers). ``paste_back`` copies the original pixels
-        back outside the mask (diffusers' apply_overlay, without its crop); off by default."""
+        back outside the mask (diffusers' apply_overlay, without its crop); off by default.
+        ``prompt_syntax="a1111"`` reads the prompt as AUTOMATIC1111 does: ``(word:1.3)``, ``(word)``,
+        ``[word]`` weights, ``BREAK``, and no 77-token limit (chunks of 75 tokens); the default
+        ``"diffusers"`` truncates at 77 tokens and reads brackets as text, as diffusers."""
         if self.facts.latent_channels != 4:
             raise BundleError(f"{self.folder.root} has a {self.facts.latent_channels}-channel UNet; inpainting "
                               "runs 4-channel LCM UNets")
         prompts, per_prompt, guidance_scale = self.check_request(prompt, num_images_per_prompt, guidance_scale,
-                                                                 output_type)
+                                                                 output_type, prompt_syntax)
         batch = len(prompts) * per_prompt
         strength = validation.strength(strength)
         height, width = self.check_size(height, width, batch, encode=True)
@@ -77,7 +81,7 @@ class LCMInpaintPipeline(LCMPipelineBase):
         noise = as_noise_source(generator)
         run = Run(self.models)
 
-        embeddings = self.encode_prompt(prompts, per_prompt, run)
+        embeddings = self.encode_prompt(prompts, per_prompt, run, prompt_syntax)
         image_latents = repeat_to_batch(self.encode_images(pixels, noise, run), batch, "image")
         initial_noise = draw_normal(noise, image_latents.shape)
         latents = initial_noise if strength == 1.0 else self.scheduler.add_noise(image_latents, initial_noise,

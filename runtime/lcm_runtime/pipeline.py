@@ -32,14 +32,18 @@ class LCMPipeline(LCMPipelineBase):
         timesteps: Sequence[int] | None = None,
         callback: StepCallback | None = None,
         tiled_vae: bool | None = None,
+        prompt_syntax: str = "diffusers",
     ) -> LCMPipelineOutput:
         """Generate images, as diffusers' LatentConsistencyModelPipeline.__call__.
 
         ``tiled_vae``: decode in overlapping tiles of the model's native size to bound memory;
         None tiles only when an untiled decode would not fit in the free memory.
+        ``prompt_syntax="a1111"`` reads the prompt as AUTOMATIC1111 does: ``(word:1.3)``, ``(word)``,
+        ``[word]`` weights, ``BREAK``, and no 77-token limit (chunks of 75 tokens); the default
+        ``"diffusers"`` truncates at 77 tokens and reads brackets as text, as diffusers.
         """
         prompts, per_prompt, guidance_scale = self.check_request(prompt, num_images_per_prompt, guidance_scale,
-                                                                 output_type)
+                                                                 output_type, prompt_syntax)
         batch = len(prompts) * per_prompt
         height, width = self.check_size(height, width, batch)
         self.scheduler.set_timesteps(self.default_steps(num_inference_steps, timesteps), original_inference_steps,
@@ -47,7 +51,7 @@ class LCMPipeline(LCMPipelineBase):
         noise = as_noise_source(generator)
         run = Run(self.models)
 
-        embeddings = self.encode_prompt(prompts, per_prompt, run)
+        embeddings = self.encode_prompt(prompts, per_prompt, run, prompt_syntax)
         latents = draw_normal(noise, self.latent_shape(batch, height, width))
         result = self.denoise(latents, embeddings, guidance_scale, noise, callback, run)
         decoded = self.decode(result.denoised, tiled_vae, run)

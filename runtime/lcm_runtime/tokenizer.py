@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ class PromptTokenizer:
         if tokenizer.padding is None or tokenizer.padding.get("length") != max_length:
             pad_token = self._pad_token()
             tokenizer.enable_padding(length=max_length, pad_id=tokenizer.token_to_id(pad_token), pad_token=pad_token)
+        self._settings_lock = threading.Lock()  # fragment_ids lifts truncation and padding for a moment
 
     @classmethod
     def from_file(cls, path: Path, max_length: int) -> "PromptTokenizer":
@@ -53,9 +55,41 @@ class PromptTokenizer:
             return padding["pad_token"]
         return "<|endoftext|>" if self._tokenizer.token_to_id("<|endoftext|>") is not None else "[PAD]"
 
+    @property
+    def pad_id(self) -> int:
+        return int(self._tokenizer.padding["pad_id"])
+
+    @contextmanager
+    def _unpadded(self) -> Iterator[Tokenizer]:
+        """The tokenizer with truncation and padding lifted meanwhile, then restored as they were (a
+        copy would cost 0.1 s of JSON parsing per process)."""
+        with self._settings_lock:
+            truncation, padding = self._tokenizer.truncation, self._tokenizer.padding
+            self._tokenizer.no_truncation()
+            self._tokenizer.no_padding()
+            try:
+                yield self._tokenizer
+            finally:
+                self._tokenizer.enable_truncation(**truncation)
+                self._tokenizer.enable_padding(**padding)
+
+    def fragment_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's ids without start/end tokens, untruncated: A1111 tokenises each weighted fragment alone."""
+        with self._unpadded() as tokenizer:
+            return [encoding.ids for encoding in tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def wrapping_ids(self) -> list[int]:
+        """The ids the tokenizer puts around an empty prompt, unpadded: [start, end] for CLIP."""
+        with self._unpadded() as tokenizer:
+            return tokenizer.encode("", add_special_tokens=True).ids
+
+    def token_id(self, token: str) -> int | None:
+        return self._tokenizer.token_to_id(token)
+
     def __call__(self, prompts: list[str]) -> np.ndarray:
         """int64 ids of shape [len(prompts), max_length]; warns with the dropped words of long prompts."""
-        encodings = self._tokenizer.encode_batch(prompts)
+        with self._settings_lock:
+            encodings = self._tokenizer.encode_batch(prompts)
         for prompt, encoding in zip(prompts, encodings):
             if encoding.overflowing:
                 dropped = " ".join(

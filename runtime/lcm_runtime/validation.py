@@ -18,6 +18,8 @@ MAX_SIDE = 8192  # pixels; far beyond what the models were trained for, and a bo
 MAX_PIXELS = 4096 * 4096
 MAX_GUIDANCE = 100.0
 OUTPUT_TYPES = ("pil", "np")
+# "diffusers": truncated at 77 tokens, brackets are text; "a1111": (word:1.2) weights, BREAK, any length.
+PROMPT_SYNTAXES = ("diffusers", "a1111")
 
 
 def prompt_list(prompt: str | Sequence[str], max_images: int) -> list[str]:
@@ -87,3 +89,10 @@ def output_type(value: object) -> str:
     if value not in OUTPUT_TYPES:
         raise InputError(f"output_type must be 'pil' or 'np', got {value!r}", argument="output_type")
     return str(value)
+
+
+def prompt_syntax(value: object) -> str:
+    if not isinstance(value, str) or value not in PROMPT_SYNTAXES:
+        raise InputError(f"prompt_syntax must be 'diffusers' (truncate at 77 tokens, brackets are text) or 'a1111' "
+                         f"((word:1.2) weights, BREAK, long prompts), got {value!r}", argument="prompt_syntax")
+    return value

@@ -50,6 +50,20 @@ def test_fast_is_the_int8_unet_with_the_tiny_vae(fast_bundle):
     assert np.abs(image - full("a red cube", **arguments).images).max() > 0.05  # the full VAE was not used
 
 
+def test_long_a1111_prompts_run_on_the_int8_token_downsampled_unet(fast_bundle):
+    """The INT8 UNet with token downsampling takes 77 x chunks text tokens (its sequence axis reshapes)."""
+    from lcm_runtime.tokenizer import PromptTruncatedWarning
+
+    fast = LCMPipeline.from_pretrained(fast_bundle, cache_dir=False, fast=True)
+    head = " ".join(["cat"] * 75)  # one token a word
+    arguments = dict(num_inference_steps=2, height=64, width=64, output_type="np", generator=3)
+    with pytest.warns(PromptTruncatedWarning):
+        plain = fast(head + " dog" * 75, **arguments).images
+    weighted = fast(head + " (dog:1.3)" * 75, prompt_syntax="a1111", **arguments).images
+    assert fast.models._loaded["unet"][1]["encoder_hidden_states"] == [1, 154, -1]
+    assert np.isfinite(weighted).all() and np.abs(weighted - plain).max() > 1e-3
+
+
 def test_one_call_keeps_the_unet_before_a_tiny_vae_decode_unless_low_memory(fast_bundle, tmp_path):
     one_call = LCMPipeline.from_pretrained(fast_bundle, cache_dir=False, fast=True, release_after_use="one-call")
     one_call("a red cube", num_inference_steps=1, height=64, width=64, output_type="np", generator=3)
