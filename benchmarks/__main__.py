@@ -1,9 +1,9 @@
 """`python -m benchmarks`: measure everything and regenerate docs/benchmarks.md.
 
-    python -m benchmarks                 # the full run (real-size model; ~35 min on 2 CPUs)
-    python -m benchmarks --quick         # tiny model, current environment only; checks the harness
-    python -m benchmarks report [RESULTS]  # regenerate the page, its plots and the README's benchmark
-                                           # block from a results file (default: the latest); measures nothing
+python -m benchmarks                 # the full run (real-size model; ~35 min on 2 CPUs)
+python -m benchmarks --quick         # tiny model, current environment only; checks the harness
+python -m benchmarks report [RESULTS]  # regenerate the page, its plots and the README's benchmark
+                                       # block from a results file (default: the latest); measures nothing
 """
 
 from __future__ import annotations
@@ -22,32 +22,65 @@ QUICK_SIZE = 256  # the tiny model at 512 spends most of the quick run in torch'
 
 
 def parse_settings(argv: list[str]) -> Settings:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny random model, systems installed here, no new environments")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny random model, systems installed here, no new environments"
+    )
     parser.add_argument("--source", help="real weights: a hub id (needs internet) or a local diffusers folder")
     parser.add_argument("--only", default="", help=f"comma-separated measurements: {', '.join(BY_KEY)}")
-    parser.add_argument("--runs", type=int, default=3, help="warm runs per system after the warm-up (default 3; measurements "
-                                                              "with their own smaller count in systems.py run that)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="warm runs per system after the warm-up (default 3; measurements "
+        "with their own smaller count in systems.py run that)",
+    )
     parser.add_argument("--no-int8", action="store_true", help="skip the --quantize-unet int8 export and its run")
-    parser.add_argument("--prepare-only", action="store_true",
-                        help="build the environments, the model and its bundles, then stop (no measurement)")
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="build the environments, the model and its bundles, then stop (no measurement)",
+    )
     parser.add_argument("--rebuild", action="store_true", help="rebuild the model folder and re-export the bundles")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per process (default 900)")
-    parser.add_argument("--budget-minutes", type=float, default=Settings.budget_minutes,
-                        help="skip measurements not started within this many minutes of the start, so that the "
-                             "whole run stays under 40 minutes (default %(default)s)")
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=Settings.budget_minutes,
+        help="skip measurements not started within this many minutes of the start, so that the "
+        "whole run stays under 40 minutes (default %(default)s)",
+    )
     parser.add_argument("--work-dir", type=Path, default=Settings.work_dir, help="scratch (venvs, model, logs)")
     parser.add_argument("--results-dir", type=Path, default=Settings.results_dir)
-    parser.add_argument("--docs", type=Path, default=None,
-                        help="page to write [default: docs/benchmarks.md; with --quick, WORK_DIR/quick/benchmarks.md]")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        help="page to write [default: docs/benchmarks.md; with --quick, WORK_DIR/quick/benchmarks.md]",
+    )
     parser.add_argument("--machine", help="name for results/<machine>-<UTC time>.json [default: from the CPU]")
     args = parser.parse_args(argv)
     docs = args.docs or (args.work_dir / "quick" / "benchmarks.md" if args.quick else Settings.docs_path)
     size = QUICK_SIZE if args.quick else Settings.height
-    return Settings(quick=args.quick, height=size, width=size, source=args.source, work_dir=args.work_dir, results_dir=args.results_dir,
-                    docs_path=docs, only=[key for key in args.only.split(",") if key], runs=args.runs,
-                    timeout=args.timeout, budget_minutes=args.budget_minutes, rebuild=args.rebuild, prepare_only=args.prepare_only, int8=not args.no_int8, machine=args.machine)
+    return Settings(
+        quick=args.quick,
+        height=size,
+        width=size,
+        source=args.source,
+        work_dir=args.work_dir,
+        results_dir=args.results_dir,
+        docs_path=docs,
+        only=[key for key in args.only.split(",") if key],
+        runs=args.runs,
+        timeout=args.timeout,
+        budget_minutes=args.budget_minutes,
+        rebuild=args.rebuild,
+        prepare_only=args.prepare_only,
+        int8=not args.no_int8,
+        machine=args.machine,
+    )
 
 
 def render_report(benchmark: Benchmark, settings: Settings, results_file: Path) -> None:
@@ -56,8 +89,11 @@ def render_report(benchmark: Benchmark, settings: Settings, results_file: Path) 
         return
     # matplotlib lives in the harness environment, not in the project's.
     python = benchmark.python_for("harness")
-    subprocess.run([python, "-m", "benchmarks.report", str(results_file), "--docs", str(settings.docs_path)],
-                   cwd=REPO_ROOT, check=True)
+    subprocess.run(
+        [python, "-m", "benchmarks.report", str(results_file), "--docs", str(settings.docs_path)],
+        cwd=REPO_ROOT,
+        check=True,
+    )
 
 
 def report_only(args: list[str]) -> None:

@@ -30,8 +30,11 @@ def image_deviation(image: Path, reference: Path) -> dict[str, float] | None:
         expected = np.asarray(second.convert("RGB"), dtype=np.float64)
     difference = np.abs(pixels - expected)
     mse = float(np.mean(difference**2))
-    return {"max": float(difference.max()), "mean": float(difference.mean()),
-            "psnr_db": math.inf if mse == 0 else 10 * math.log10(LEVELS**2 / mse)}
+    return {
+        "max": float(difference.max()),
+        "mean": float(difference.mean()),
+        "psnr_db": math.inf if mse == 0 else 10 * math.log10(LEVELS**2 / mse),
+    }
 
 
 def attach_deviations(runs: list[dict[str, Any]], runs_dir: Path, reference_key: str) -> None:

@@ -32,13 +32,18 @@ def downsampling_factors() -> tuple[int, ...]:
 
 def count_keys() -> set[str]:
     """What count_flops returns: a stored count lacking any of these is counted again."""
-    return {"text_encoder", "unet_step", "vae_decode",
-            *(f"unet_step_token_downsampling_{factor}" for factor in downsampling_factors())}
+    return {
+        "text_encoder",
+        "unet_step",
+        "vae_decode",
+        *(f"unet_step_token_downsampling_{factor}" for factor in downsampling_factors()),
+    }
 
 
 def count_flops(configs: dict[str, dict[str, Any]], height: int, width: int, batch: int = 1) -> dict[str, int]:
     import torch
     from diffusers.models.attention_processor import AttnProcessor
+
     from lcm_export.convert import unet_rewrites
 
     from .model import build_modules
@@ -62,8 +67,12 @@ def count_flops(configs: dict[str, dict[str, Any]], height: int, width: int, bat
         counts["unet_step"] = _count(lambda: unet(sample, timestep, hidden, timestep_cond=cond))
         for factor in downsampling_factors():
             with unet_rewrites(unet, token_downsampling=factor):
-                counts[f"unet_step_token_downsampling_{factor}"] = _count(lambda: unet(sample, timestep, hidden, timestep_cond=cond))
-        counts["vae_decode"] = _count(lambda: vae.decode(torch.zeros(batch, configs["vae"]["latent_channels"], *latent[2:])))
+                counts[f"unet_step_token_downsampling_{factor}"] = _count(
+                    lambda: unet(sample, timestep, hidden, timestep_cond=cond)
+                )
+        counts["vae_decode"] = _count(
+            lambda: vae.decode(torch.zeros(batch, configs["vae"]["latent_channels"], *latent[2:]))
+        )
     return counts
 
 
@@ -94,7 +103,9 @@ def store_flops(digest: str, height: int, width: int, counts: dict[str, int], st
 
 def configs_from_folder(folder: Path) -> dict[str, dict[str, Any]]:
     """The component configs of a saved diffusers pipeline folder."""
-    return {name: json.loads((Path(folder) / name / "config.json").read_text()) for name in ("unet", "vae", "text_encoder")}
+    return {
+        name: json.loads((Path(folder) / name / "config.json").read_text()) for name in ("unet", "vae", "text_encoder")
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,16 +59,29 @@ def machine_busy_seconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def run_measured(command: list[str], log: Path, timeout: float, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, first_png: Path | None = None) -> ProcessResult:
+def run_measured(
+    command: list[str],
+    log: Path,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    first_png: Path | None = None,
+) -> ProcessResult:
     log.parent.mkdir(parents=True, exist_ok=True)
     timed_out = threading.Event()
     with open(log, "w", encoding="utf-8") as log_file:
         busy_before = machine_busy_seconds()
         spawned_epoch = time.time()
         started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, cwd=cwd, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
 
         def kill() -> None:
             timed_out.set()
@@ -99,6 +112,9 @@ def run_measured(command: list[str], log: Path, timeout: float, env: dict[str, s
         first_png_seconds=first_png_seconds,
         cpu_seconds=usage.ru_utime + usage.ru_stime,
         # Whatever the machine did besides our child (the parent's polling is negligible).
-        other_cpu_seconds=(max(busy_after - busy_before - usage.ru_utime - usage.ru_stime, 0.0)
-                           if busy_before is not None and busy_after is not None else None),
+        other_cpu_seconds=(
+            max(busy_after - busy_before - usage.ru_utime - usage.ru_stime, 0.0)
+            if busy_before is not None and busy_after is not None
+            else None
+        ),
     )

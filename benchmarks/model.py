@@ -37,7 +37,9 @@ def configs_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def build_modules(configs: dict[str, dict[str, Any]], seed: int, device: "str | torch.device" = "cpu") -> dict[str, "torch.nn.Module"]:
+def build_modules(
+    configs: dict[str, dict[str, Any]], seed: int, device: str | torch.device = "cpu"
+) -> dict[str, torch.nn.Module]:
     """UNet, VAE and text encoder from the configs; each is seeded on its own so one config
     change does not reshuffle the other modules' weights. device="meta" builds shapes only."""
     import torch
@@ -60,14 +62,20 @@ def build_modules(configs: dict[str, dict[str, Any]], seed: int, device: "str | 
     return modules
 
 
-def build_pipeline(seed: int = 0) -> "LatentConsistencyModelPipeline":
+def build_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
     from diffusers import LCMScheduler
+
     from lcm_export.source import assemble_pipeline
     from lcm_export.tiny import DREAMSHAPER_SCHEDULER_CONFIG, build_clip_tokenizer
 
     modules = build_modules(load_configs(), seed)
-    return assemble_pipeline(modules["unet"], modules["vae"], modules["text_encoder"], build_clip_tokenizer(),
-                             LCMScheduler(**DREAMSHAPER_SCHEDULER_CONFIG))
+    return assemble_pipeline(
+        modules["unet"],
+        modules["vae"],
+        modules["text_encoder"],
+        build_clip_tokenizer(),
+        LCMScheduler(**DREAMSHAPER_SCHEDULER_CONFIG),
+    )
 
 
 def save_pipeline(folder: Path, seed: int = 0) -> Path:
@@ -85,6 +93,7 @@ def save_taesd(folder: Path, seed: int = 0, tiny: bool = False) -> Path:
     """A random-weight TAESD (diffusers' AutoencoderTiny with its default, i.e. TAESD's, architecture)."""
     import torch
     from diffusers import AutoencoderTiny
+
     from lcm_export.tiny_vae import build_tiny_random_vae
 
     torch.manual_seed(seed + 3)

@@ -36,9 +36,12 @@ def _unet_inputs(model: Any, seed: int = 0) -> dict[str, np.ndarray]:
     hidden = sizes["encoder_hidden_states"][2].get_length()
     cond = sizes["timestep_cond"][1].get_length()
     channels = sizes["sample"][1].get_length()
-    return {"sample": rng.standard_normal((1, channels, LATENT, LATENT)).astype(np.float32), "timestep": np.array([499]),
-            "encoder_hidden_states": rng.standard_normal((1, 77, hidden)).astype(np.float32),
-            "timestep_cond": rng.standard_normal((1, cond)).astype(np.float32)}
+    return {
+        "sample": rng.standard_normal((1, channels, LATENT, LATENT)).astype(np.float32),
+        "timestep": np.array([499]),
+        "encoder_hidden_states": rng.standard_normal((1, 77, hidden)).astype(np.float32),
+        "timestep_cond": rng.standard_normal((1, cond)).astype(np.float32),
+    }
 
 
 def profile_unet(bundle: Path) -> list[str]:
@@ -62,8 +65,12 @@ def profile_unet(bundle: Path) -> list[str]:
             entry[0] += layer.real_time.total_seconds()
             entry[1] += 1
     total = sum(entry[0] for entry in by_kind.values())
-    lines = [f"### {bundle.name}: one UNet step at 512x512, {statistics.median(seconds):.3f} s (median of {REPEATS})", "",
-             "| Layer kind | Kernel | Layers | ms | Share |", "|---|---|---|---|---|"]
+    lines = [
+        f"### {bundle.name}: one UNet step at 512x512, {statistics.median(seconds):.3f} s (median of {REPEATS})",
+        "",
+        "| Layer kind | Kernel | Layers | ms | Share |",
+        "|---|---|---|---|---|",
+    ]
     for (kind, kernel), (spent, count) in sorted(by_kind.items(), key=lambda item: -item[1][0])[:14]:
         lines.append(f"| {kind} | {kernel} | {count} | {spent * 1e3:.1f} | {100 * spent / total:.0f}% |")
     return lines + [""]
@@ -85,8 +92,12 @@ def vae_int8(bundle: Path, samples: int = 4) -> list[str]:
     rng = np.random.default_rng(0)
     # Unit-variance latents divided by SD's scaling factor: the decoder's input range in a real run.
     latents = [(rng.standard_normal((1, 4, LATENT, LATENT)) / 0.18215).astype(np.float32) for _ in range(samples + 1)]
-    quantized = nncf.quantize(core.read_model(str(xml)), nncf.Dataset(latents[:samples]), subset_size=samples,
-                              model_type=nncf.ModelType.TRANSFORMER)
+    quantized = nncf.quantize(
+        core.read_model(str(xml)),
+        nncf.Dataset(latents[:samples]),
+        subset_size=samples,
+        model_type=nncf.ModelType.TRANSFORMER,
+    )
     shapes = {"latent_sample": [1, 4, LATENT, LATENT]}
     probe = {"latent_sample": latents[-1]}
     with tempfile.TemporaryDirectory() as scratch:
@@ -103,8 +114,12 @@ def vae_int8(bundle: Path, samples: int = 4) -> list[str]:
                 request.infer(probe)
                 timed.append(time.perf_counter() - started)
             seconds[name] = statistics.median(timed)
-    lines = [f"### {bundle.name}: VAE decoder at 512x512, NNCF INT8 post-training quantization ({samples} latents)", "",
-             "| Decoder | Decode s | Max abs. difference from f32 | Mean | PSNR dB |", "|---|---|---|---|---|"]
+    lines = [
+        f"### {bundle.name}: VAE decoder at 512x512, NNCF INT8 post-training quantization ({samples} latents)",
+        "",
+        "| Decoder | Decode s | Max abs. difference from f32 | Mean | PSNR dB |",
+        "|---|---|---|---|---|",
+    ]
     for name in runs:
         difference = np.abs(images[name] - images["f32"])
         mse = float(np.mean(difference**2))

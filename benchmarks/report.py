@@ -17,7 +17,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .systems import INT8_UNET_BUNDLES, BASELINE, DEVIATION_FIELD as DEVIATION, F32_BASELINE, GENAI_BASELINE, TARGETS
+from .systems import BASELINE, F32_BASELINE, GENAI_BASELINE, INT8_UNET_BUNDLES, TARGETS
+from .systems import DEVIATION_FIELD as DEVIATION
 
 GIB = 2**30
 # Above this share of the CPUs used by other processes during a measurement, the report flags it.
@@ -32,7 +33,10 @@ def ok_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run_shape(results: dict[str, Any], run: dict[str, Any]) -> tuple[int, int, int]:
-    """(height, width, images per call); results from before these fields ran at the settings' size, one image a call."""
+    """(height, width, images per call).
+
+    Results from before these fields ran at the settings' size, one image a call.
+    """
     settings = results["settings"]
     return run.get("height", settings["height"]), run.get("width", settings["width"]), run.get("batch", 1)
 
@@ -95,7 +99,7 @@ def median_stages(run: dict[str, Any]) -> dict[str, float]:
         result["unet_step"] = statistics.median([step for run_steps in steps for step in run_steps])
         result["unet_total"] = statistics.median([sum(run_steps) for run_steps in steps])
         # Step by step: the first step of a run can differ (caches, input binding).
-        result["unet_each"] = [statistics.median(column) for column in zip(*steps)]
+        result["unet_each"] = [statistics.median(column) for column in zip(*steps, strict=False)]
     result["png_write"] = run["worker"].get("png_write_seconds", 0.0)
     return result
 
@@ -117,8 +121,11 @@ def stage_precision(run: dict[str, Any], stage: str) -> str:
 def bound_rows(results: dict[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
     """Each lcm-run stage against the time the machine's measured matmul peak allows."""
     counted = results.get("flops") or {}
-    flops = {"text_encoder": counted.get("text_encoder"), "unet_step": unet_step_flops(results, run),
-             "vae_decode": None if decodes_with_taesd(run) else counted.get("vae_decode")}  # the count is the full VAE's
+    flops = {
+        "text_encoder": counted.get("text_encoder"),
+        "unet_step": unet_step_flops(results, run),
+        "vae_decode": None if decodes_with_taesd(run) else counted.get("vae_decode"),
+    }  # the count is the full VAE's
     stages = median_stages(run)
     rows = []
     for stage in ("text_encoder", "unet_step", "vae_decode"):
@@ -127,19 +134,38 @@ def bound_rows(results: dict[str, Any], run: dict[str, Any]) -> list[dict[str, A
         precision = stage_precision(run, stage)
         peak = peak_for(results, precision)
         bound = flops[stage] / (peak * 1e9) if peak else None
-        rows.append({"stage": stage, "seconds": stages[stage], "flops": flops[stage], "precision": precision,
-                     "peak_gops": peak, "bound_seconds": bound,
-                     "achieved_gops": flops[stage] / stages[stage] / 1e9 if stages[stage] else None,
-                     "fraction_of_peak": bound / stages[stage] if bound and stages[stage] else None})
+        rows.append(
+            {
+                "stage": stage,
+                "seconds": stages[stage],
+                "flops": flops[stage],
+                "precision": precision,
+                "peak_gops": peak,
+                "bound_seconds": bound,
+                "achieved_gops": flops[stage] / stages[stage] / 1e9 if stages[stage] else None,
+                "fraction_of_peak": bound / stages[stage] if bound and stages[stage] else None,
+            }
+        )
     if len(rows) == 3:
         # The whole image: every stage's bound added up, against the measured prompt-to-image median.
         steps = results["settings"]["steps"]
         measured = latency(run)["median"]
         work = sum(row["flops"] * (steps if row["stage"] == "unet_step" else 1) for row in rows)
-        bound = sum(row["bound_seconds"] * (steps if row["stage"] == "unet_step" else 1) for row in rows if row["bound_seconds"])
-        rows.append({"stage": "whole_image", "seconds": measured, "flops": work, "precision": "as above",
-                     "peak_gops": None, "bound_seconds": bound or None, "achieved_gops": work / measured / 1e9,
-                     "fraction_of_peak": bound / measured if bound else None})
+        bound = sum(
+            row["bound_seconds"] * (steps if row["stage"] == "unet_step" else 1) for row in rows if row["bound_seconds"]
+        )
+        rows.append(
+            {
+                "stage": "whole_image",
+                "seconds": measured,
+                "flops": work,
+                "precision": "as above",
+                "peak_gops": None,
+                "bound_seconds": bound or None,
+                "achieved_gops": work / measured / 1e9,
+                "fraction_of_peak": bound / measured if bound else None,
+            }
+        )
     return rows
 
 
@@ -162,8 +188,10 @@ def genai_ratios(results: dict[str, Any], run: dict[str, Any]) -> dict[str, floa
     genai = {entry["key"]: entry for entry in ok_runs(results)}.get(GENAI_BASELINE)
     if genai is None or run["precision"] != "default" or not at_main_shape(results, run):
         return None
-    return {"latency": latency(run)["median"] / latency(genai)["median"],
-            "peak_rss": run["process"]["peak_rss_bytes"] / genai["process"]["peak_rss_bytes"]}
+    return {
+        "latency": latency(run)["median"] / latency(genai)["median"],
+        "peak_rss": run["process"]["peak_rss_bytes"] / genai["process"]["peak_rss_bytes"],
+    }
 
 
 def unet_over_int8_bound(results: dict[str, Any], run: dict[str, Any]) -> float | None:
@@ -194,7 +222,13 @@ def default_runs_by_size(results: dict[str, Any], system: str) -> dict[tuple[int
     found: dict[tuple[int, int], dict[str, Any]] = {}
     for run in ok_runs(results):
         height, width, batch = run_shape(results, run)
-        if (run["system"], run["model"], run["precision"], run["variant"], batch) == (system, "bundle", "default", "default", 1):
+        if (run["system"], run["model"], run["precision"], run["variant"], batch) == (
+            system,
+            "bundle",
+            "default",
+            "default",
+            1,
+        ):
             found.setdefault((width, height), run)
     return found
 
@@ -237,15 +271,22 @@ def render_markdown(results: dict[str, Any], source_name: str, plots: list[str])
     for plot in headline:
         lines += [f"![Latency and peak memory per image, lcm-run against its peers]({plot})", ""]
     lines += [
-        f"{results['mode'].capitalize()} run of {results['date']} on this machine:", "", *machine_lines(results), "",
+        f"{results['mode'].capitalize()} run of {results['date']} on this machine:",
+        "",
+        *machine_lines(results),
+        "",
         f"Model: {model.get('name')} ({model.get('weights')} weights), {settings['width']}x{settings['height']}, "
         f"{settings['steps']} steps, guidance {settings['guidance']}, batch 1, seed {settings['seed']}. "
         f"Every system runs in its own fresh process on the same bundle (torch: on the diffusers folder it was "
         f"exported from), in its own virtual environment. Latency: prompt to image, median (min–max) of "
         f"{settings['runs']} runs after one warm-up. Ratios compare runs of this same session; absolute seconds "
         "belong to this machine only."
-        + (" Rows at other sizes or with several images per call say so in their names, time fewer runs and are "
-           "compared in their own tables below." if not all(at_main_shape(results, run) for run in results.get("runs", [])) else ""),
+        + (
+            " Rows at other sizes or with several images per call say so in their names, time fewer runs and are "
+            "compared in their own tables below."
+            if not all(at_main_shape(results, run) for run in results.get("runs", []))
+            else ""
+        ),
         "",
     ]
     lines += headline_lines(results)
@@ -258,23 +299,51 @@ def render_markdown(results: dict[str, Any], source_name: str, plots: list[str])
         stats, process = latency(run), run["process"]
         environment = (results.get("environments") or {}).get(run["environment"], {})
         factor = ratio(results, run)
-        rows.append([
-            run["label"], precision_label(run),
-            f"**{seconds(stats['median'])}** ({seconds(stats['min'])}–{seconds(stats['max'])})",
-            "1.00" if factor and abs(factor - 1) < 1e-12 and run["key"] in (BASELINE, F32_BASELINE) else (f"{factor:.2f}" if factor else "–"),
-            seconds(process.get("first_png_seconds")), seconds(run["worker"].get("load_seconds")),
-            gib(process.get("peak_rss_bytes")), gib(environment.get("installed_bytes")),
-        ])
-    lines += table(["System", "Precision run", "Warm latency s", "× lcm-run", "New process → first PNG s",
-                    "Load s", "Peak RSS GiB", "Environment GiB"], rows)
-    lines += ["", "× lcm-run: median latency over lcm-run's at the same requested precision (default vs default, "
-              "f32 vs f32), at the benchmarked size with one image per call; above 1 means lcm-run is faster. "
-              "\"First PNG\" includes imports, loading and compiling "
-              "without any compile cache. Peak RSS is the process's own (wait4). Skipped and failed runs say why below.", ""]
+        rows.append(
+            [
+                run["label"],
+                precision_label(run),
+                f"**{seconds(stats['median'])}** ({seconds(stats['min'])}–{seconds(stats['max'])})",
+                "1.00"
+                if factor and abs(factor - 1) < 1e-12 and run["key"] in (BASELINE, F32_BASELINE)
+                else (f"{factor:.2f}" if factor else "–"),
+                seconds(process.get("first_png_seconds")),
+                seconds(run["worker"].get("load_seconds")),
+                gib(process.get("peak_rss_bytes")),
+                gib(environment.get("installed_bytes")),
+            ]
+        )
+    lines += table(
+        [
+            "System",
+            "Precision run",
+            "Warm latency s",
+            "× lcm-run",
+            "New process → first PNG s",
+            "Load s",
+            "Peak RSS GiB",
+            "Environment GiB",
+        ],
+        rows,
+    )
+    lines += [
+        "",
+        "× lcm-run: median latency over lcm-run's at the same requested precision (default vs default, "
+        "f32 vs f32), at the benchmarked size with one image per call; above 1 means lcm-run is faster. "
+        '"First PNG" includes imports, loading and compiling '
+        "without any compile cache. Peak RSS is the process's own (wait4). Skipped and failed runs say why below.",
+        "",
+    ]
     for plot in plots:
         lines += [f"![{Path(plot).stem}]({plot})", ""]
     lines += target_lines(results) + size_lines(results) + batch_lines(results) + deviation_lines(results)
-    lines += cold_start_lines(results) + stage_lines(results) + model_lines(results) + bound_lines(results) + problem_lines(results)
+    lines += (
+        cold_start_lines(results)
+        + stage_lines(results)
+        + model_lines(results)
+        + bound_lines(results)
+        + problem_lines(results)
+    )
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -287,29 +356,49 @@ def headline_lines(results: dict[str, Any]) -> list[str]:
         factor = ratio(results, run)
         if factor:
             verb = "faster" if factor >= 1 else "slower"
-            lines.append(f"- lcm-run is **{max(factor, 1 / factor):.2f}×** {verb} than {run['label']}, both at {precision_label(run)}")
+            lines.append(
+                f"- lcm-run is **{max(factor, 1 / factor):.2f}×** {verb} than {run['label']}, "
+                f"both at {precision_label(run)}"
+            )
     for run in runs:
-        if run["system"] == "lcm-run" and run["model"] in INT8_UNET_BUNDLES and run.get("variant", "default") == "default":
+        if (
+            run["system"] == "lcm-run"
+            and run["model"] in INT8_UNET_BUNDLES
+            and run.get("variant", "default") == "default"
+        ):
             factor = ratio(results, run)
             if factor:
-                lines.append(f"- lcm-run with the `--fast` bundle's UNet (INT8, token downsampling) and the full VAE takes **{factor:.2f}×** the FP16 bundle's time")
+                lines.append(
+                    "- lcm-run with the `--fast` bundle's UNet (INT8, token downsampling) and the full VAE takes "
+                    f"**{factor:.2f}×** the FP16 bundle's time"
+                )
         if run["system"] == "lcm-run" and run.get("variant") == "fast":
             factor = ratio(results, run)
             if factor:
-                lines.append(f"- `lcm-run --fast` (INT8 UNet with token downsampling, and TAESD) takes **{factor:.2f}×** the default's time")
+                lines.append(
+                    "- `lcm-run --fast` (INT8 UNet with token downsampling, and TAESD) takes "
+                    f"**{factor:.2f}×** the default's time"
+                )
         if run["system"] == "lcm-run" and run["model"] == "bundle-todo":
             factor = ratio(results, run)
             if factor:
-                lines.append(f"- lcm-run with token downsampling (`lcm-export --token-downsampling 2`, FP16) takes **{factor:.2f}×** the default's time")
+                lines.append(
+                    "- lcm-run with token downsampling (`lcm-export --token-downsampling 2`, FP16) takes "
+                    f"**{factor:.2f}×** the default's time"
+                )
         if run["system"] == "lcm-run" and run["model"] == "bundle-taesd":
             factor = ratio(results, run)
             if factor:
-                lines.append(f"- lcm-run with the TAESD decoder (`--vae tiny`) takes **{factor:.2f}×** the full VAE's time")
+                lines.append(
+                    f"- lcm-run with the TAESD decoder (`--vae tiny`) takes **{factor:.2f}×** the full VAE's time"
+                )
     for run in runs:
         against_genai = genai_ratios(results, run) if run["system"] == "lcm-run" else None
         if against_genai:
-            lines.append(f"- {run['label']}: **{against_genai['latency']:.2f}×** openvino.genai's latency and "
-                         f"**{against_genai['peak_rss']:.2f}×** its peak RSS, both at default precision")
+            lines.append(
+                f"- {run['label']}: **{against_genai['latency']:.2f}×** openvino.genai's latency and "
+                f"**{against_genai['peak_rss']:.2f}×** its peak RSS, both at default precision"
+            )
     return ["## Headline", "", *lines, ""] if lines else []
 
 
@@ -330,24 +419,40 @@ def target_lines(results: dict[str, Any]) -> list[str]:
             continue
         against_genai, targets = genai_ratios(results, run) or {}, TARGETS.get(run["key"], {})
         bound_ratio = unet_over_int8_bound(results, run)
-        rows.append([run["label"], precision_label(run), target_cell(against_genai.get("latency"), targets.get("latency")),
-                     target_cell(against_genai.get("peak_rss"), targets.get("peak_rss")),
-                     f"{bound_ratio:.1f}×" if bound_ratio else "–"])
+        rows.append(
+            [
+                run["label"],
+                precision_label(run),
+                target_cell(against_genai.get("latency"), targets.get("latency")),
+                target_cell(against_genai.get("peak_rss"), targets.get("peak_rss")),
+                f"{bound_ratio:.1f}×" if bound_ratio else "–",
+            ]
+        )
     if not rows:
         return []
     names = {"latency": "latency", "peak_rss": "peak RSS"}
-    stated = "; ".join(f"`{key}` " + ", ".join(f"{names[name]} ≤ {value:.2f}×" for name, value in targets.items())
-                       for key, targets in TARGETS.items())
-    return ["## Targets against openvino.genai", "",
-            f"Median latency and peak RSS of each lcm-run measurement over those of openvino.genai's default measurement "
-            f"(`{GENAI_BASELINE}`: constructed with the device, its default precision) at "
-            f"{results['settings']['width']}x{results['settings']['height']}; below 1 lcm-run does better. Only default-"
-            f"precision runs are compared. The issue's targets, by measurement key: {stated}. "
-            "UNet step / int8 bound: the median UNet step over the time one step's FLOPs (those of the bundle's UNet: "
-            "fewer with token downsampling) take at the measured int8 "
-            "MatMul peak (the kernel's own time), the fastest this CPU multiplies whatever precision the step ran in "
-            "(1× is the machine's limit).", "",
-            *table(["lcm-run measurement", "Precision run", "Latency × genai", "Peak RSS × genai", "UNet step / int8 bound"], rows), ""]
+    stated = "; ".join(
+        f"`{key}` " + ", ".join(f"{names[name]} ≤ {value:.2f}×" for name, value in targets.items())
+        for key, targets in TARGETS.items()
+    )
+    return [
+        "## Targets against openvino.genai",
+        "",
+        f"Median latency and peak RSS of each lcm-run measurement over those of openvino.genai's default measurement "
+        f"(`{GENAI_BASELINE}`: constructed with the device, its default precision) at "
+        f"{results['settings']['width']}x{results['settings']['height']}; below 1 lcm-run does better. Only default-"
+        f"precision runs are compared. The issue's targets, by measurement key: {stated}. "
+        "UNet step / int8 bound: the median UNet step over the time one step's FLOPs (those of the bundle's UNet: "
+        "fewer with token downsampling) take at the measured int8 "
+        "MatMul peak (the kernel's own time), the fastest this CPU multiplies whatever precision the step ran in "
+        "(1× is the machine's limit).",
+        "",
+        *table(
+            ["lcm-run measurement", "Precision run", "Latency × genai", "Peak RSS × genai", "UNet step / int8 bound"],
+            rows,
+        ),
+        "",
+    ]
 
 
 def size_lines(results: dict[str, Any]) -> list[str]:
@@ -363,15 +468,28 @@ def size_lines(results: dict[str, Any]) -> list[str]:
             if run is None:
                 continue
             both = run is ours and theirs is not None
-            rows.append([f"{size[0]}x{size[1]}", run["system"], gib(run["process"].get("peak_rss_bytes")),
-                         f"{seconds(latency(run)['median'])} (n={latency(run)['n']})",
-                         f"{run['process']['peak_rss_bytes'] / theirs['process']['peak_rss_bytes']:.2f}" if both else "",
-                         f"{latency(run)['median'] / latency(theirs)['median']:.2f}" if both else ""])
-    return ["## Memory by image size", "",
-            "lcm-run (API) and openvino.genai at their defaults (FP16 bundle, default precision, one image per call), "
-            "each size in its own fresh process. Peak RSS is the whole process's (wait4); latency is the median of n "
-            "timed images after the first.", "",
-            *table(["Size", "System", "Peak RSS GiB", "Latency s", "Peak RSS lcm-run/genai", "Latency lcm-run/genai"], rows), ""]
+            rows.append(
+                [
+                    f"{size[0]}x{size[1]}",
+                    run["system"],
+                    gib(run["process"].get("peak_rss_bytes")),
+                    f"{seconds(latency(run)['median'])} (n={latency(run)['n']})",
+                    f"{run['process']['peak_rss_bytes'] / theirs['process']['peak_rss_bytes']:.2f}" if both else "",
+                    f"{latency(run)['median'] / latency(theirs)['median']:.2f}" if both else "",
+                ]
+            )
+    return [
+        "## Memory by image size",
+        "",
+        "lcm-run (API) and openvino.genai at their defaults (FP16 bundle, default precision, one image per call), "
+        "each size in its own fresh process. Peak RSS is the whole process's (wait4); latency is the median of n "
+        "timed images after the first.",
+        "",
+        *table(
+            ["Size", "System", "Peak RSS GiB", "Latency s", "Peak RSS lcm-run/genai", "Latency lcm-run/genai"], rows
+        ),
+        "",
+    ]
 
 
 def batch_lines(results: dict[str, Any]) -> list[str]:
@@ -384,23 +502,48 @@ def batch_lines(results: dict[str, Any]) -> list[str]:
             continue
         per_minute, single_per_minute = 60 * batch / latency(run)["median"], 60 / latency(single)["median"]
         for entry, images, rate in ((single, 1, single_per_minute), (run, batch, per_minute)):
-            rows.append([entry["label"], str(images), seconds(latency(entry)["median"]), f"{rate:.1f}",
-                         f"{rate / single_per_minute:.2f}", gib(entry["process"].get("peak_rss_bytes"))])
+            rows.append(
+                [
+                    entry["label"],
+                    str(images),
+                    seconds(latency(entry)["median"]),
+                    f"{rate:.1f}",
+                    f"{rate / single_per_minute:.2f}",
+                    gib(entry["process"].get("peak_rss_bytes")),
+                ]
+            )
     if not rows:
         return []
-    return ["## Batches", "",
-            "Images per minute = 60 × images per call / median latency of a call; one prompt and one seed per call. "
-            "× separate calls: the batch's images per minute over those of one image per call.", "",
-            *table(["System", "Images per call", "Latency per call s", "Images per minute", "× separate calls",
-                    "Peak RSS GiB"], rows), ""]
+    return [
+        "## Batches",
+        "",
+        "Images per minute = 60 × images per call / median latency of a call; one prompt and one seed per call. "
+        "× separate calls: the batch's images per minute over those of one image per call.",
+        "",
+        *table(
+            [
+                "System",
+                "Images per call",
+                "Latency per call s",
+                "Images per minute",
+                "× separate calls",
+                "Peak RSS GiB",
+            ],
+            rows,
+        ),
+        "",
+    ]
 
 
 def deviation_lines(results: dict[str, Any]) -> list[str]:
     """Each run's first image against lcm-run's f32 one (results from before this have no such numbers)."""
     # Only lcm-run's one-image runs draw the same noise from the seed as the reference; the peers
     # (and a batch, which draws each step's noise for all its images) start from other noise.
-    runs = [run for run in ok_runs(results)
-            if DEVIATION in run and run.get("system") == "lcm-run" and run.get("batch", 1) == 1]
+    runs = [
+        run
+        for run in ok_runs(results)
+        if DEVIATION in run and run.get("system") == "lcm-run" and run.get("batch", 1) == 1
+    ]
     if not runs:
         return []
     rows = []
@@ -410,17 +553,32 @@ def deviation_lines(results: dict[str, Any]) -> list[str]:
             rows.append([run["label"], precision_label(run), size_text(results, run), "–", "–", "–"])
             continue
         psnr = "∞" if math.isinf(deviation["psnr_db"]) else f"{deviation['psnr_db']:.1f}"
-        rows.append([run["label"], precision_label(run), size_text(results, run), f"{deviation['max']:.0f}",
-                     f"{deviation['mean']:.2f}", psnr])
-    return ["## Deviation from the f32 image", "",
-            f"Each measurement's first image (seed {results['settings']['seed']}) against that of lcm-run's f32 "
-            f"measurement (`{F32_BASELINE}`), same prompt, seed and size, over all RGB values in 0–255 levels; "
-            "\"–\": no reference image, or another size. "
-            + ("With random weights this measures numerical drift (bf16, INT8, TAESD approximations), not image quality. "
-               if "random" in str((results.get("model") or {}).get("weights")) else
-               "A pixel difference measures drift from f32, not image quality. ")
-            + "Only lcm-run's options are listed: the peers turn a seed into other random numbers.", "",
-            *table(["System", "Precision run", "Size", "Max abs. difference", "Mean abs. difference", "PSNR dB"], rows), ""]
+        rows.append(
+            [
+                run["label"],
+                precision_label(run),
+                size_text(results, run),
+                f"{deviation['max']:.0f}",
+                f"{deviation['mean']:.2f}",
+                psnr,
+            ]
+        )
+    return [
+        "## Deviation from the f32 image",
+        "",
+        f"Each measurement's first image (seed {results['settings']['seed']}) against that of lcm-run's f32 "
+        f"measurement (`{F32_BASELINE}`), same prompt, seed and size, over all RGB values in 0–255 levels; "
+        '"–": no reference image, or another size. '
+        + (
+            "With random weights this measures numerical drift (bf16, INT8, TAESD approximations), not image quality. "
+            if "random" in str((results.get("model") or {}).get("weights"))
+            else "A pixel difference measures drift from f32, not image quality. "
+        )
+        + "Only lcm-run's options are listed: the peers turn a seed into other random numbers.",
+        "",
+        *table(["System", "Precision run", "Size", "Max abs. difference", "Mean abs. difference", "PSNR dB"], rows),
+        "",
+    ]
 
 
 def cold_start_lines(results: dict[str, Any]) -> list[str]:
@@ -432,22 +590,53 @@ def cold_start_lines(results: dict[str, Any]) -> list[str]:
     for entry in starts:
         first_png = entry["process"].get("first_png_seconds")
         # Results from before entries named their reference: "--fast, ..." or the default.
-        reference = warm.get(entry.get("reference") or ("lcm-run-fast" if entry["name"].startswith("--fast") else BASELINE))
-        over = (f"+{first_png - reference:.2f}" if first_png is not None and reference is not None
-                and entry["status"] == "ok" else "–")
+        reference = warm.get(
+            entry.get("reference") or ("lcm-run-fast" if entry["name"].startswith("--fast") else BASELINE)
+        )
+        over = (
+            f"+{first_png - reference:.2f}"
+            if first_png is not None and reference is not None and entry["status"] == "ok"
+            else "–"
+        )
         runs = [seconds(value) for value in entry.get("first_png_runs") or []]
-        rows.append([entry["name"], entry["status"], seconds(first_png) + (f" ({', '.join(runs)})" if len(runs) > 1 else ""), over,
-                     seconds(entry["process"].get("wall_seconds")), gib(entry["process"].get("peak_rss_bytes")),
-                     last_line(entry.get("stderr_summary")).replace("|", "—")])
-    return ["## lcm-run cold start (CLI)", "",
-            "`lcm-run PROMPT --model BUNDLE ...` in a new process, default precision, the OS file cache warm; first with "
-            "an empty compiled-model cache (it is filled on the way), then with it filled"
-            + (" (the median of the starts listed; each group ran just before the warm measurement it is compared with)"
-               if any(entry.get("first_png_runs") for entry in starts) else "")
-            + ". \"Over warm\": spawn to PNG minus the same settings' warm latency in the API (the target with a "
-            "filled cache is at most +1.5 s).", "",
-            *table(["Compile cache", "Status", "Spawn → PNG on disk s", "Over warm s", "Process wall s", "Peak RSS GiB",
-                    "lcm-run's own report"], rows), ""]
+        rows.append(
+            [
+                entry["name"],
+                entry["status"],
+                seconds(first_png) + (f" ({', '.join(runs)})" if len(runs) > 1 else ""),
+                over,
+                seconds(entry["process"].get("wall_seconds")),
+                gib(entry["process"].get("peak_rss_bytes")),
+                last_line(entry.get("stderr_summary")).replace("|", "—"),
+            ]
+        )
+    return [
+        "## lcm-run cold start (CLI)",
+        "",
+        "`lcm-run PROMPT --model BUNDLE ...` in a new process, default precision, the OS file cache warm; first with "
+        "an empty compiled-model cache (it is filled on the way), then with it filled"
+        + (
+            " (the median of the starts listed; each group ran just before the warm measurement it is compared with)"
+            if any(entry.get("first_png_runs") for entry in starts)
+            else ""
+        )
+        + '. "Over warm": spawn to PNG minus the same settings\' warm latency in the API (the target with a '
+        "filled cache is at most +1.5 s).",
+        "",
+        *table(
+            [
+                "Compile cache",
+                "Status",
+                "Spawn → PNG on disk s",
+                "Over warm s",
+                "Process wall s",
+                "Peak RSS GiB",
+                "lcm-run's own report",
+            ],
+            rows,
+        ),
+        "",
+    ]
 
 
 def model_lines(results: dict[str, Any]) -> list[str]:
@@ -456,13 +645,25 @@ def model_lines(results: dict[str, Any]) -> list[str]:
     rows = []
     for kind, bundle in (model.get("bundles") or {}).items():
         export = exports.get(Path(bundle["path"]).name, {})
-        rows.append([kind, gib(bundle.get("bytes")), " ".join(export.get("options", [])) or ("–" if not export else "(defaults)"),
-                     seconds(export.get("wall_seconds")), gib(export.get("peak_rss_bytes"))])
+        rows.append(
+            [
+                kind,
+                gib(bundle.get("bytes")),
+                " ".join(export.get("options", [])) or ("–" if not export else "(defaults)"),
+                seconds(export.get("wall_seconds")),
+                gib(export.get("peak_rss_bytes")),
+            ]
+        )
     if not rows:
         return []
-    return ["## Model files and export", "",
-            "Export columns are empty when the bundle was reused from an earlier run (`--rebuild` re-exports).", "",
-            *table(["Files", "Size GiB", "lcm-export options", "Export s", "Export peak RSS GiB"], rows), ""]
+    return [
+        "## Model files and export",
+        "",
+        "Export columns are empty when the bundle was reused from an earlier run (`--rebuild` re-exports).",
+        "",
+        *table(["Files", "Size GiB", "lcm-export options", "Export s", "Export peak RSS GiB"], rows),
+        "",
+    ]
 
 
 def stage_lines(results: dict[str, Any]) -> list[str]:
@@ -471,23 +672,50 @@ def stage_lines(results: dict[str, Any]) -> list[str]:
         stages = median_stages(run)
         if not stages:
             continue
-        rows.append([run["label"], precision_label(run), seconds(stages.get("text_encoder")), seconds(stages.get("unet_step")),
-                     " / ".join(seconds(step) for step in stages.get("unet_each", [])) or "–",
-                     seconds(stages.get("unet_total")), seconds(stages.get("vae_decode")),
-                     seconds(stages.get("png_write")) if run["system"] == "lcm-run" else "–"])
+        rows.append(
+            [
+                run["label"],
+                precision_label(run),
+                seconds(stages.get("text_encoder")),
+                seconds(stages.get("unet_step")),
+                " / ".join(seconds(step) for step in stages.get("unet_each", [])) or "–",
+                seconds(stages.get("unet_total")),
+                seconds(stages.get("vae_decode")),
+                seconds(stages.get("png_write")) if run["system"] == "lcm-run" else "–",
+            ]
+        )
     if not rows:
         return []
-    return ["## Time per stage", "",
-            "Medians over the warm runs. lcm-run reports its own stages; openvino.genai its performance metrics; "
-            "optimum-intel and diffusers are timed by wrapping encode_prompt and vae.decode and by the step callback "
-            "(their first step includes latent preparation). The PNG write is timed once, on the first image.", "",
-            *table(["System", "Precision run", "Text encoder s", "UNet step s (median)", "Each UNet step s", "UNet, all steps s",
-                    "VAE decode s", "PNG write s"], rows), ""]
+    return [
+        "## Time per stage",
+        "",
+        "Medians over the warm runs. lcm-run reports its own stages; openvino.genai its performance metrics; "
+        "optimum-intel and diffusers are timed by wrapping encode_prompt and vae.decode and by the step callback "
+        "(their first step includes latent preparation). The PNG write is timed once, on the first image.",
+        "",
+        *table(
+            [
+                "System",
+                "Precision run",
+                "Text encoder s",
+                "UNet step s (median)",
+                "Each UNet step s",
+                "UNet, all steps s",
+                "VAE decode s",
+                "PNG write s",
+            ],
+            rows,
+        ),
+        "",
+    ]
 
 
 def downsampled_step_flops(flops: dict[str, int]) -> str:
-    counts = [f"{key.rsplit('_', 1)[1]}: {value / 1e12:.3f} T" for key, value in sorted(flops.items())
-              if key.startswith("unet_step_token_downsampling_")]
+    counts = [
+        f"{key.rsplit('_', 1)[1]}: {value / 1e12:.3f} T"
+        for key, value in sorted(flops.items())
+        if key.startswith("unet_step_token_downsampling_")
+    ]
     return f" (with token downsampling {', '.join(counts)})" if counts else ""
 
 
@@ -496,38 +724,66 @@ def bound_lines(results: dict[str, Any]) -> list[str]:
     if not flops or not matmul:
         return []
     peaks = matmul["peak_gops"]
-    lines = ["## Distance from the machine's limit", "",
-             f"FLOPs at {results['settings']['width']}x{results['settings']['height']} (torch FlopCounterMode: matmul, bmm "
-             f"and convolution, 2 per multiply-add): text encoder {flops['text_encoder'] / 1e9:.1f} G, one UNet step "
-             f"{flops['unet_step'] / 1e12:.3f} T" + downsampled_step_flops(flops) +
-             f", VAE decode {flops['vae_decode'] / 1e12:.3f} T (runs that decode with TAESD have no VAE bound).", "",
-             "Measured OpenVINO MatMul peak on this machine (the matmul kernel's own time from OpenVINO's per-layer "
-             "counters; runs before 2026-11-26T1053Z timed whole inferences, which added the input's conversion and "
-             "understated the int8 peak by about a third): " + ", ".join(
-                 f"{name} {value:.0f} GOP/s" for name, value in peaks.items()) + " (kernels: " + ", ".join(
-                 sorted({m['precision_executed'] for m in matmul.get('measurements', [])})) + ").", "",
-             "Bound = FLOPs / peak at the precision the stage ran in; % of peak = bound / measured.", ""]
+    lines = [
+        "## Distance from the machine's limit",
+        "",
+        f"FLOPs at {results['settings']['width']}x{results['settings']['height']} (torch FlopCounterMode: matmul, bmm "
+        f"and convolution, 2 per multiply-add): text encoder {flops['text_encoder'] / 1e9:.1f} G, one UNet step "
+        f"{flops['unet_step'] / 1e12:.3f} T"
+        + downsampled_step_flops(flops)
+        + f", VAE decode {flops['vae_decode'] / 1e12:.3f} T (runs that decode with TAESD have no VAE bound).",
+        "",
+        "Measured OpenVINO MatMul peak on this machine (the matmul kernel's own time from OpenVINO's per-layer "
+        "counters; runs before 2026-11-26T1053Z timed whole inferences, which added the input's conversion and "
+        "understated the int8 peak by about a third): "
+        + ", ".join(f"{name} {value:.0f} GOP/s" for name, value in peaks.items())
+        + " (kernels: "
+        + ", ".join(sorted({m["precision_executed"] for m in matmul.get("measurements", [])}))
+        + ").",
+        "",
+        "Bound = FLOPs / peak at the precision the stage ran in; % of peak = bound / measured.",
+        "",
+    ]
     rows = []
     for run in ok_runs(results):
         if run["system"] != "lcm-run" or not at_main_shape(results, run):  # the FLOPs are the benchmarked size's
             continue
         for row in bound_rows(results, run):
-            rows.append([run["label"], row["stage"].replace("_", " "), row["precision"], seconds(row["seconds"]),
-                         seconds(row["bound_seconds"]),
-                         f"{row['achieved_gops']:.0f}" if row["achieved_gops"] else "–",
-                         f"{100 * row['fraction_of_peak']:.0f}%" if row["fraction_of_peak"] else "–"])
-    return lines + table(["Run", "Stage", "Precision", "Measured s", "Bound s", "Achieved GOP/s", "% of peak"], rows) + [""]
+            rows.append(
+                [
+                    run["label"],
+                    row["stage"].replace("_", " "),
+                    row["precision"],
+                    seconds(row["seconds"]),
+                    seconds(row["bound_seconds"]),
+                    f"{row['achieved_gops']:.0f}" if row["achieved_gops"] else "–",
+                    f"{100 * row['fraction_of_peak']:.0f}%" if row["fraction_of_peak"] else "–",
+                ]
+            )
+    return (
+        lines
+        + table(["Run", "Stage", "Precision", "Measured s", "Bound s", "Achieved GOP/s", "% of peak"], rows)
+        + [""]
+    )
 
 
 def problem_lines(results: dict[str, Any]) -> list[str]:
-    problems = [f"- {run['label']} ({run['precision']}): {run['status']} — {last_line(run.get('reason'))}"
-                for run in results.get("runs", []) if run.get("status") != "ok"]
+    problems = [
+        f"- {run['label']} ({run['precision']}): {run['status']} — {last_line(run.get('reason'))}"
+        for run in results.get("runs", [])
+        if run.get("status") != "ok"
+    ]
     problems += [f"- {error.strip().splitlines()[0]}" for error in results.get("errors", []) if error.strip()]
-    busy = [f"{run['label']} ({run['precision']}): {100 * run['process']['others_share']:.0f}%"
-            for run in results.get("runs", []) if ((run.get("process") or {}).get("others_share") or 0) > BUSY_SHARE]
+    busy = [
+        f"{run['label']} ({run['precision']}): {100 * run['process']['others_share']:.0f}%"
+        for run in results.get("runs", [])
+        if ((run.get("process") or {}).get("others_share") or 0) > BUSY_SHARE
+    ]
     if busy:
-        problems.append("- Other processes used the CPUs during: " + "; ".join(busy) + " (share of the machine's CPU "
-                        "time). Those numbers are pessimistic; rerun on a quiet machine.")
+        problems.append(
+            "- Other processes used the CPUs during: " + "; ".join(busy) + " (share of the machine's CPU "
+            "time). Those numbers are pessimistic; rerun on a quiet machine."
+        )
     return ["## Skipped, failed or disturbed", "", *problems, ""] if problems else []
 
 
@@ -559,26 +815,40 @@ def render_plots(results: dict[str, Any], folder: Path) -> list[Path]:
     colors = ["tab:green" if run["system"] == "lcm-run" else "tab:gray" for run in runs]
     axes.barh(names, medians, xerr=errors, color=colors, capsize=3)
     axes.invert_yaxis()
-    axes.set_xlabel(f"seconds per {results['settings']['width']}x{results['settings']['height']} image "
-                    f"({results['settings']['steps']} steps), median, min–max")
-    axes.set_title(f"Warm latency — {results.get('machine', {}).get('cpu_model', '')}, "
-                   f"{results.get('machine', {}).get('usable_cpus')} CPUs")
+    axes.set_xlabel(
+        f"seconds per {results['settings']['width']}x{results['settings']['height']} image "
+        f"({results['settings']['steps']} steps), median, min–max"
+    )
+    axes.set_title(
+        f"Warm latency — {results.get('machine', {}).get('cpu_model', '')}, "
+        f"{results.get('machine', {}).get('usable_cpus')} CPUs"
+    )
     axes.tick_params(axis="y", labelsize=8)
     figure.tight_layout()
     written.append(folder / "latency.png")
     figure.savefig(written[-1], dpi=110)
     plt.close(figure)
 
-    staged = [(name, median_stages(run), latency(run)["median"]) for name, run in zip(names, runs) if median_stages(run)]
+    staged = [
+        (name, median_stages(run), latency(run)["median"])
+        for name, run in zip(names, runs, strict=True)
+        if median_stages(run)
+    ]
     if staged:
         figure, axes = plt.subplots(figsize=(9, 0.55 * len(staged) + 2.0))
         left = [0.0] * len(staged)
         for stage, color in (("text_encoder", "tab:blue"), ("unet_total", "tab:orange"), ("vae_decode", "tab:purple")):
             widths = [stages.get(stage, 0.0) for _name, stages, _total in staged]
             axes.barh([name for name, _s, _t in staged], widths, left=left, color=color, label=stage.replace("_", " "))
-            left = [a + b for a, b in zip(left, widths)]
-        other = [max(total - used, 0.0) for (_name, _stages, total), used in zip(staged, left)]
-        axes.barh([name for name, _s, _t in staged], other, left=left, color="lightgray", label="other (scheduler, pre/post-processing)")
+            left = [a + b for a, b in zip(left, widths, strict=True)]
+        other = [max(total - used, 0.0) for (_name, _stages, total), used in zip(staged, left, strict=True)]
+        axes.barh(
+            [name for name, _s, _t in staged],
+            other,
+            left=left,
+            color="lightgray",
+            label="other (scheduler, pre/post-processing)",
+        )
         axes.invert_yaxis()
         axes.set_xlabel("seconds (medians of the warm runs)")
         axes.set_title("Where the time goes")
@@ -593,18 +863,24 @@ def render_plots(results: dict[str, Any], folder: Path) -> list[Path]:
 
 def render_headline_plot(results: dict[str, Any], folder: Path, plt: Any) -> Path | None:
     """The README's rows compared with openvino.genai: latency and peak memory side by side."""
-    from .readme_block import headline_runs, seconds as seconds_text, what_ran
+    from .readme_block import headline_runs, what_ran
+    from .readme_block import seconds as seconds_text
 
     rows = headline_runs(results, compared_only=True)
     if not rows:
         return None
     names = [f"{name.replace('*', '').replace('`', '')}\n{what_ran(run)}" for name, run, _compared in rows]
     colors = ["tab:green" if run["system"] == "lcm-run" else "tab:gray" for _name, run, _compared in rows]
-    columns = (("seconds per image (median)", [latency(run)["median"] for _n, run, _c in rows], seconds_text),
-               ("peak RSS, GiB", [run["process"]["peak_rss_bytes"] / GIB for _n, run, _c in rows],
-                lambda value: f"{value:.2f} GiB"))
+    columns = (
+        ("seconds per image (median)", [latency(run)["median"] for _n, run, _c in rows], seconds_text),
+        (
+            "peak RSS, GiB",
+            [run["process"]["peak_rss_bytes"] / GIB for _n, run, _c in rows],
+            lambda value: f"{value:.2f} GiB",
+        ),
+    )
     figure, axes = plt.subplots(1, 2, figsize=(9, 0.45 * len(rows) + 1.4), sharey=True)
-    for axis, (label, values, text) in zip(axes, columns):
+    for axis, (label, values, text) in zip(axes, columns, strict=True):
         axis.barh(names, values, color=colors)
         for index, value in enumerate(values):
             axis.text(value, index, " " + text(value), va="center", fontsize=8)
@@ -614,9 +890,11 @@ def render_headline_plot(results: dict[str, Any], folder: Path, plt: Any) -> Pat
         axis.spines[["top", "right"]].set_visible(False)
     axes[0].invert_yaxis()
     settings, machine = results["settings"], results.get("machine", {})
-    figure.suptitle(f"{settings['width']}x{settings['height']}, {settings['steps']} steps: "
-                    f"{machine.get('cpu_model', '')}, {machine.get('usable_cpus')} CPUs (run {str(results.get('date'))[:10]})",
-                    fontsize=10)
+    figure.suptitle(
+        f"{settings['width']}x{settings['height']}, {settings['steps']} steps: "
+        f"{machine.get('cpu_model', '')}, {machine.get('usable_cpus')} CPUs (run {str(results.get('date'))[:10]})",
+        fontsize=10,
+    )
     figure.tight_layout()
     path = folder / HEADLINE_PLOT
     figure.savefig(path, dpi=110)
@@ -637,27 +915,37 @@ def render(results: dict[str, Any], results_file: Path, docs_path: Path, readme:
     if readme is not None:
         from . import readme_block
 
-        readme_block.update_readme(readme, readme_block.render_block(results, source_name,
-                                                                     readme_block.plot_for(readme, docs_path)))
+        readme_block.update_readme(
+            readme, readme_block.render_block(results, source_name, readme_block.plot_for(readme, docs_path))
+        )
     return docs_path
 
 
 def main(argv: list[str] | None = None) -> None:
     from . import readme_block
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.report",
-                                     description="Regenerate the benchmark page (and the README's block) from a results file.")
-    parser.add_argument("results", type=Path, nargs="?",
-                        help="a results file [default: the latest full run in benchmarks/results/]")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description="Regenerate the benchmark page (and the README's block) from a results file.",
+    )
+    parser.add_argument(
+        "results", type=Path, nargs="?", help="a results file [default: the latest full run in benchmarks/results/]"
+    )
     parser.add_argument("--docs", type=Path, default=readme_block.DOCS_PAGE)
-    parser.add_argument("--readme", type=Path, default=None,
-                        help="README whose benchmark block to rewrite [default: the repository's README.md, when the "
-                             "page is docs/benchmarks.md and the results are a full run's]")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="README whose benchmark block to rewrite [default: the repository's README.md, when the "
+        "page is docs/benchmarks.md and the results are a full run's]",
+    )
     parser.add_argument("--no-readme", action="store_true", help="leave every README alone")
     args = parser.parse_args(argv)
     if args.docs.resolve() == readme_block.DOCS_PAGE and importlib.util.find_spec("matplotlib") is None:
-        raise SystemExit("matplotlib is not installed here, and docs/benchmarks.md needs its plots: run "
-                         "`python -m benchmarks report`, which renders in the harness environment")
+        raise SystemExit(
+            "matplotlib is not installed here, and docs/benchmarks.md needs its plots: run "
+            "`python -m benchmarks report`, which renders in the harness environment"
+        )
     results_file = args.results or readme_block.latest_results_file()
     results = json.loads(results_file.read_text())
     readme = args.readme

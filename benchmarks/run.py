@@ -15,17 +15,30 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import flops as flop_store
 from .deviation import attach_deviations
 from .machine import machine_facts, machine_slug
 from .measure import ProcessResult, run_measured
 from .model import MODEL_NAME, configs_digest
-from .systems import (BUNDLE, BUNDLE_BF16, BUNDLE_FAST, BUNDLE_ONE_SHOT, BUNDLE_TAESD, BUNDLE_TODO, BASELINE, F32_BASELINE, SOURCE, Measurement,
-                      available_here, select)
+from .systems import (
+    BASELINE,
+    BUNDLE,
+    BUNDLE_BF16,
+    BUNDLE_FAST,
+    BUNDLE_ONE_SHOT,
+    BUNDLE_TAESD,
+    BUNDLE_TODO,
+    F32_BASELINE,
+    SOURCE,
+    Measurement,
+    available_here,
+    select,
+)
 from .venvs import ENVIRONMENTS, ensure_environment, installed_size
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -88,7 +101,10 @@ class Benchmark:
             "schema": RESULTS_SCHEMA,
             "mode": mode,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "settings": {key: settings.__dict__[key] for key in ("runs", "height", "width", "steps", "guidance", "seed", "prompt")},
+            "settings": {
+                key: settings.__dict__[key]
+                for key in ("runs", "height", "width", "steps", "guidance", "seed", "prompt")
+            },
             "errors": [],
         }
 
@@ -114,8 +130,14 @@ class Benchmark:
         if settings.quick:
             name = "tiny"
         elif settings.source:  # real weights: bundles of different sources must never share a folder
-            name = "source-" + hashlib.sha256(str(Path(settings.source).absolute() if Path(settings.source).exists()
-                                                  else settings.source).encode()).hexdigest()[:12]
+            name = (
+                "source-"
+                + hashlib.sha256(
+                    str(
+                        Path(settings.source).absolute() if Path(settings.source).exists() else settings.source
+                    ).encode()
+                ).hexdigest()[:12]
+            )
         else:
             name = f"{configs_digest()}-seed{settings.seed}"
         model_dir = self.scratch / name
@@ -138,8 +160,18 @@ class Benchmark:
             self.export(source, paths[BUNDLE_TODO], ["--token-downsampling", str(FAST_TOKEN_DOWNSAMPLING)])
         if BUNDLE_ONE_SHOT in wanted:
             paths[BUNDLE_ONE_SHOT] = model_dir / BUNDLE_ONE_SHOT
-            self.export(source, paths[BUNDLE_ONE_SHOT], ["--weights", "bf16", "--token-downsampling", str(FAST_TOKEN_DOWNSAMPLING),
-                                                         "--tiny-vae", str(self.taesd_folder(model_dir))])
+            self.export(
+                source,
+                paths[BUNDLE_ONE_SHOT],
+                [
+                    "--weights",
+                    "bf16",
+                    "--token-downsampling",
+                    str(FAST_TOKEN_DOWNSAMPLING),
+                    "--tiny-vae",
+                    str(self.taesd_folder(model_dir)),
+                ],
+            )
         if BUNDLE_BF16 in wanted:
             paths[BUNDLE_BF16] = model_dir / "bundle-bf16"
             self.export(source, paths[BUNDLE_BF16], ["--weights", "bf16"])
@@ -148,7 +180,8 @@ class Benchmark:
             self.export(source, paths[BUNDLE_FAST], ["--fast", "--tiny-vae", str(self.taesd_folder(model_dir))])
         self.results["model"]["bundles"] = {
             kind: {"path": str(path), "bytes": _folder_bytes(path), "token_downsampling": _token_downsampling(path)}
-            for kind, path in paths.items() if path.exists()
+            for kind, path in paths.items()
+            if path.exists()
         }
         return {kind: path for kind, path in paths.items() if path.exists()}
 
@@ -156,9 +189,17 @@ class Benchmark:
         """A random-weight TAESD (real architecture; tiny in --quick) as a diffusers folder, built once."""
         taesd = model_dir / "taesd"
         if not (taesd / "config.json").exists():
-            code = "import sys; from benchmarks.model import save_taesd; save_taesd(sys.argv[1], int(sys.argv[2]), sys.argv[3] == '1')"
-            subprocess.run([sys.executable, "-c", code, str(taesd), str(self.settings.seed), "1" if self.settings.quick else "0"],
-                           check=True, cwd=REPO_ROOT, env=child_env(), capture_output=True)
+            code = (
+                "import sys; from benchmarks.model import save_taesd; "
+                "save_taesd(sys.argv[1], int(sys.argv[2]), sys.argv[3] == '1')"
+            )
+            subprocess.run(
+                [sys.executable, "-c", code, str(taesd), str(self.settings.seed), "1" if self.settings.quick else "0"],
+                check=True,
+                cwd=REPO_ROOT,
+                env=child_env(),
+                capture_output=True,
+            )
         return taesd
 
     def source_folder(self, model_dir: Path) -> Path:
@@ -167,11 +208,17 @@ class Benchmark:
         if settings.source:
             folder = Path(settings.source)
             if not folder.is_dir():
-                code = ("import sys; from huggingface_hub import snapshot_download; "
-                        "print(snapshot_download(sys.argv[1], ignore_patterns=['*.bin', '*.ckpt', '*.onnx*', '*.msgpack', "
-                        "'safety_checker/*', 'feature_extractor/*', '*.fp16.*']))")
-                completed = subprocess.run([dev_python, "-c", code, settings.source], capture_output=True, text=True,
-                                           env={**child_env(), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")})
+                code = (
+                    "import sys; from huggingface_hub import snapshot_download; "
+                    "print(snapshot_download(sys.argv[1], ignore_patterns=['*.bin', '*.ckpt', '*.onnx*', '*.msgpack', "
+                    "'safety_checker/*', 'feature_extractor/*', '*.fp16.*']))"
+                )
+                completed = subprocess.run(
+                    [dev_python, "-c", code, settings.source],
+                    capture_output=True,
+                    text=True,
+                    env={**child_env(), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")},
+                )
                 if completed.returncode != 0:
                     raise SystemExit(f"cannot download {settings.source}: {completed.stderr.strip().splitlines()[-1:]}")
                 folder = Path(completed.stdout.strip().splitlines()[-1])
@@ -179,17 +226,30 @@ class Benchmark:
             return folder
         folder = model_dir / "source"
         if settings.quick:
-            name, code = "tiny random (lcm_export.tiny)", "import sys; from lcm_export.tiny import save_tiny_pipeline as s; s(sys.argv[1], seed=int(sys.argv[2]))"
+            name, code = (
+                "tiny random (lcm_export.tiny)",
+                "import sys; from lcm_export.tiny import save_tiny_pipeline as s; "
+                "s(sys.argv[1], seed=int(sys.argv[2]))",
+            )
             command = [dev_python, "-c", code, str(folder), str(settings.seed)]
         else:
             name = MODEL_NAME
             command = [dev_python, "-m", "benchmarks.model", str(folder), str(settings.seed)]
-        self.results["model"] = {"name": name, "weights": f"random, seed {settings.seed}", "configs_digest": configs_digest(),
-                                 "source": str(folder)}
+        self.results["model"] = {
+            "name": name,
+            "weights": f"random, seed {settings.seed}",
+            "configs_digest": configs_digest(),
+            "source": str(folder),
+        }
         if not (folder / "model_index.json").exists():
             self.log(f"building the {name} diffusers folder")
-            result = run_measured(command, self.scratch / "logs" / "build-model.log", self.settings.timeout,
-                                  env=child_env(), cwd=REPO_ROOT)
+            result = run_measured(
+                command,
+                self.scratch / "logs" / "build-model.log",
+                self.settings.timeout,
+                env=child_env(),
+                cwd=REPO_ROOT,
+            )
             self.results["model"]["build"] = result.to_dict()
             if not result.ok:
                 raise SystemExit(f"building the model failed:\n{result.log_tail()}")
@@ -199,9 +259,22 @@ class Benchmark:
         if out.exists() and (out / "manifest.json").exists():
             return
         self.log(f"exporting {out.name} with lcm-export {' '.join(options)}".rstrip())
-        command = [sys.executable, "-c", "from lcm_export.entry import main; main()", str(source), str(out), "--force", *options]
-        result = run_measured(command, self.scratch / "logs" / f"export-{out.name}.log", self.settings.timeout * 2,
-                              env=child_env(), cwd=REPO_ROOT)
+        command = [
+            sys.executable,
+            "-c",
+            "from lcm_export.entry import main; main()",
+            str(source),
+            str(out),
+            "--force",
+            *options,
+        ]
+        result = run_measured(
+            command,
+            self.scratch / "logs" / f"export-{out.name}.log",
+            self.settings.timeout * 2,
+            env=child_env(),
+            cwd=REPO_ROOT,
+        )
         self.results["model"].setdefault("exports", {})[out.name] = {"options": options, **result.to_dict()}
         if not result.ok:
             self.error(f"lcm-export {' '.join(options)} failed", result)
@@ -215,8 +288,13 @@ class Benchmark:
         if counts is None or not flop_store.count_keys() <= set(counts):
             self.log("counting FLOPs with torch's FlopCounterMode (meta device)")
             folder_args = [str(source)] if (settings.quick or settings.source) else []
-            completed = subprocess.run([sys.executable, "-m", "benchmarks.flops", str(height), str(width), *folder_args],
-                                       capture_output=True, text=True, cwd=REPO_ROOT, env=child_env())
+            completed = subprocess.run(
+                [sys.executable, "-m", "benchmarks.flops", str(height), str(width), *folder_args],
+                capture_output=True,
+                text=True,
+                cwd=REPO_ROOT,
+                env=child_env(),
+            )
             if completed.returncode != 0:
                 self.results["errors"].append(f"FLOP count failed: {completed.stderr.strip()[-500:]}")
                 return
@@ -231,7 +309,9 @@ class Benchmark:
         command = [self.python_for("lcm-runtime"), str(WORKERS / "matmul_peak.py"), str(out)]
         if self.settings.quick:
             command.append("--quick")
-        result = run_measured(command, self.scratch / "logs" / "matmul_peak.log", self.settings.timeout, env=child_env())
+        result = run_measured(
+            command, self.scratch / "logs" / "matmul_peak.log", self.settings.timeout, env=child_env()
+        )
         if result.ok:
             self.results["matmul"] = json.loads(out.read_text())
         else:
@@ -247,16 +327,26 @@ class Benchmark:
 
     def measure(self, measurement: Measurement, paths: dict[str, Path]) -> dict[str, Any]:
         shape = self.shape(measurement)
-        entry: dict[str, Any] = {"key": measurement.key, "system": measurement.system, "label": measurement.label,
-                                 "precision": measurement.precision, "variant": measurement.variant,
-                                 "environment": measurement.environment, "model": measurement.model, **shape}
+        entry: dict[str, Any] = {
+            "key": measurement.key,
+            "system": measurement.system,
+            "label": measurement.label,
+            "precision": measurement.precision,
+            "variant": measurement.variant,
+            "environment": measurement.environment,
+            "model": measurement.model,
+            **shape,
+        }
         if self.settings.quick and not available_here(measurement):
             entry.update(status="skipped", reason=f"{measurement.module} is not installed in this environment")
             return entry
         minutes = (time.perf_counter() - self.started) / 60
         if minutes > self.settings.budget_minutes:
-            entry.update(status="skipped", reason=f"the run's {self.settings.budget_minutes:.0f}-minute budget was spent "
-                                                   f"({minutes:.0f} min); raise --budget-minutes or use --only")
+            entry.update(
+                status="skipped",
+                reason=f"the run's {self.settings.budget_minutes:.0f}-minute budget was spent "
+                f"({minutes:.0f} min); raise --budget-minutes or use --only",
+            )
             return entry
         if measurement.model not in paths:
             entry.update(status="skipped", reason=f"no {measurement.model} (its export failed or was not asked for)")
@@ -269,14 +359,42 @@ class Benchmark:
         out_dir = self.scratch / "runs" / measurement.key
         shutil.rmtree(out_dir, ignore_errors=True)
         settings = self.settings
-        command = [python, str(WORKERS / measurement.worker), "--model", str(paths[measurement.model]), "--out-dir", str(out_dir),
-                   "--runs", str(shape["timed_runs"]), "--precision", measurement.precision, "--variant", measurement.variant,
-                   "--prompt", settings.prompt, "--seed", str(settings.seed), "--steps", str(settings.steps),
-                   "--guidance", str(settings.guidance), "--height", str(shape["height"]), "--width", str(shape["width"]),
-                   "--batch", str(shape["batch"])]
+        command = [
+            python,
+            str(WORKERS / measurement.worker),
+            "--model",
+            str(paths[measurement.model]),
+            "--out-dir",
+            str(out_dir),
+            "--runs",
+            str(shape["timed_runs"]),
+            "--precision",
+            measurement.precision,
+            "--variant",
+            measurement.variant,
+            "--prompt",
+            settings.prompt,
+            "--seed",
+            str(settings.seed),
+            "--steps",
+            str(settings.steps),
+            "--guidance",
+            str(settings.guidance),
+            "--height",
+            str(shape["height"]),
+            "--width",
+            str(shape["width"]),
+            "--batch",
+            str(shape["batch"]),
+        ]
         self.log(f"measuring {measurement.key}")
-        result = run_measured(command, self.scratch / "logs" / f"{measurement.key}.log", settings.timeout,
-                              env=child_env(), first_png=out_dir / "first.png")
+        result = run_measured(
+            command,
+            self.scratch / "logs" / f"{measurement.key}.log",
+            settings.timeout,
+            env=child_env(),
+            first_png=out_dir / "first.png",
+        )
         entry["process"] = result.to_dict()
         if result.ok and (out_dir / "result.json").exists():
             entry.update(status="ok", worker=json.loads((out_dir / "result.json").read_text()))
@@ -287,8 +405,9 @@ class Benchmark:
             self.log(f"  {measurement.key}: {entry['status']}")
         return entry
 
-    def cold_starts(self, bundle: Path, options: tuple[str, ...] = (), label: str = "",
-                    reference: str = BASELINE) -> list[dict[str, Any]]:
+    def cold_starts(
+        self, bundle: Path, options: tuple[str, ...] = (), label: str = "", reference: str = BASELINE
+    ) -> list[dict[str, Any]]:
         """lcm-run's CLI from a new process to the PNG on disk, with an empty then a filled cache (the
         filled one FILLED_CACHE_STARTS times: the entry is the median start, the others are kept in
         ``first_png_runs``); ``reference`` is the measurement whose warm latency the report subtracts."""
@@ -301,25 +420,57 @@ class Benchmark:
         cache = self.scratch / f"compile-cache-{bundle.name}"
         shutil.rmtree(cache, ignore_errors=True)
         starts = []
-        for name, repeats in ((f"{label}empty cache", 1), (f"{label}filled cache", 1 if settings.quick else FILLED_CACHE_STARTS)):
+        for name, repeats in (
+            (f"{label}empty cache", 1),
+            (f"{label}filled cache", 1 if settings.quick else FILLED_CACHE_STARTS),
+        ):
             png = self.scratch / "cold" / f"{name.replace(' ', '-').replace(',', '')}.png"
-            command = [lcm_run, settings.prompt, "--model", str(bundle), "--steps", str(settings.steps),
-                       "--guidance", str(settings.guidance), "--seed", str(settings.seed), "--height", str(settings.height),
-                       "--width", str(settings.width), "--output", str(png), "--overwrite", *options]
+            command = [
+                lcm_run,
+                settings.prompt,
+                "--model",
+                str(bundle),
+                "--steps",
+                str(settings.steps),
+                "--guidance",
+                str(settings.guidance),
+                "--seed",
+                str(settings.seed),
+                "--height",
+                str(settings.height),
+                "--width",
+                str(settings.width),
+                "--output",
+                str(png),
+                "--overwrite",
+                *options,
+            ]
             self.log(f"lcm-run CLI cold start, {name}" + (f" ({repeats} times)" if repeats > 1 else ""))
             results = []
             for _ in range(repeats):
                 png.unlink(missing_ok=True)
-                results.append(run_measured(command, self.scratch / "logs" / f"cold-{png.stem}.log", settings.timeout,
-                                            env=child_env({"LCM_CACHE_DIR": str(cache)}), first_png=png))
+                results.append(
+                    run_measured(
+                        command,
+                        self.scratch / "logs" / f"cold-{png.stem}.log",
+                        settings.timeout,
+                        env=child_env({"LCM_CACHE_DIR": str(cache)}),
+                        first_png=png,
+                    )
+                )
                 if not results[-1].ok:
                     break
             ok = all(result.ok for result in results)
             timed = sorted(results, key=lambda result: result.first_png_seconds or float("inf"))
             result = results[-1] if not ok else timed[len(timed) // 2]
-            entry = {"name": name, "reference": reference, "status": "ok" if ok else "failed", "process": result.to_dict(),
-                     "first_png_runs": [result.first_png_seconds for result in results],
-                     "stderr_summary": result.log_tail(2)}
+            entry = {
+                "name": name,
+                "reference": reference,
+                "status": "ok" if ok else "failed",
+                "process": result.to_dict(),
+                "first_png_runs": [result.first_png_seconds for result in results],
+                "stderr_summary": result.log_tail(2),
+            }
             starts.append(entry)
             if not ok:
                 break
@@ -347,11 +498,16 @@ class Benchmark:
             raise SystemExit("the FP16 export failed; nothing to measure (see the errors above)")
         # Each cold start right before the warm measurement it is compared with: this VM's speed drifts
         # by ~10% over minutes, which a comparison between runs far apart would count as start-up.
-        cold_plan = [(reference, paths[bundle], options, label) for reference, bundle, options, label in (
-            (BASELINE, BUNDLE, (), ""),
-            ("lcm-run-bf16", BUNDLE_BF16, (), "bf16 weights, "), ("lcm-run-fast", BUNDLE_FAST, ("--fast",), "--fast, "),
-            ("lcm-run-one-shot", BUNDLE_ONE_SHOT, ("--vae", "tiny"), "bf16 + token downsampling + --vae tiny, "),
-        ) if bundle in paths]
+        cold_plan = [
+            (reference, paths[bundle], options, label)
+            for reference, bundle, options, label in (
+                (BASELINE, BUNDLE, (), ""),
+                ("lcm-run-bf16", BUNDLE_BF16, (), "bf16 weights, "),
+                ("lcm-run-fast", BUNDLE_FAST, ("--fast",), "--fast, "),
+                ("lcm-run-one-shot", BUNDLE_ONE_SHOT, ("--vae", "tiny"), "bf16 + token downsampling + --vae tiny, "),
+            )
+            if bundle in paths
+        ]
         self.results["cold_start"] = []
 
         def cold_starts_before(key: str | None) -> None:

@@ -13,9 +13,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 REQUIREMENTS_DIR = Path(__file__).resolve().parent / "requirements"
 REPO_ROOT = Path(__file__).resolve().parent.parent

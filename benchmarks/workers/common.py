@@ -16,9 +16,10 @@ import contextlib
 import json
 import statistics
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 IMPORTED_AT = time.time()
 
@@ -40,8 +41,9 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--threads", type=int, default=0, help="0: the library's default")
-    parser.add_argument("--batch", type=int, default=1,
-                        help="images per call (num_images_per_prompt); generate(seed) returns the first")
+    parser.add_argument(
+        "--batch", type=int, default=1, help="images per call (num_images_per_prompt); generate(seed) returns the first"
+    )
     return parser.parse_args()
 
 
@@ -97,30 +99,40 @@ class StageClock:
             # latent preparation, so that step is reported from the encoder's end.
             encoded = self.started + stages.get("text_encoder", 0.0)
             ends = [encoded, *self.step_ends]
-            stages["unet"] = [after - before for before, after in zip(ends, ends[1:])]
+            stages["unet"] = [after - before for before, after in zip(ends, ends[1:], strict=False)]
         return stages
 
 
-def timed_diffusers_style(pipe: Any, args: argparse.Namespace, make_generator: Callable[[int], Any],
-                          context: Callable[[], Any] = contextlib.nullcontext) -> Generate:
+def timed_diffusers_style(
+    pipe: Any,
+    args: argparse.Namespace,
+    make_generator: Callable[[int], Any],
+    context: Callable[[], Any] = contextlib.nullcontext,
+) -> Generate:
     """generate(seed) for a pipeline with diffusers' call API (diffusers, optimum-intel), timed per
     stage by wrapping encode_prompt and vae.decode and by the step callback."""
     clock = StageClock()
     clock.wrap(pipe, "encode_prompt", "text_encoder")
     clock.wrap(pipe.vae, "decode", "vae_decode")
 
-    def generate(seed: int) -> "tuple[Any, dict[str, Any]]":
+    def generate(seed: int) -> tuple[Any, dict[str, Any]]:
         clock.reset()
         with context():
-            image = pipe(args.prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, height=args.height,
-                         width=args.width, generator=make_generator(seed),
-                         callback_on_step_end=clock.step_callback).images[0]
+            image = pipe(
+                args.prompt,
+                num_inference_steps=args.steps,
+                guidance_scale=args.guidance,
+                height=args.height,
+                width=args.width,
+                generator=make_generator(seed),
+                callback_on_step_end=clock.step_callback,
+            ).images[0]
         return image, clock.result()
 
     return generate
 
 
-def run(args: argparse.Namespace, setup: Callable[[argparse.Namespace], "tuple[Generate, dict[str, Any]]"]) -> None:
+def run(args: argparse.Namespace, setup: Callable[[argparse.Namespace], tuple[Generate, dict[str, Any]]]) -> None:
     """Load, make the first image (cold), then args.runs warm images; write result.json."""
     args.out_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"imports_seconds": time.time() - IMPORTED_AT}
@@ -179,4 +191,3 @@ def set_torch_threads(threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
-

@@ -12,7 +12,7 @@ from typing import Any
 from common import Generate, check_batch, openvino_config, openvino_default_precision, parse_args, run, versions
 
 
-def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
+def setup(args: Any) -> tuple[Generate, dict[str, Any]]:
     import numpy as np
     import openvino_genai
     from PIL import Image
@@ -25,9 +25,16 @@ def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
     else:
         pipe = openvino_genai.Text2ImagePipeline(args.model, "CPU", **config)
 
-    def generate(seed: int) -> "tuple[Any, dict[str, Any] | None]":
-        tensor = pipe.generate(args.prompt, width=args.width, height=args.height, num_inference_steps=args.steps,
-                               guidance_scale=args.guidance, rng_seed=seed, num_images_per_prompt=args.batch)
+    def generate(seed: int) -> tuple[Any, dict[str, Any] | None]:
+        tensor = pipe.generate(
+            args.prompt,
+            width=args.width,
+            height=args.height,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            rng_seed=seed,
+            num_images_per_prompt=args.batch,
+        )
         images = np.asarray(tensor.data)
         check_batch(len(images), args.batch)
         return Image.fromarray(images[0]), performance_stages(pipe)
@@ -36,7 +43,7 @@ def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
     return generate, {"versions": versions("openvino-genai", "openvino"), "precision_executed": {"all": precision}}
 
 
-def performance_stages(pipe: Any) -> "dict[str, Any] | None":
+def performance_stages(pipe: Any) -> dict[str, Any] | None:
     """genai's own per-stage clock (2026.4: text encoder and VAE in ms, raw UNet steps in us)."""
     try:
         metrics = pipe.get_performance_metrics()

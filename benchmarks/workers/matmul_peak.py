@@ -34,6 +34,7 @@ def build_matmul(size: int, int8: bool) -> ov.Model:
     weights = ops.constant(rng.standard_normal((size, size), dtype=np.float32) * 0.05)
     left, right = activations, weights
     if int8:
+
         def fake_quantize(node: ov.Node, low: float, high: float) -> ov.Node:
             return ops.fake_quantize(node, np.float32(low), np.float32(high), np.float32(low), np.float32(high), 256)
 
@@ -47,14 +48,16 @@ def executed_precision(compiled: ov.CompiledModel) -> str:
         info = op.get_rt_info()
         if info["layerType"].astype(str) in ("FullyConnected", "MatMul", "Gemm"):
             # e.g. "bf16 brgemm_avx512_amx_bf16": the kernel name shows whether AMX/VNNI ran it.
-            return f'{info["runtimePrecision"].astype(str)} {info["primitiveType"].astype(str)}'
+            return f"{info['runtimePrecision'].astype(str)} {info['primitiveType'].astype(str)}"
     return "unknown"
 
 
 def kernel_seconds(request: ov.InferRequest) -> float:
     """The matmul layer's own time in the last inference, from the per-layer counters."""
     for layer in request.get_profiling_info():
-        if layer.status == layer.Status.EXECUTED and ("FullyConnected" in layer.node_type or "MatMul" in layer.node_type):
+        if layer.status == layer.Status.EXECUTED and (
+            "FullyConnected" in layer.node_type or "MatMul" in layer.node_type
+        ):
             return layer.real_time.total_seconds()
     raise RuntimeError("no matmul layer ran")
 
@@ -62,8 +65,11 @@ def kernel_seconds(request: ov.InferRequest) -> float:
 def measure(core: ov.Core, size: int, precision: str, seconds: float) -> dict:
     int8 = precision == "int8"
     hint = "f32" if precision == "f32" else "bf16"  # int8 matmuls keep bf16 for whatever is not int8
-    compiled = core.compile_model(build_matmul(size, int8), "CPU",
-                                  {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True})
+    compiled = core.compile_model(
+        build_matmul(size, int8),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True},
+    )
     request = compiled.create_infer_request()
     request.set_input_tensor(ov.Tensor(np.random.default_rng(1).random((size, size), dtype=np.float32)))
     for _ in range(3):
@@ -76,9 +82,15 @@ def measure(core: ov.Core, size: int, precision: str, seconds: float) -> dict:
         times.append(time.perf_counter() - started)
         kernel_times.append(kernel_seconds(request))
     best, best_kernel = min(times), min(kernel_times)
-    return {"size": size, "precision_requested": precision, "precision_executed": executed_precision(compiled),
-            "best_seconds": best, "best_kernel_seconds": best_kernel,
-            "gops": 2 * size**3 / best_kernel / 1e9, "inference_gops": 2 * size**3 / best / 1e9}
+    return {
+        "size": size,
+        "precision_requested": precision,
+        "precision_executed": executed_precision(compiled),
+        "best_seconds": best,
+        "best_kernel_seconds": best_kernel,
+        "gops": 2 * size**3 / best_kernel / 1e9,
+        "inference_gops": 2 * size**3 / best / 1e9,
+    }
 
 
 def main() -> None:
@@ -89,7 +101,10 @@ def main() -> None:
     for precision in ("f32", "bf16", "int8"):
         for size in QUICK_SIZES if quick else FULL_SIZES:
             results.append(measure(core, size, precision, 0.2 if quick else 3.0))
-    peak = {precision: max(r["gops"] for r in results if r["precision_requested"] == precision) for precision in ("f32", "bf16", "int8")}
+    peak = {
+        precision: max(r["gops"] for r in results if r["precision_requested"] == precision)
+        for precision in ("f32", "bf16", "int8")
+    }
     with open(out, "w", encoding="utf-8") as handle:
         json.dump({"peak_gops": peak, "measurements": results, "openvino": ov.get_version()}, handle, indent=2)
 

@@ -7,11 +7,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from common import (Generate, openvino_config, openvino_default_precision, parse_args, precision_name, run,
-                    timed_diffusers_style, versions)
+from common import (
+    Generate,
+    openvino_config,
+    openvino_default_precision,
+    parse_args,
+    precision_name,
+    run,
+    timed_diffusers_style,
+    versions,
+)
 
 
-def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
+def setup(args: Any) -> tuple[Generate, dict[str, Any]]:
     import torch
     from optimum.intel import OVLatentConsistencyModelPipeline
 
@@ -25,8 +33,10 @@ def setup(args: Any) -> "tuple[Generate, dict[str, Any]]":
     pipe.set_progress_bar_config(disable=True)
     generate = timed_diffusers_style(pipe, args, lambda seed: torch.Generator().manual_seed(seed))
 
-    info = {"versions": versions("optimum-intel", "optimum", "openvino", "diffusers", "torch"),
-            "precision_executed": lambda: executed_precision(pipe, args.precision)}
+    info = {
+        "versions": versions("optimum-intel", "optimum", "openvino", "diffusers", "torch"),
+        "precision_executed": lambda: executed_precision(pipe, args.precision),
+    }
     return generate, info
 
 

@@ -61,7 +61,9 @@ def _prompts_from_datasets(name: str, path: Path, count: int) -> list[str]:
     try:
         import datasets
     except ImportError:
-        raise InputError("--calibration-dataset needs the datasets package; pip install 'lcm-openvino[export]'") from None
+        raise InputError(
+            "--calibration-dataset needs the datasets package; pip install 'lcm-openvino[export]'"
+        ) from None
     try:
         if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
             rows = datasets.load_from_disk(str(path))
@@ -97,7 +99,10 @@ def _prompt_column(columns: list[str], name: str) -> str:
     for column in PROMPT_COLUMNS:
         if column in columns:
             return column
-    raise InputError(f"the calibration dataset {name} has no prompt column (one of {', '.join(PROMPT_COLUMNS)}); columns: {', '.join(columns)}")
+    raise InputError(
+        f"the calibration dataset {name} has no prompt column (one of {', '.join(PROMPT_COLUMNS)}); "
+        f"columns: {', '.join(columns)}"
+    )
 
 
 def capture_unet_inputs(bundle_root: Path, prompts: list[str], size: int) -> list[dict[str, np.ndarray]]:
@@ -119,14 +124,25 @@ def capture_unet_inputs(bundle_root: Path, prompts: list[str], size: int) -> lis
     max_length = int(text_config["max_position_embeddings"])
 
     tables = {name: np.load(root / scheduler_table_file(name)) for name in SCHEDULER_TABLES}
-    scheduler = LCMScheduler(LCMSchedulerConfig.from_dict(read_json(root / "scheduler" / "scheduler_config.json")), tables)
+    scheduler = LCMScheduler(
+        LCMSchedulerConfig.from_dict(read_json(root / "scheduler" / "scheduler_config.json")), tables
+    )
     tokenizer = PromptTokenizer.from_file(root / "tokenizer" / "tokenizer.json", max_length)
     core = ov.Core()
     text_encoder = TextEncoder(core, root / component_xml("text_encoder"), {"input_ids": [1, max_length]}, "CPU", F32)
     cond_dim = int(unet_config["time_cond_proj_dim"])
-    unet = UNet(core, root / component_xml("unet"), {
-        "sample": [1, latent_channels, latent_side, latent_side], "timestep": [1],
-        "encoder_hidden_states": [1, max_length, -1], "timestep_cond": [1, cond_dim]}, "CPU", F32)
+    unet = UNet(
+        core,
+        root / component_xml("unet"),
+        {
+            "sample": [1, latent_channels, latent_side, latent_side],
+            "timestep": [1],
+            "encoder_hidden_states": [1, max_length, -1],
+            "timestep_cond": [1, cond_dim],
+        },
+        "CPU",
+        F32,
+    )
     timestep_cond = guidance_scale_embedding(np.array([CALIBRATION_GUIDANCE_SCALE - 1.0], dtype=np.float32), cond_dim)
 
     samples: list[dict[str, np.ndarray]] = []
@@ -138,8 +154,14 @@ def capture_unet_inputs(bundle_root: Path, prompts: list[str], size: int) -> lis
         unet.bind_conditioning(embeddings, timestep_cond)
 
         def record(sample: np.ndarray, timestep: int, embeddings: np.ndarray = embeddings) -> None:
-            samples.append({"sample": sample.copy(), "timestep": np.array([timestep], dtype=np.int64),
-                            "encoder_hidden_states": embeddings.copy(), "timestep_cond": timestep_cond.copy()})
+            samples.append(
+                {
+                    "sample": sample.copy(),
+                    "timestep": np.array([timestep], dtype=np.int64),
+                    "encoder_hidden_states": embeddings.copy(),
+                    "timestep_cond": timestep_cond.copy(),
+                }
+            )
 
         latents = rng.standard_normal((1, latent_channels, latent_side, latent_side), dtype=np.float32)
         scheduler.set_timesteps(CALIBRATION_STEPS)
@@ -147,15 +169,15 @@ def capture_unet_inputs(bundle_root: Path, prompts: list[str], size: int) -> lis
     return samples[:size]
 
 
-def calibration_prompts(options: "ExportOptions") -> tuple[list[str], str]:
+def calibration_prompts(options: ExportOptions) -> tuple[list[str], str]:
     """The prompts --quantize-unet will use (loaded before the export starts, so a bad dataset fails fast)."""
     return load_prompts(options.calibration_dataset, -(-options.calibration_size // CALIBRATION_STEPS))
 
 
 def quantize_unet(
-    pipeline: "LatentConsistencyModelPipeline",
+    pipeline: LatentConsistencyModelPipeline,
     bundle_root: Path,
-    options: "ExportOptions",
+    options: ExportOptions,
     prompts: list[str],
     dataset: str,
 ) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -51,36 +50,64 @@ def _terminate_as_interrupt(_signum: int, _frame: object) -> None:
 )
 def export(
     paths: list[str] = typer.Argument(
-        ..., metavar="[SOURCE] OUT", help=f"SOURCE: hub id or local diffusers folder [default: {DEFAULT_SOURCE}]; OUT: bundle folder to write"
+        ...,
+        metavar="[SOURCE] OUT",
+        help=f"SOURCE: hub id or local diffusers folder [default: {DEFAULT_SOURCE}]; OUT: bundle folder to write",
     ),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of SOURCE"),
-    weights: str = typer.Option("fp16", "--weights", help="Weight precision: fp32, fp16, bf16 (for CPUs that compute in bf16: the same image as fp16, faster start), int8 or int4 (NNCF weight-only)"),
-    quantize_unet: Optional[str] = typer.Option(None, "--quantize-unet", help="int8: NNCF post-training quantization of the UNet"),
-    calibration_dataset: Optional[str] = typer.Option(
-        None, "--calibration-dataset", help="Prompts for --quantize-unet: a `datasets` name or a local .txt/.jsonl/.csv/.parquet or saved dataset [default: the shipped prompt list]"
+    revision: str | None = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of SOURCE"),
+    weights: str = typer.Option(
+        "fp16",
+        "--weights",
+        help="Weight precision: fp32, fp16, bf16 (for CPUs that compute in bf16: the same image as fp16, "
+        "faster start), int8 or int4 (NNCF weight-only)",
     ),
-    calibration_size: int = typer.Option(DEFAULT_CALIBRATION_SIZE, "--calibration-size", help="UNet input samples for calibration (4 per prompt)"),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle (.bin) weights; they can run code when loaded"),
+    quantize_unet: str | None = typer.Option(
+        None, "--quantize-unet", help="int8: NNCF post-training quantization of the UNet"
+    ),
+    calibration_dataset: str | None = typer.Option(
+        None,
+        "--calibration-dataset",
+        help="Prompts for --quantize-unet: a `datasets` name or a local .txt/.jsonl/.csv/.parquet or saved dataset "
+        "[default: the shipped prompt list]",
+    ),
+    calibration_size: int = typer.Option(
+        DEFAULT_CALIBRATION_SIZE, "--calibration-size", help="UNet input samples for calibration (4 per prompt)"
+    ),
+    allow_pickle: bool = typer.Option(
+        False, "--allow-pickle", help="Accept pickle (.bin) weights; they can run code when loaded"
+    ),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists"),
-    tiny_random: bool = typer.Option(False, "--tiny-random", help="Export a tiny random-weight LCM with the real CLIP vocabulary instead of SOURCE"),
+    tiny_random: bool = typer.Option(
+        False, "--tiny-random", help="Export a tiny random-weight LCM with the real CLIP vocabulary instead of SOURCE"
+    ),
     seed: int = typer.Option(0, "--seed", help="Weights seed for --tiny-random"),
-    tiny_vae: Optional[str] = typer.Option(
-        None, "--tiny-vae", help="Also export a TAESD decoder (hub id such as madebyollin/taesd, or a local AutoencoderTiny folder) for lcm-run --vae tiny"
+    tiny_vae: str | None = typer.Option(
+        None,
+        "--tiny-vae",
+        help="Also export a TAESD decoder (hub id such as madebyollin/taesd, or a local AutoencoderTiny folder) "
+        "for lcm-run --vae tiny",
     ),
-    safety_checker: Optional[str] = typer.Option(
-        None, "--safety-checker", help=f"Add diffusers' safety checker from a hub id such as {DEFAULT_SAFETY_CHECKER} "
+    safety_checker: str | None = typer.Option(
+        None,
+        "--safety-checker",
+        help=f"Add diffusers' safety checker from a hub id such as {DEFAULT_SAFETY_CHECKER} "
         "or a local folder (config.json + weights, preprocessor_config.json optional) "
-        "[default: SOURCE's own safety_checker/, when it has one]"
+        "[default: SOURCE's own safety_checker/, when it has one]",
     ),
-    no_safety_checker: bool = typer.Option(False, "--no-safety-checker",
-                                           help="Leave SOURCE's safety checker out of the bundle"),
-    token_downsampling: Optional[int] = typer.Option(
-        None, "--token-downsampling", help="1, 2 or 4: the UNet's full-resolution self-attentions attend to keys/values "
-        "average-pooled by this factor per side (ToDo): faster, approximate [default: 1, exact; 2 with --fast]"
+    no_safety_checker: bool = typer.Option(
+        False, "--no-safety-checker", help="Leave SOURCE's safety checker out of the bundle"
+    ),
+    token_downsampling: int | None = typer.Option(
+        None,
+        "--token-downsampling",
+        help="1, 2 or 4: the UNet's full-resolution self-attentions attend to keys/values "
+        "average-pooled by this factor per side (ToDo): faster, approximate [default: 1, exact; 2 with --fast]",
     ),
     fast: bool = typer.Option(
-        False, "--fast", help=f"A bundle for lcm-run --fast: --quantize-unet int8, --token-downsampling {FAST_TOKEN_DOWNSAMPLING} "
-        f"and --tiny-vae {DEFAULT_TINY_VAE} (unless given)"
+        False,
+        "--fast",
+        help=f"A bundle for lcm-run --fast: --quantize-unet int8, --token-downsampling {FAST_TOKEN_DOWNSAMPLING} "
+        f"and --tiny-vae {DEFAULT_TINY_VAE} (unless given)",
     ),
 ) -> None:
     """Export a diffusers Latent Consistency Model to a verified OpenVINO bundle at OUT."""
@@ -110,9 +137,19 @@ def export(
         force=force,
     )
     options.validate()
-    run_export(source, Path(out), options, revision=revision, allow_pickle=allow_pickle, tiny_random=tiny_random, seed=seed,
-               tiny_vae=tiny_vae, random_tiny_vae=fast and tiny_random and tiny_vae is None,
-               safety_checker=safety_checker, no_safety_checker=no_safety_checker)
+    run_export(
+        source,
+        Path(out),
+        options,
+        revision=revision,
+        allow_pickle=allow_pickle,
+        tiny_random=tiny_random,
+        seed=seed,
+        tiny_vae=tiny_vae,
+        random_tiny_vae=fast and tiny_random and tiny_vae is None,
+        safety_checker=safety_checker,
+        no_safety_checker=no_safety_checker,
+    )
 
 
 def _split_paths(paths: list[str], tiny_random: bool) -> tuple[str | None, str]:
@@ -130,7 +167,7 @@ def _split_paths(paths: list[str], tiny_random: bool) -> tuple[str | None, str]:
 def run_export(
     source: str | None,
     out: Path,
-    options: "ExportOptions",  # noqa: F821 - imported lazily
+    options: ExportOptions,  # noqa: F821 - imported lazily
     revision: str | None = None,
     allow_pickle: bool = False,
     tiny_random: bool = False,
@@ -183,8 +220,9 @@ def run_export(
         # SOURCE's own checker unless one was given or it is refused (--tiny-random has none).
         own_checker = safety_checker is None and not no_safety_checker
         with progress.stage(f"load {label}"):
-            loaded = load_tiny_random(seed) if tiny_random else \
-                load_source(str(source), revision, allow_pickle, own_checker)
+            loaded = (
+                load_tiny_random(seed) if tiny_random else load_source(str(source), revision, allow_pickle, own_checker)
+            )
         loaded_tiny_vae = None
         if tiny_vae is not None:
             from .tiny_vae import load_tiny_vae
@@ -202,7 +240,7 @@ def run_export(
     typer.echo(str(result.out))
 
 
-def print_summary(console: "object", result: "object", seconds: float) -> None:
+def print_summary(console: object, result: object, seconds: float) -> None:
     """One screen: each bundle folder with its precision and size, then totals."""
     from rich.table import Table
 
@@ -246,7 +284,13 @@ def main(argv: list[str] | None = None) -> None:
     _quiet_libraries()
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        run_app(app, args, "lcm-export", interrupted_message="interrupted: nothing was written",
-                failure_message="the export failed unexpectedly; nothing was written", debug_variable="LCM_EXPORT_DEBUG")
+        run_app(
+            app,
+            args,
+            "lcm-export",
+            interrupted_message="interrupted: nothing was written",
+            failure_message="the export failed unexpectedly; nothing was written",
+            debug_variable="LCM_EXPORT_DEBUG",
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -50,12 +50,15 @@ def compression_details(precision: str) -> dict[str, Any]:
     if precision == INT8_PTQ:
         return {"method": "nncf.quantize", "mode": "int8", "see": "calibration"}
     if precision == "bf16":
-        return {"method": "ov.save_model", "compress_to_fp16": True,
-                "bf16": f"weights of {', '.join(sorted(BF16_WEIGHT_CONSUMERS))}, rounded to nearest even from fp16"}
+        return {
+            "method": "ov.save_model",
+            "compress_to_fp16": True,
+            "bf16": f"weights of {', '.join(sorted(BF16_WEIGHT_CONSUMERS))}, rounded to nearest even from fp16",
+        }
     return {"method": "ov.save_model", "compress_to_fp16": precision != "fp32"}
 
 
-def compress_weights(model: "ov.Model", precision: str) -> "ov.Model":
+def compress_weights(model: ov.Model, precision: str) -> ov.Model:
     """Apply weight-only compression for int8/int4; fp32/fp16/bf16 are handled at save time."""
     if precision in ("fp32", "fp16", "bf16", INT8_PTQ):
         return model
@@ -77,7 +80,7 @@ def compress_weights(model: "ov.Model", precision: str) -> "ov.Model":
     raise ValueError(f"unknown precision {precision!r}")
 
 
-def save_ir(model: "ov.Model", xml_path: Path, weights: str) -> None:
+def save_ir(model: ov.Model, xml_path: Path, weights: str) -> None:
     """Save IR; everything not already int8/int4 is stored as FP16 unless --weights fp32
     (and, with --weights bf16, the matmul and convolution weights as bfloat16)."""
     from .ir import save_reproducibly
@@ -92,7 +95,7 @@ def save_ir(model: "ov.Model", xml_path: Path, weights: str) -> None:
     save_reproducibly(model, xml_path, compress_to_fp16=weights != "fp32")
 
 
-def store_matmul_weights_as_bf16(model: "ov.Model") -> None:
+def store_matmul_weights_as_bf16(model: ov.Model) -> None:
     """Replace each FP16 weight that only feeds (through its Convert) matmuls and convolutions by
     its bfloat16 rounding."""
     import numpy as np
@@ -111,7 +114,7 @@ def store_matmul_weights_as_bf16(model: "ov.Model") -> None:
         node.output(0).replace(constant.output(0))
 
 
-def bfloat16_bits(values: "np.ndarray") -> "np.ndarray":
+def bfloat16_bits(values: np.ndarray) -> np.ndarray:
     """float32 -> bfloat16 bit patterns, rounded to nearest even (NaN and inf stay so)."""
     import numpy as np
 
@@ -119,7 +122,7 @@ def bfloat16_bits(values: "np.ndarray") -> "np.ndarray":
     return ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
 
 
-def _only_feeds(constant: "ov.Node", kinds: frozenset[str]) -> bool:
+def _only_feeds(constant: ov.Node, kinds: frozenset[str]) -> bool:
     """Whether every use of ``constant`` is a Convert whose every use is one of ``kinds``."""
     converts = [target.get_node() for target in constant.output(0).get_target_inputs()]
     if not converts or any(convert.get_type_name() != "Convert" for convert in converts):

@@ -9,8 +9,9 @@ reshape to any size and batch without re-exporting.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -44,9 +45,7 @@ class UNetIO(torch.nn.Module):
         encoder_hidden_states: torch.Tensor,
         timestep_cond: torch.Tensor,
     ) -> torch.Tensor:
-        return self.unet(
-            sample, timestep, encoder_hidden_states, timestep_cond=timestep_cond, return_dict=False
-        )[0]
+        return self.unet(sample, timestep, encoder_hidden_states, timestep_cond=timestep_cond, return_dict=False)[0]
 
 
 class VaeDecoderIO(torch.nn.Module):
@@ -112,21 +111,31 @@ class DownsampledSelfAttention(torch.nn.Module):
         super().__init__()
         self.attention, self.grid, self.factor = attention, grid, factor
 
-    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
         batch, _tokens, channels = hidden_states.shape
         height, width = self.grid.size
         tokens = hidden_states.transpose(1, 2).reshape(batch, channels, height, width)
         # ceil_mode without padding in the average: odd sides keep their last row/column.
-        pooled = torch.nn.functional.avg_pool2d(tokens, self.factor, self.factor, ceil_mode=True, count_include_pad=False)
+        pooled = torch.nn.functional.avg_pool2d(
+            tokens, self.factor, self.factor, ceil_mode=True, count_include_pad=False
+        )
         keys_values = pooled.flatten(2).transpose(1, 2)
         return self.attention(hidden_states, encoder_hidden_states=keys_values, attention_mask=attention_mask, **kwargs)
 
 
 def full_resolution_transformers(unet: torch.nn.Module) -> list[torch.nn.Module]:
     """The UNet's transformers at the latent's own resolution: the first down block's and the last up block's."""
-    return [transformer for block in (unet.down_blocks[0], unet.up_blocks[-1])
-            for transformer in (getattr(block, "attentions", None) or [])]
+    return [
+        transformer
+        for block in (unet.down_blocks[0], unet.up_blocks[-1])
+        for transformer in (getattr(block, "attentions", None) or [])
+    ]
 
 
 def downsampled_self_attentions(unet: torch.nn.Module, token_downsampling: int) -> int:
@@ -162,7 +171,11 @@ def unet_rewrites(unet: torch.nn.Module, token_downsampling: int = 1) -> Iterato
                 grid = LatentGrid()
                 hooks.append(transformer.register_forward_pre_hook(grid.record))
                 for transformer_block in transformer.transformer_blocks:
-                    swap(transformer_block, "attn1", DownsampledSelfAttention(transformer_block.attn1, grid, token_downsampling))
+                    swap(
+                        transformer_block,
+                        "attn1",
+                        DownsampledSelfAttention(transformer_block.attn1, grid, token_downsampling),
+                    )
         yield
     finally:
         for hook in hooks:
@@ -171,7 +184,9 @@ def unet_rewrites(unet: torch.nn.Module, token_downsampling: int = 1) -> Iterato
             setattr(parent, name, original)
 
 
-def _example_and_shapes(pipeline: "LatentConsistencyModelPipeline", component: str) -> tuple[tuple[torch.Tensor, ...], list[Any]]:
+def _example_and_shapes(
+    pipeline: LatentConsistencyModelPipeline, component: str
+) -> tuple[tuple[torch.Tensor, ...], list[Any]]:
     """Small example inputs to trace with, and the dynamic shapes/types of each input."""
     import openvino as ov
 
@@ -209,7 +224,9 @@ def _example_and_shapes(pipeline: "LatentConsistencyModelPipeline", component: s
         ]
     elif component == "vae_decoder":
         latent_channels = int(pipeline.vae.config.latent_channels)
-        example = (torch.randn(1, latent_channels, latent_side, latent_side, generator=torch.Generator().manual_seed(3)),)
+        example = (
+            torch.randn(1, latent_channels, latent_side, latent_side, generator=torch.Generator().manual_seed(3)),
+        )
         shapes = [(ov.PartialShape([dynamic, latent_channels, dynamic, dynamic]), ov.Type.f32)]
     elif component == "vae_encoder":
         side = latent_side * vae_scale
@@ -220,7 +237,7 @@ def _example_and_shapes(pipeline: "LatentConsistencyModelPipeline", component: s
     return example, shapes
 
 
-WRAPPERS: dict[str, Callable[["LatentConsistencyModelPipeline"], torch.nn.Module]] = {
+WRAPPERS: dict[str, Callable[[LatentConsistencyModelPipeline], torch.nn.Module]] = {
     "text_encoder": lambda pipeline: TextEncoderIO(pipeline.text_encoder),
     "unet": lambda pipeline: UNetIO(pipeline.unet),
     "vae_decoder": lambda pipeline: VaeDecoderIO(pipeline.vae),
@@ -228,18 +245,19 @@ WRAPPERS: dict[str, Callable[["LatentConsistencyModelPipeline"], torch.nn.Module
 }
 
 
-def wrap_component(pipeline: "LatentConsistencyModelPipeline", component: str) -> torch.nn.Module:
+def wrap_component(pipeline: LatentConsistencyModelPipeline, component: str) -> torch.nn.Module:
     """The torch module whose forward is exactly the component's bundle signature (float32, eval)."""
     module = WRAPPERS[component](pipeline)
     return module.float().eval()
 
 
-def example_inputs(pipeline: "LatentConsistencyModelPipeline", component: str) -> tuple[torch.Tensor, ...]:
+def example_inputs(pipeline: LatentConsistencyModelPipeline, component: str) -> tuple[torch.Tensor, ...]:
     return _example_and_shapes(pipeline, component)[0]
 
 
-def convert_component(pipeline: "LatentConsistencyModelPipeline", component: str,
-                      token_downsampling: int = 1) -> "ov.Model":
+def convert_component(
+    pipeline: LatentConsistencyModelPipeline, component: str, token_downsampling: int = 1
+) -> ov.Model:
     """Trace one component into an ov.Model named per bundle.COMPONENT_IO (the UNet through
     unet_rewrites, with ``token_downsampling``)."""
     import openvino as ov
@@ -259,9 +277,9 @@ def convert_component(pipeline: "LatentConsistencyModelPipeline", component: str
             f"{component}: traced {len(model.inputs)} inputs/{len(model.outputs)} outputs, "
             f"expected {len(input_names)}/{len(output_names)}"
         )
-    for port, name in zip(model.inputs, input_names):
+    for port, name in zip(model.inputs, input_names, strict=True):
         port.get_tensor().set_names({name})
-    for port, name in zip(model.outputs, output_names):
+    for port, name in zip(model.outputs, output_names, strict=True):
         port.get_tensor().set_names({name})
     # A stable friendly name: the default one can carry a process-dependent counter.
     model.set_friendly_name(component)

@@ -21,12 +21,12 @@ from lcm_runtime.bundle import (
     CONFIG_FILE,
     FEATURE_EXTRACTOR_CONFIG,
     INT8_PTQ,
-    OPTIONAL_COMPONENT_IO,
-    SAFETY_CHECKER,
-    TINY_VAE_DECODER,
     MODEL_INDEX_FILE,
     OPENVINO_TOKENIZER_XML,
+    OPTIONAL_COMPONENT_IO,
+    SAFETY_CHECKER,
     SCHEDULER_CONFIG,
+    TINY_VAE_DECODER,
     Manifest,
     ModelFacts,
     component_xml,
@@ -79,8 +79,10 @@ class ExportOptions:
         if self.quantize_unet is not None and self.quantize_unet not in QUANTIZE_OPTIONS:
             raise InputError(f"unknown --quantize-unet {self.quantize_unet!r}; the only choice is int8")
         if self.token_downsampling not in TOKEN_DOWNSAMPLING_FACTORS:
-            raise InputError(f"--token-downsampling must be one of {', '.join(map(str, TOKEN_DOWNSAMPLING_FACTORS))} "
-                             f"(1 = exact attention), got {self.token_downsampling}")
+            raise InputError(
+                f"--token-downsampling must be one of {', '.join(map(str, TOKEN_DOWNSAMPLING_FACTORS))} "
+                f"(1 = exact attention), got {self.token_downsampling}"
+            )
         if self.calibration_size < 1:
             raise InputError(f"--calibration-size must be at least 1, got {self.calibration_size}")
         if self.quantize_unet is None and self.calibration_dataset is not None:
@@ -136,7 +138,7 @@ def clean_config(config_json: str) -> dict[str, Any]:
     return data
 
 
-def model_index(pipeline: "LatentConsistencyModelPipeline") -> dict[str, Any]:
+def model_index(pipeline: LatentConsistencyModelPipeline) -> dict[str, Any]:
     """diffusers' model_index.json for the exported pipeline (what optimum-intel ships too)."""
     import diffusers
 
@@ -154,7 +156,7 @@ def model_index(pipeline: "LatentConsistencyModelPipeline") -> dict[str, Any]:
     }
 
 
-def component_configs(pipeline: "LatentConsistencyModelPipeline") -> dict[str, dict[str, Any]]:
+def component_configs(pipeline: LatentConsistencyModelPipeline) -> dict[str, dict[str, Any]]:
     vae = clean_config(pipeline.vae.to_json_string())
     text_encoder = clean_config(pipeline.text_encoder.config.to_json_string(use_diff=False))
     # A model built in memory (--tiny-random) has neither; a loaded one has both. Filling them
@@ -169,8 +171,10 @@ def component_configs(pipeline: "LatentConsistencyModelPipeline") -> dict[str, d
     }
 
 
-def estimate_bundle_bytes(pipeline: "LatentConsistencyModelPipeline", weights: str) -> int:
-    parameters = sum(p.numel() for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder) for p in module.parameters())
+def estimate_bundle_bytes(pipeline: LatentConsistencyModelPipeline, weights: str) -> int:
+    parameters = sum(
+        p.numel() for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder) for p in module.parameters()
+    )
     return int(parameters * BYTES_PER_PARAMETER[weights]) + SPACE_MARGIN
 
 
@@ -184,8 +188,8 @@ def export_bundle(
     out: Path,
     options: ExportOptions,
     progress: Progress | None = None,
-    tiny_vae: "LoadedTinyVae | None" = None,
-    safety_checker: "LoadedSafetyChecker | None" = None,
+    tiny_vae: LoadedTinyVae | None = None,
+    safety_checker: LoadedSafetyChecker | None = None,
 ) -> ExportResult:
     """Write a complete, verified bundle for ``loaded`` (plus a TAESD decoder) at ``out`` (atomically).
 
@@ -242,7 +246,9 @@ def export_bundle(
             from .tiny_vae import convert_tiny_vae_decoder
 
             with progress.stage(f"{TINY_VAE_DECODER} ({precisions[TINY_VAE_DECODER]})"):
-                write_text(staging / TINY_VAE_DECODER / CONFIG_FILE, dumps_json(clean_config(tiny_vae.vae.to_json_string())))
+                write_text(
+                    staging / TINY_VAE_DECODER / CONFIG_FILE, dumps_json(clean_config(tiny_vae.vae.to_json_string()))
+                )
                 model = compress_weights(convert_tiny_vae_decoder(tiny_vae), precisions[TINY_VAE_DECODER])
                 save_ir(model, staging / component_xml(TINY_VAE_DECODER), options.weights)
                 del model
@@ -269,12 +275,24 @@ def export_bundle(
                         "file": component_xml(component),
                         "compression": compression_details(precisions[component]),
                         **({"latent_size_multiple": 1} if component == "unet" else {}),
-                        **({"token_downsampling": {"factor": options.token_downsampling,
-                                                   "self_attentions": downsampled_self_attentions(pipeline.unet, options.token_downsampling)}}
-                           if component == "unet" and options.token_downsampling > 1 else {}),
+                        **(
+                            {
+                                "token_downsampling": {
+                                    "factor": options.token_downsampling,
+                                    "self_attentions": downsampled_self_attentions(
+                                        pipeline.unet, options.token_downsampling
+                                    ),
+                                }
+                            }
+                            if component == "unet" and options.token_downsampling > 1
+                            else {}
+                        ),
                         **({"source": tiny_vae.info} if component == TINY_VAE_DECODER else {}),
-                        **({"source": checker.info, "preprocessor_config": FEATURE_EXTRACTOR_CONFIG}
-                           if component == SAFETY_CHECKER else {}),
+                        **(
+                            {"source": checker.info, "preprocessor_config": FEATURE_EXTRACTOR_CONFIG}
+                            if component == SAFETY_CHECKER
+                            else {}
+                        ),
                     }
                     for component in precisions
                 },
@@ -288,7 +306,7 @@ def export_bundle(
 
 
 def _export_component(
-    pipeline: "LatentConsistencyModelPipeline", component: str, precision: str, options: ExportOptions, staging: Path
+    pipeline: LatentConsistencyModelPipeline, component: str, precision: str, options: ExportOptions, staging: Path
 ) -> None:
     from .convert import convert_component
 
@@ -312,9 +330,14 @@ def verify_bundle(root: Path) -> None:
     present = {name: io for name, io in OPTIONAL_COMPONENT_IO.items() if name in manifest.components}
     for component, (inputs, outputs) in {**COMPONENT_IO, **present}.items():
         model = core.read_model(root / component_xml(component))
-        names = ({name for port in model.inputs for name in port.get_names()}, {name for port in model.outputs for name in port.get_names()})
+        names = (
+            {name for port in model.inputs for name in port.get_names()},
+            {name for port in model.outputs for name in port.get_names()},
+        )
         if not set(inputs) <= names[0] or not set(outputs) <= names[1]:
-            raise ExportError(f"{component} IR has inputs {sorted(names[0])} / outputs {sorted(names[1])}, not {inputs} / {outputs}")
+            raise ExportError(
+                f"{component} IR has inputs {sorted(names[0])} / outputs {sorted(names[1])}, not {inputs} / {outputs}"
+            )
         core.compile_model(model, "CPU")
     import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations)
 

@@ -27,7 +27,7 @@ def _renumbered(name: str, position: int) -> str | None:
     return f"{match.group('prefix')}_{position}{match.group('suffix') or ''}"
 
 
-def stabilize_node_names(model: "ov.Model") -> "ov.Model":
+def stabilize_node_names(model: ov.Model) -> ov.Model:
     for position, node in enumerate(model.get_ordered_ops()):
         friendly = _renumbered(node.get_friendly_name(), position)
         if friendly is not None:
@@ -40,7 +40,7 @@ def stabilize_node_names(model: "ov.Model") -> "ov.Model":
     return model
 
 
-def save_reproducibly(model: "ov.Model", xml_path: Path, compress_to_fp16: bool) -> None:
+def save_reproducibly(model: ov.Model, xml_path: Path, compress_to_fp16: bool) -> None:
     import openvino as ov
 
     xml_path = Path(xml_path)

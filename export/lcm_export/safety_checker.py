@@ -52,7 +52,7 @@ SHIPPED_PREPROCESSOR = "lcm-export's Stable Diffusion default"  # recorded when 
 
 @dataclass
 class LoadedSafetyChecker:
-    checker: "StableDiffusionSafetyChecker"
+    checker: StableDiffusionSafetyChecker
     preprocessor_config: dict[str, Any]  # normalized (lcm_runtime.safety_checker.normalize_preprocessor_config)
     info: dict[str, Any]  # recorded in the manifest's component entry
 
@@ -90,22 +90,33 @@ def load_safety_checker(source: str, allow_pickle: bool = False) -> LoadedSafety
     path = Path(source).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise SourceError(f"--safety-checker {source} is a file; pass the folder holding the checker's "
-                              "config.json and weights")
+            raise SourceError(
+                f"--safety-checker {source} is a file; pass the folder holding the checker's config.json and weights"
+            )
         folder, info = path.resolve(), {"kind": "local", "path": str(path.resolve())}
     elif HUB_ID.match(source):
         folder = download_from_hub(source, None, allow_pickle)
         info = {"kind": "hub", "id": source, "commit": folder.name}
     else:
-        raise SourceError(f"--safety-checker {source} is neither an existing folder nor a hub id like "
-                          f"{DEFAULT_SAFETY_CHECKER}; check the path")
+        raise SourceError(
+            f"--safety-checker {source} is neither an existing folder nor a hub id like "
+            f"{DEFAULT_SAFETY_CHECKER}; check the path"
+        )
     hint = f"pass a {CHECKER_CLASS} folder such as {DEFAULT_SAFETY_CHECKER}"
     if not (folder / CONFIG_FILE).is_file() and (folder / SAFETY_CHECKER / CONFIG_FILE).is_file():
         # A whole pipeline folder: its checker, with its feature extractor.
-        preprocessors = [folder / PIPELINE_FEATURE_EXTRACTOR / PREPROCESSOR_FILE,
-                         folder / SAFETY_CHECKER / PREPROCESSOR_FILE]
-        files = _checker_files(folder / SAFETY_CHECKER, preprocessors, allow_pickle, info, hint,
-                               hash_weights_from=folder if info["kind"] == "local" else None)
+        preprocessors = [
+            folder / PIPELINE_FEATURE_EXTRACTOR / PREPROCESSOR_FILE,
+            folder / SAFETY_CHECKER / PREPROCESSOR_FILE,
+        ]
+        files = _checker_files(
+            folder / SAFETY_CHECKER,
+            preprocessors,
+            allow_pickle,
+            info,
+            hint,
+            hash_weights_from=folder if info["kind"] == "local" else None,
+        )
     else:
         files = _checker_files(folder, [folder / PREPROCESSOR_FILE], allow_pickle, info, hint)
     return _load(files, allow_pickle)
@@ -117,9 +128,14 @@ def find_pipeline_safety_checker(folder: Path, allow_pickle: bool, local: bool) 
     if not checker.is_dir():
         return None
     preprocessors = [Path(folder) / PIPELINE_FEATURE_EXTRACTOR / PREPROCESSOR_FILE, checker / PREPROCESSOR_FILE]
-    return _checker_files(checker, preprocessors, allow_pickle, {"kind": "source", "subfolder": SAFETY_CHECKER},
-                          hint="pass --no-safety-checker to export without it",
-                          hash_weights_from=folder if local else None)
+    return _checker_files(
+        checker,
+        preprocessors,
+        allow_pickle,
+        {"kind": "source", "subfolder": SAFETY_CHECKER},
+        hint="pass --no-safety-checker to export without it",
+        hash_weights_from=folder if local else None,
+    )
 
 
 def load_pipeline_safety_checker(files: _CheckerFiles, allow_pickle: bool) -> LoadedSafetyChecker:
@@ -137,8 +153,14 @@ def _read_json_object(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _checker_files(folder: Path, preprocessor_candidates: list[Path], allow_pickle: bool, info: dict[str, Any],
-                   hint: str, hash_weights_from: Path | None = None) -> _CheckerFiles:
+def _checker_files(
+    folder: Path,
+    preprocessor_candidates: list[Path],
+    allow_pickle: bool,
+    info: dict[str, Any],
+    hint: str,
+    hash_weights_from: Path | None = None,
+) -> _CheckerFiles:
     from lcm_runtime.safety_checker import normalize_preprocessor_config
 
     config_path = folder / CONFIG_FILE
@@ -147,10 +169,14 @@ def _checker_files(folder: Path, preprocessor_candidates: list[Path], allow_pick
     config = _read_json_object(config_path, "safety checker config")
     architectures = config.get("architectures") or []
     if CHECKER_CLASS not in architectures or not isinstance(config.get("vision_config"), dict):
-        found = architectures[0] if architectures and isinstance(architectures, list) \
+        found = (
+            architectures[0]
+            if architectures and isinstance(architectures, list)
             else config.get("model_type", "unknown model")
-        raise SourceError(f"{folder} holds a {found}, not a {CHECKER_CLASS} (CLIP vision model + concept "
-                          f"embeddings); {hint}")
+        )
+        raise SourceError(
+            f"{folder} holds a {found}, not a {CHECKER_CLASS} (CLIP vision model + concept embeddings); {hint}"
+        )
     weights = _weight_files(folder, allow_pickle, hint)
     for candidate in preprocessor_candidates:
         if candidate.is_file():
@@ -167,9 +193,11 @@ def _checker_files(folder: Path, preprocessor_candidates: list[Path], allow_pick
     crop = preprocessor["crop_size"]["height"], preprocessor["crop_size"]["width"]
     vision_side = config["vision_config"].get("image_size", 224)
     if not preprocessor["do_center_crop"] or crop != (vision_side, vision_side):
-        raise SourceError(f"the feature extractor ({where}) makes {crop[0]}x{crop[1]} images but the safety checker in "
-                          f"{folder} takes {vision_side}x{vision_side}; give it a preprocessor_config.json that "
-                          f"crops to {vision_side}x{vision_side}")
+        raise SourceError(
+            f"the feature extractor ({where}) makes {crop[0]}x{crop[1]} images but the safety checker in "
+            f"{folder} takes {vision_side}x{vision_side}; give it a preprocessor_config.json that "
+            f"crops to {vision_side}x{vision_side}"
+        )
     if hash_weights_from is not None or info["kind"] == "local":
         info["weights_sha256"] = weights_sha256(hash_weights_from or folder, weights)
     return _CheckerFiles(folder=folder, weights=weights, preprocessor_config=preprocessor, info=info)
@@ -183,12 +211,16 @@ def _weight_files(folder: Path, allow_pickle: bool, hint: str) -> list[Path]:
     if pickled and allow_pickle:
         return pickled
     if pickled:
-        raise SourceError(f"{folder} has only pickle weights ({pickled[0].name}), which can run arbitrary code when "
-                          f"loaded; convert them to safetensors, or pass --allow-pickle if you trust the source, "
-                          f"or {hint}")
+        raise SourceError(
+            f"{folder} has only pickle weights ({pickled[0].name}), which can run arbitrary code when "
+            f"loaded; convert them to safetensors, or pass --allow-pickle if you trust the source, "
+            f"or {hint}"
+        )
     # A hub download skips pickle files unless --allow-pickle, so "none" may mean "pickle only" there.
-    raise SourceError(f"{folder} has no safety checker weights in safetensors (model.safetensors); re-download it, "
-                      f"pass --allow-pickle if it only has trusted pickle weights, or {hint}")
+    raise SourceError(
+        f"{folder} has no safety checker weights in safetensors (model.safetensors); re-download it, "
+        f"pass --allow-pickle if it only has trusted pickle weights, or {hint}"
+    )
 
 
 def _load(files: _CheckerFiles, allow_pickle: bool) -> LoadedSafetyChecker:
@@ -196,15 +228,18 @@ def _load(files: _CheckerFiles, allow_pickle: bool) -> LoadedSafetyChecker:
 
     try:
         checker, loading = StableDiffusionSafetyChecker.from_pretrained(
-            files.folder, dtype=torch.float32, use_safetensors=None if allow_pickle else True, output_loading_info=True)
+            files.folder, dtype=torch.float32, use_safetensors=None if allow_pickle else True, output_loading_info=True
+        )
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SourceError(f"cannot load the safety checker in {files.folder}: {first_line}") from None
     missing = sorted(loading.get("missing_keys") or [])
     if missing:
         # transformers would fill them in (the thresholds with ones): a checker that checks nothing.
-        raise SourceError(f"the safety checker weights in {files.folder} lack {missing[0]}"
-                          f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; re-download them")
+        raise SourceError(
+            f"the safety checker weights in {files.folder} lack {missing[0]}"
+            f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; re-download them"
+        )
     return LoadedSafetyChecker(checker=checker.eval(), preprocessor_config=files.preprocessor_config, info=files.info)
 
 
@@ -218,7 +253,7 @@ def parameter_count(loaded: LoadedSafetyChecker) -> int:
     return sum(parameter.numel() for parameter in loaded.checker.parameters())
 
 
-def convert_safety_checker(loaded: LoadedSafetyChecker) -> "ov.Model":
+def convert_safety_checker(loaded: LoadedSafetyChecker) -> ov.Model:
     import openvino as ov
 
     channels = int(loaded.checker.config.vision_config.num_channels)
@@ -228,8 +263,11 @@ def convert_safety_checker(loaded: LoadedSafetyChecker) -> "ov.Model":
         # CLIP's checks of the image size against its position embeddings become constants of the
         # trace; the size is fixed by the IR's input shape, so the warnings are noise.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        model = ov.convert_model(SafetyCheckerIO(loaded.checker).float().eval(), example_input=example,
-                                 input=[(ov.PartialShape([-1, channels, height, width]), ov.Type.f32)])
+        model = ov.convert_model(
+            SafetyCheckerIO(loaded.checker).float().eval(),
+            example_input=example,
+            input=[(ov.PartialShape([-1, channels, height, width]), ov.Type.f32)],
+        )
     (input_name,), (output_name,) = OPTIONAL_COMPONENT_IO[SAFETY_CHECKER]
     model.inputs[0].get_tensor().set_names({input_name})
     model.outputs[0].get_tensor().set_names({output_name})
@@ -261,8 +299,9 @@ def write_safety_checker(loaded: LoadedSafetyChecker, staging: Path, precision: 
     save_ir(model, staging / component_xml(SAFETY_CHECKER), weights)
 
 
-def build_tiny_random_safety_checker(seed: int = 0, image_size: int = 224,
-                                     projection_dim: int = 16) -> "StableDiffusionSafetyChecker":
+def build_tiny_random_safety_checker(
+    seed: int = 0, image_size: int = 224, projection_dim: int = 16
+) -> StableDiffusionSafetyChecker:
     """A small random-weight StableDiffusionSafetyChecker (CLIP ViT, narrow and shallow) for tests.
 
     Its concept embeddings are random and every threshold is 1.0, so nothing is flagged until a test
@@ -274,11 +313,26 @@ def build_tiny_random_safety_checker(seed: int = 0, image_size: int = 224,
 
     torch.manual_seed(seed)
     config = CLIPConfig(
-        text_config={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
-                     "vocab_size": 100, "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 2,
-                     "pad_token_id": 1},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
-                       "image_size": image_size, "patch_size": 32, "initializer_factor": 5.0},
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 1,
+            "vocab_size": 100,
+            "max_position_embeddings": 16,
+            "bos_token_id": 0,
+            "eos_token_id": 2,
+            "pad_token_id": 1,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "image_size": image_size,
+            "patch_size": 32,
+            "initializer_factor": 5.0,
+        },
         projection_dim=projection_dim,
         initializer_factor=5.0,
     )
@@ -290,8 +344,9 @@ def build_tiny_random_safety_checker(seed: int = 0, image_size: int = 224,
     return checker
 
 
-def save_safety_checker_folder(checker: "StableDiffusionSafetyChecker", folder: Path | str,
-                               preprocessor_config: dict[str, Any] | None = None) -> Path:
+def save_safety_checker_folder(
+    checker: StableDiffusionSafetyChecker, folder: Path | str, preprocessor_config: dict[str, Any] | None = None
+) -> Path:
     """A --safety-checker SOURCE folder: config.json, model.safetensors and, if given, preprocessor_config.json."""
     folder = Path(folder)
     checker.save_pretrained(folder)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from diffusers import LCMScheduler
 
 
-def compute_scheduler_tables(scheduler: "LCMScheduler") -> dict[str, np.ndarray]:
+def compute_scheduler_tables(scheduler: LCMScheduler) -> dict[str, np.ndarray]:
     import torch
 
     alphas_cumprod = scheduler.alphas_cumprod.to(torch.float32)
@@ -45,7 +45,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_scheduler_tables(bundle_root: Path, scheduler: "LCMScheduler") -> None:
+def write_scheduler_tables(bundle_root: Path, scheduler: LCMScheduler) -> None:
     for name, table in compute_scheduler_tables(scheduler).items():
         path = Path(bundle_root) / scheduler_table_file(name)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -35,24 +35,27 @@ class SourceError(LCMError):
 
 @dataclass
 class LoadedSource:
-    pipeline: "LatentConsistencyModelPipeline"
+    pipeline: LatentConsistencyModelPipeline
     info: dict[str, Any]  # the manifest's "source"
     folder: Path | None = None
     weight_files: list[Path] = field(default_factory=list)
-    safety_checker: "LoadedSafetyChecker | None" = None  # the folder's own safety_checker/, when it has one
+    safety_checker: LoadedSafetyChecker | None = None  # the folder's own safety_checker/, when it has one
 
 
 def is_hub_id(source: str) -> bool:
     return bool(HUB_ID.match(source)) and not Path(source).exists()
 
 
-def resolve_source_folder(source: str, revision: str | None, allow_pickle: bool,
-                          safety_checker: bool = True) -> tuple[Path, dict[str, Any]]:
+def resolve_source_folder(
+    source: str, revision: str | None, allow_pickle: bool, safety_checker: bool = True
+) -> tuple[Path, dict[str, Any]]:
     """The local folder holding the pipeline, and the manifest's description of where it came from."""
     path = Path(source).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise SourceError(f"{source} is a file, not a diffusers pipeline folder; pass the folder that holds model_index.json")
+            raise SourceError(
+                f"{source} is a file, not a diffusers pipeline folder; pass the folder that holds model_index.json"
+            )
         if revision is not None:
             raise SourceError("--revision only applies to hub ids, not to a local folder; drop --revision")
         return path.resolve(), {"kind": "local", "path": str(path.resolve())}
@@ -85,9 +88,13 @@ def download_from_hub(repo_id: str, revision: str | None, allow_pickle: bool, sa
     try:
         return Path(snapshot_download(repo_id, revision=revision, ignore_patterns=ignore))
     except GatedRepoError:
-        raise SourceError(f"{repo_id} is gated on the hub; accept its licence and log in (hf auth login), or pass a local folder") from None
+        raise SourceError(
+            f"{repo_id} is gated on the hub; accept its licence and log in (hf auth login), or pass a local folder"
+        ) from None
     except RepositoryNotFoundError:
-        raise SourceError(f"{repo_id} was not found on the hub (or is private); check the id, or pass a local folder") from None
+        raise SourceError(
+            f"{repo_id} was not found on the hub (or is private); check the id, or pass a local folder"
+        ) from None
     except RevisionNotFoundError:
         raise SourceError(f"revision {revision!r} of {repo_id} was not found on the hub; check --revision") from None
     except OSError as error:
@@ -186,7 +193,7 @@ def weights_sha256(folder: Path, weight_files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def load_pipeline_folder(folder: Path, allow_pickle: bool) -> "LatentConsistencyModelPipeline":
+def load_pipeline_folder(folder: Path, allow_pickle: bool) -> LatentConsistencyModelPipeline:
     """Load the components one by one (float32) and assemble an LCM pipeline.
 
     Loading by component rather than by model_index lets a Stable Diffusion folder whose
@@ -199,18 +206,28 @@ def load_pipeline_folder(folder: Path, allow_pickle: bool) -> "LatentConsistency
 
     use_safetensors = None if allow_pickle else True
     try:
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32, use_safetensors=use_safetensors)
-        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32, use_safetensors=use_safetensors)
-        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32, use_safetensors=use_safetensors)
+        unet = UNet2DConditionModel.from_pretrained(
+            folder, subfolder="unet", torch_dtype=torch.float32, use_safetensors=use_safetensors
+        )
+        vae = AutoencoderKL.from_pretrained(
+            folder, subfolder="vae", torch_dtype=torch.float32, use_safetensors=use_safetensors
+        )
+        text_encoder = CLIPTextModel.from_pretrained(
+            folder / "text_encoder", dtype=torch.float32, use_safetensors=use_safetensors
+        )
         tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
         scheduler = LCMScheduler.from_pretrained(folder, subfolder="scheduler")
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SourceError(f"cannot load the pipeline in {folder}: {first_line}; check the folder is a complete diffusers pipeline") from None
+        raise SourceError(
+            f"cannot load the pipeline in {folder}: {first_line}; check the folder is a complete diffusers pipeline"
+        ) from None
     return assemble_pipeline(unet, vae, text_encoder, tokenizer, scheduler)
 
 
-def assemble_pipeline(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any) -> "LatentConsistencyModelPipeline":
+def assemble_pipeline(
+    unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any
+) -> LatentConsistencyModelPipeline:
     """An LCM pipeline of these components, in eval mode, without safety checker."""
     from diffusers import LatentConsistencyModelPipeline
 
@@ -229,8 +246,9 @@ def assemble_pipeline(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, sc
     return pipeline
 
 
-def load_source(source: str, revision: str | None = None, allow_pickle: bool = False,
-                safety_checker: bool = True) -> LoadedSource:
+def load_source(
+    source: str, revision: str | None = None, allow_pickle: bool = False, safety_checker: bool = True
+) -> LoadedSource:
     """The pipeline, plus its safety_checker/ and feature_extractor/ when it has them and ``safety_checker``."""
     folder, info = resolve_source_folder(source, revision, allow_pickle, safety_checker)
     weight_files = validate_pipeline_folder(folder, allow_pickle)

@@ -55,7 +55,9 @@ TINY_TIME_COND_DIM = 32
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable unicode character map."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codepoints = printable[:]
     extra = 0
     for byte in range(256):
@@ -63,7 +65,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             printable.append(byte)
             codepoints.append(256 + extra)
             extra += 1
-    return dict(zip(printable, (chr(c) for c in codepoints)))
+    return dict(zip(printable, (chr(c) for c in codepoints), strict=True))
 
 
 @lru_cache(maxsize=1)
@@ -90,7 +92,7 @@ def write_clip_vocab_files(folder: Path) -> tuple[Path, Path]:
     return vocab_path, merges_path
 
 
-def build_clip_tokenizer() -> "CLIPTokenizer":
+def build_clip_tokenizer() -> CLIPTokenizer:
     from transformers import CLIPTokenizer
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -103,7 +105,7 @@ def build_clip_tokenizer() -> "CLIPTokenizer":
         )
 
 
-def build_tiny_pipeline(seed: int = 0) -> "LatentConsistencyModelPipeline":
+def build_tiny_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
     """A random-weight LCM pipeline; the same seed always gives the same weights."""
     import torch
     from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel

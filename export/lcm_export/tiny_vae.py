@@ -30,7 +30,7 @@ PICKLE_WEIGHTS = ("diffusion_pytorch_model.bin",)
 
 @dataclass
 class LoadedTinyVae:
-    vae: "AutoencoderTiny"
+    vae: AutoencoderTiny
     info: dict[str, Any]  # recorded in the manifest's component entry
 
 
@@ -61,23 +61,32 @@ def load_tiny_vae(source: str, allow_pickle: bool = False) -> LoadedTinyVae:
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SourceError(f"{folder} has no config.json: not a tiny VAE folder; pass an AutoencoderTiny such as {DEFAULT_TINY_VAE}") from None
+        raise SourceError(
+            f"{folder} has no config.json: not a tiny VAE folder; pass an AutoencoderTiny such as {DEFAULT_TINY_VAE}"
+        ) from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise SourceError(f"{config_path} is not valid JSON; re-download the tiny VAE") from None
     if not isinstance(config, dict) or config.get("_class_name") != "AutoencoderTiny":
         found = config.get("_class_name") if isinstance(config, dict) else None
-        raise SourceError(f"--tiny-vae {source} is a {found or 'unknown model'}, not an AutoencoderTiny (TAESD) such as {DEFAULT_TINY_VAE}")
+        raise SourceError(
+            f"--tiny-vae {source} is a {found or 'unknown model'}, "
+            f"not an AutoencoderTiny (TAESD) such as {DEFAULT_TINY_VAE}"
+        )
     weights = [folder / name for name in SAFE_WEIGHTS if (folder / name).is_file()]
     if not weights:
         pickled = [folder / name for name in PICKLE_WEIGHTS if (folder / name).is_file()]
         if pickled and not allow_pickle:
-            raise SourceError(f"{folder} has only pickle weights ({pickled[0].name}), which can run code when loaded; "
-                              "convert them to safetensors, or pass --allow-pickle if you trust the source")
+            raise SourceError(
+                f"{folder} has only pickle weights ({pickled[0].name}), which can run code when loaded; "
+                "convert them to safetensors, or pass --allow-pickle if you trust the source"
+            )
         if not pickled:
             raise SourceError(f"{folder} has no tiny VAE weights (diffusion_pytorch_model.safetensors); re-download it")
         weights = pickled
     try:
-        vae = AutoencoderTiny.from_pretrained(folder, torch_dtype=torch.float32, use_safetensors=None if allow_pickle else True)
+        vae = AutoencoderTiny.from_pretrained(
+            folder, torch_dtype=torch.float32, use_safetensors=None if allow_pickle else True
+        )
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SourceError(f"cannot load the tiny VAE in {folder}: {first_line}") from None
@@ -95,28 +104,34 @@ def check_compatible(tiny: LoadedTinyVae, latent_channels: int) -> None:
         )
 
 
-def convert_tiny_vae_decoder(tiny: LoadedTinyVae) -> "ov.Model":
+def convert_tiny_vae_decoder(tiny: LoadedTinyVae) -> ov.Model:
     import openvino as ov
 
     channels = int(tiny.vae.config.latent_channels)
     example = (torch.randn(1, channels, 9, 9, generator=torch.Generator().manual_seed(5)),)
     with torch.no_grad():
-        model = ov.convert_model(TinyVaeDecoderIO(tiny.vae).float().eval(), example_input=example,
-                                 input=[(ov.PartialShape([-1, channels, -1, -1]), ov.Type.f32)])
+        model = ov.convert_model(
+            TinyVaeDecoderIO(tiny.vae).float().eval(),
+            example_input=example,
+            input=[(ov.PartialShape([-1, channels, -1, -1]), ov.Type.f32)],
+        )
     (input_name,), (output_name,) = OPTIONAL_COMPONENT_IO[TINY_VAE_DECODER]
     model.inputs[0].get_tensor().set_names({input_name})
     model.outputs[0].get_tensor().set_names({output_name})
     return model
 
 
-def build_tiny_random_vae(seed: int = 0, latent_channels: int = 4) -> "AutoencoderTiny":
+def build_tiny_random_vae(seed: int = 0, latent_channels: int = 4) -> AutoencoderTiny:
     """A small random-weight AutoencoderTiny (TAESD's structure, narrow), for tests and smoke tests."""
     from diffusers import AutoencoderTiny
 
     torch.manual_seed(seed)
     return AutoencoderTiny(
-        encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
-        num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=latent_channels,
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=latent_channels,
     ).eval()
 
 

@@ -21,19 +21,19 @@ if TYPE_CHECKING:
 TOKENIZER_DIR = "tokenizer"
 
 
-def text_max_length(tokenizer: "PreTrainedTokenizerBase", max_position_embeddings: int) -> int:
+def text_max_length(tokenizer: PreTrainedTokenizerBase, max_position_embeddings: int) -> int:
     # model_max_length is a huge sentinel when a tokenizer config omits it; the encoder's
     # position table is the hard limit.
     return int(min(tokenizer.model_max_length, max_position_embeddings))
 
 
-def pad_token_id(tokenizer: "PreTrainedTokenizerBase") -> int:
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     if tokenizer.pad_token_id is not None:
         return int(tokenizer.pad_token_id)
     return int(tokenizer.eos_token_id)  # CLIP pads with <|endoftext|>
 
 
-def configured_tokenizer_json(tokenizer: "PreTrainedTokenizerBase", max_length: int) -> str:
+def configured_tokenizer_json(tokenizer: PreTrainedTokenizerBase, max_length: int) -> str:
     """The fast tokenizer's JSON with truncation and padding to max_length configured."""
     from tokenizers import Tokenizer
 
@@ -52,12 +52,12 @@ def _vocab_and_merges(tokenizer_json: str) -> tuple[dict[str, int], list[str]]:
     return model["vocab"], merges
 
 
-def _special_tokens(tokenizer: "PreTrainedTokenizerBase") -> dict[str, str]:
+def _special_tokens(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
     names = ("bos_token", "eos_token", "unk_token", "pad_token")
     return {name: str(getattr(tokenizer, name)) for name in names if getattr(tokenizer, name, None) is not None}
 
 
-def write_tokenizer_folder(bundle_root: Path, tokenizer: "PreTrainedTokenizerBase", max_length: int) -> dict[str, Any]:
+def write_tokenizer_folder(bundle_root: Path, tokenizer: PreTrainedTokenizerBase, max_length: int) -> dict[str, Any]:
     """Write every tokenizer file; returns facts for the manifest."""
     folder = Path(bundle_root) / TOKENIZER_DIR
     folder.mkdir(parents=True, exist_ok=True)
@@ -87,7 +87,7 @@ def write_tokenizer_folder(bundle_root: Path, tokenizer: "PreTrainedTokenizerBas
     return {"max_length": max_length, "pad_token_id": pad_token_id(tokenizer), "vocab_size": len(vocab)}
 
 
-def _write_openvino_tokenizer(folder: Path, tokenizer: "PreTrainedTokenizerBase", max_length: int) -> None:
+def _write_openvino_tokenizer(folder: Path, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
     from openvino_tokenizers import convert_tokenizer
 
     from .ir import save_reproducibly

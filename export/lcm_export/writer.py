@@ -61,7 +61,9 @@ def human_size(size: int) -> str:
 
 def no_space_error(out: Path) -> OutputError:
     parent = Path(out).absolute().parent
-    return OutputError(f"no space left on the device of {parent} while writing the bundle; free some space or choose another OUT")
+    return OutputError(
+        f"no space left on the device of {parent} while writing the bundle; free some space or choose another OUT"
+    )
 
 
 def is_no_space(error: BaseException) -> bool:
@@ -112,8 +114,9 @@ def remove_abandoned_staging(out: Path) -> list[str]:
             continue
         shutil.rmtree(path, ignore_errors=True)
         if path.exists():
-            done.append(f"could not remove the stale staging folder {path} left by an interrupted export; "
-                        "remove it by hand")
+            done.append(
+                f"could not remove the stale staging folder {path} left by an interrupted export; remove it by hand"
+            )
         else:
             done.append(f"removed a stale staging folder {name} left by an interrupted export")
     return done

@@ -15,8 +15,12 @@ if TYPE_CHECKING:
 
 __all__ = ["LCMImg2ImgPipeline", "LCMInpaintPipeline", "LCMPipeline", "LCMPipelineOutput", "__version__"]
 
-_HOMES = {"LCMPipeline": "pipeline", "LCMPipelineOutput": "core", "LCMImg2ImgPipeline": "img2img",
-          "LCMInpaintPipeline": "inpaint"}
+_HOMES = {
+    "LCMPipeline": "pipeline",
+    "LCMPipelineOutput": "core",
+    "LCMImg2ImgPipeline": "img2img",
+    "LCMInpaintPipeline": "inpaint",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -70,7 +70,10 @@ OPTIONAL_COMPONENT_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # The safety checker's checkpoint tensors, one float32 .npy each (safety_concept_file): concept
 # embeddings [N, D] and [M, D] (17 and 3 in Stable Diffusion's checker) and their thresholds [N], [M].
 SAFETY_CONCEPT_TENSORS = (
-    "concept_embeds", "special_care_embeds", "concept_embeds_weights", "special_care_embeds_weights",
+    "concept_embeds",
+    "special_care_embeds",
+    "concept_embeds_weights",
+    "special_care_embeds_weights",
 )
 FEATURE_EXTRACTOR_CONFIG = "feature_extractor/preprocessor_config.json"
 
@@ -140,7 +143,7 @@ class ModelFacts:
         vae_config: dict[str, Any],
         text_max_length: int,
         **defaults: Any,
-    ) -> "ModelFacts":
+    ) -> ModelFacts:
         """Derive the facts from diffusers' UNet and VAE configs (the ones the bundle ships)."""
         time_cond_proj_dim = unet_config.get("time_cond_proj_dim")
         if not time_cond_proj_dim:
@@ -161,15 +164,17 @@ class ModelFacts:
                 time_cond_proj_dim=int(time_cond_proj_dim),
             )
         except (TypeError, ValueError, OverflowError) as error:
-            raise BundleError(f"the model's config.json files (UNet, VAE, text encoder) have a malformed value "
-                              f"({error}); re-export the model") from None
+            raise BundleError(
+                f"the model's config.json files (UNet, VAE, text encoder) have a malformed value "
+                f"({error}); re-export the model"
+            ) from None
         facts = cls(**values, **defaults)
         for item in fields(cls):
             _check_fact(item.name, str(item.type), getattr(facts, item.name), where="a config.json of the model")
         return facts
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelFacts":
+    def from_dict(cls, data: dict[str, Any]) -> ModelFacts:
         try:
             facts = cls(**data)
         except TypeError as error:
@@ -203,15 +208,16 @@ class Manifest:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise BundleError(f"{MANIFEST_FILE} is not an lcm-openvino manifest; re-export the bundle with lcm-export")
         try:
             # JSON may escape lone surrogates, which no file name, digest or PNG text can hold.
             json.dumps(data, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
-            raise BundleError(f"{MANIFEST_FILE} has text that is not valid unicode; "
-                              "re-export or re-download the bundle") from None
+            raise BundleError(
+                f"{MANIFEST_FILE} has text that is not valid unicode; re-export or re-download the bundle"
+            ) from None
         except (TypeError, ValueError, RecursionError):
             raise BundleError(f"{MANIFEST_FILE} does not hold JSON data; re-export or re-download the bundle") from None
         version = data.get("format_version")
@@ -230,8 +236,16 @@ class Manifest:
         calibration = data.get("calibration")
         if calibration is not None:
             _object(calibration, "calibration")
-        return cls(source=dict(source), versions=dict(versions), components=components, model=model, files=files,
-                   calibration=calibration, format=data["format"], format_version=version)
+        return cls(
+            source=dict(source),
+            versions=dict(versions),
+            components=components,
+            model=model,
+            files=files,
+            calibration=calibration,
+            format=data["format"],
+            format_version=version,
+        )
 
     def digest(self) -> str:
         """A short hash identifying this exact bundle (its manifest), for image metadata."""
@@ -275,14 +289,17 @@ def _check_fact(name: str, kind: str, value: Any, where: str = MANIFEST_FILE) ->
     else:
         ok, wanted = isinstance(value, str), "a string"
     if not ok:
-        raise BundleError(f"{where} has a malformed model fact: {name} is {describe_value(value)}, not {wanted}; "
-                          "re-export the bundle")
+        raise BundleError(
+            f"{where} has a malformed model fact: {name} is {describe_value(value)}, not {wanted}; re-export the bundle"
+        )
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise BundleError(f"{MANIFEST_FILE} is malformed: {what} is {describe_value(value)}, not an object; "
-                          "re-export or re-download the bundle")
+        raise BundleError(
+            f"{MANIFEST_FILE} is malformed: {what} is {describe_value(value)}, not an object; "
+            "re-export or re-download the bundle"
+        )
     return value
 
 
@@ -317,8 +334,10 @@ def bundle_path_problem(name: Any) -> str | None:
 def _check_path(name: Any, where: str) -> None:
     problem = bundle_path_problem(name)
     if problem is not None:
-        raise BundleError(f"{MANIFEST_FILE} is malformed: {where} {describe_value(name)} {problem}; "
-                          "only relative paths inside the bundle are allowed; re-export or re-download the bundle")
+        raise BundleError(
+            f"{MANIFEST_FILE} is malformed: {where} {describe_value(name)} {problem}; "
+            "only relative paths inside the bundle are allowed; re-export or re-download the bundle"
+        )
 
 
 def _components(value: Any) -> dict[str, dict[str, Any]]:
@@ -336,10 +355,13 @@ def _file_entries(value: Any) -> dict[str, dict[str, Any]]:
     for name, entry in files.items():
         _check_path(name, "the file path")
         size = entry.get("size") if isinstance(entry, dict) else None
-        if not (isinstance(size, int) and not isinstance(size, bool) and size >= 0
-                and isinstance(entry.get("sha256"), str)):
-            raise BundleError(f"{MANIFEST_FILE} is malformed: the entry of {name} is {describe_value(entry)}, "
-                              'not {"size": bytes, "sha256": hex digest}; re-export or re-download the bundle')
+        if not (
+            isinstance(size, int) and not isinstance(size, bool) and size >= 0 and isinstance(entry.get("sha256"), str)
+        ):
+            raise BundleError(
+                f"{MANIFEST_FILE} is malformed: the entry of {name} is {describe_value(entry)}, "
+                'not {"size": bytes, "sha256": hex digest}; re-export or re-download the bundle'
+            )
     return dict(files)
 
 
@@ -390,7 +412,7 @@ def resolve_inside(root: Path, relative: str) -> Path:
                 prefix = f"{base}/"
                 if not target.startswith(prefix):
                     raise malformed("leads outside the bundle through a symlink")
-                done, target = [], target[len(prefix):]
+                done, target = [], target[len(prefix) :]
             todo = target.split("/") + todo
             continue
         done.append(part)
@@ -488,8 +510,9 @@ def read_json(path: Path) -> dict[str, Any]:
     except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deep, an int of too many digits
         raise BundleError(f"{path} is corrupted (not valid JSON); re-export the bundle") from None
     except OSError as error:
-        raise BundleError(f"{path} cannot be read ({error.strerror or error}); "
-                          "re-export or re-download the bundle") from None
+        raise BundleError(
+            f"{path} cannot be read ({error.strerror or error}); re-export or re-download the bundle"
+        ) from None
     if not isinstance(data, dict):
         raise BundleError(f"{path} is corrupted (not a JSON object); re-export the bundle")
     return data

@@ -9,7 +9,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, cast
 
 import typer
 
@@ -21,8 +21,12 @@ from .outputs import plan_output_paths, png_parameters
 DEFAULT_MODEL = "artifacts/lcm-dreamshaper-v7"
 
 generate_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
-tools_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
-                        help="Inspect bundles and the compiled-model cache.")
+tools_app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Inspect bundles and the compiled-model cache.",
+)
 
 
 def _default_model() -> str:
@@ -31,9 +35,19 @@ def _default_model() -> str:
 
 # The Python argument an InputError names -> this CLI's option for it.
 OPTION_FOR_ARGUMENT = {
-    "prompt": "PROMPT", "num_inference_steps": "--steps", "guidance_scale": "--guidance", "height": "--height",
-    "width": "--width", "num_images_per_prompt": "--num-images", "generator": "--seed", "strength": "--strength",
-    "image": "--image", "mask_image": "--mask", "vae": "--vae", "precision": "--precision", "device": "--device",
+    "prompt": "PROMPT",
+    "num_inference_steps": "--steps",
+    "guidance_scale": "--guidance",
+    "height": "--height",
+    "width": "--width",
+    "num_images_per_prompt": "--num-images",
+    "generator": "--seed",
+    "strength": "--strength",
+    "image": "--image",
+    "mask_image": "--mask",
+    "vae": "--vae",
+    "precision": "--precision",
+    "device": "--device",
     "prompt_syntax": "--plain-prompt",
 }
 
@@ -51,25 +65,62 @@ def _with_option(error: InputError) -> InputError:
 )
 def generate(
     prompt: str = typer.Argument(..., help="What to draw."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Bundle folder [default: $LCM_MODEL or {DEFAULT_MODEL}]"),
-    steps: Optional[int] = typer.Option(None, "--steps", "-s", help="Denoising steps [default: the bundle's, 4]"),
-    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Guidance scale, diffusers' convention [default: the bundle's, 8.0]"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [default: random, printed]"),
-    height: Optional[int] = typer.Option(None, "--height", help="Image height [default: the model's native size; with --image alone, the picture's]"),
-    width: Optional[int] = typer.Option(None, "--width", help="Image width [default: the model's native size; with --image alone, the picture's]"),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help=f"Bundle folder [default: $LCM_MODEL or {DEFAULT_MODEL}]"
+    ),
+    steps: int | None = typer.Option(None, "--steps", "-s", help="Denoising steps [default: the bundle's, 4]"),
+    guidance: float | None = typer.Option(
+        None, "--guidance", "-g", help="Guidance scale, diffusers' convention [default: the bundle's, 8.0]"
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed [default: random, printed]"),
+    height: int | None = typer.Option(
+        None, "--height", help="Image height [default: the model's native size; with --image alone, the picture's]"
+    ),
+    width: int | None = typer.Option(
+        None, "--width", help="Image width [default: the model's native size; with --image alone, the picture's]"
+    ),
     num_images: int = typer.Option(1, "--num-images", "-n", help="Images to make from the prompt"),
-    image: Optional[Path] = typer.Option(None, "--image", "-i", help="A picture to start from (image-to-image, or inpainting with --mask)"),
-    strength: Optional[float] = typer.Option(None, "--strength", help="How much of --image to redraw, in (0, 1] [default: 0.8; 1.0 with --mask]"),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="With --image: repaint where this picture is white"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="A .png file or a folder [default: ./outputs/]"),
+    image: Path | None = typer.Option(
+        None, "--image", "-i", help="A picture to start from (image-to-image, or inpainting with --mask)"
+    ),
+    strength: float | None = typer.Option(
+        None, "--strength", help="How much of --image to redraw, in (0, 1] [default: 0.8; 1.0 with --mask]"
+    ),
+    mask: Path | None = typer.Option(None, "--mask", help="With --image: repaint where this picture is white"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="A .png file or a folder [default: ./outputs/]"),
     device: str = typer.Option("CPU", "--device", help="OpenVINO device: CPU, GPU, NPU, AUTO..."),
     precision: str = typer.Option("auto", "--precision", help="auto (the device's default), f32, bf16 or f16"),
-    vae: Optional[str] = typer.Option(None, "--vae", help="full (the model's VAE) or tiny (TAESD from lcm-export --tiny-vae: much faster, less detail) [default: full, tiny with --fast]"),
-    fast: bool = typer.Option(False, "--fast", help="The INT8 UNet (with token downsampling) and tiny VAE of a bundle from `lcm-export --fast`: about 0.4x the time; less fine detail"),
-    tiled_vae: Optional[bool] = typer.Option(None, "--tiled-vae/--no-tiled-vae", help="Decode in tiles of the native size to bound memory [default: only when the whole image would not fit]"),
-    low_memory: bool = typer.Option(False, "--low-memory", help="Free the UNet before the VAE decode also with the tiny VAE (with the full VAE lcm-run always does)"),
-    no_safety_checker: bool = typer.Option(False, "--no-safety-checker", help="Do not run the bundle's safety checker (it blacks out flagged images)"),
-    plain_prompt: bool = typer.Option(False, "--plain-prompt", help="Read PROMPT as diffusers does: cut at 77 tokens, brackets are text [default: A1111's syntax: (word:1.2) weights, [word], BREAK, up to 2400 tokens]"),
+    vae: str | None = typer.Option(
+        None,
+        "--vae",
+        help="full (the model's VAE) or tiny (TAESD from lcm-export --tiny-vae: much faster, less detail) "
+        "[default: full, tiny with --fast]",
+    ),
+    fast: bool = typer.Option(
+        False,
+        "--fast",
+        help="The INT8 UNet (with token downsampling) and tiny VAE of a bundle from `lcm-export --fast`: "
+        "about 0.4x the time; less fine detail",
+    ),
+    tiled_vae: bool | None = typer.Option(
+        None,
+        "--tiled-vae/--no-tiled-vae",
+        help="Decode in tiles of the native size to bound memory [default: only when the whole image would not fit]",
+    ),
+    low_memory: bool = typer.Option(
+        False,
+        "--low-memory",
+        help="Free the UNet before the VAE decode also with the tiny VAE (with the full VAE lcm-run always does)",
+    ),
+    no_safety_checker: bool = typer.Option(
+        False, "--no-safety-checker", help="Do not run the bundle's safety checker (it blacks out flagged images)"
+    ),
+    plain_prompt: bool = typer.Option(
+        False,
+        "--plain-prompt",
+        help="Read PROMPT as diffusers does: cut at 77 tokens, brackets are text "
+        "[default: A1111's syntax: (word:1.2) weights, [word], BREAK, up to 2400 tokens]",
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use or fill the compiled-model cache"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files instead of picking a new name"),
 ) -> None:
@@ -80,16 +131,37 @@ def generate(
         raise _with_option(error) from None
 
 
-def _generate(prompt: str, model: Optional[str], steps: Optional[int], guidance: Optional[float], seed: Optional[int],
-              height: Optional[int], width: Optional[int], num_images: int, image: Optional[Path],
-              strength: Optional[float], mask: Optional[Path], output: Optional[Path], device: str, precision: str,
-              vae: Optional[str], fast: bool, tiled_vae: Optional[bool], low_memory: bool, no_safety_checker: bool,
-              plain_prompt: bool, no_cache: bool, overwrite: bool) -> None:
+def _generate(
+    prompt: str,
+    model: str | None,
+    steps: int | None,
+    guidance: float | None,
+    seed: int | None,
+    height: int | None,
+    width: int | None,
+    num_images: int,
+    image: Path | None,
+    strength: float | None,
+    mask: Path | None,
+    output: Path | None,
+    device: str,
+    precision: str,
+    vae: str | None,
+    fast: bool,
+    tiled_vae: bool | None,
+    low_memory: bool,
+    no_safety_checker: bool,
+    plain_prompt: bool,
+    no_cache: bool,
+    overwrite: bool,
+) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    warnings.showwarning = lambda message, *_args, **_kw: console.print(f"warning: {message}", markup=False, soft_wrap=True)
+    warnings.showwarning = lambda message, *_args, **_kw: console.print(
+        f"warning: {message}", markup=False, soft_wrap=True
+    )
     if mask is not None and image is None:
         raise InputError("--mask needs --image: the mask says where to repaint that picture; add --image PICTURE")
     if image is None and strength is not None:
@@ -101,12 +173,20 @@ def _generate(prompt: str, model: Optional[str], steps: Optional[int], guidance:
         raise InputError("--seed must be 0 or more", argument="generator")
     from .image_input import digest, open_image
 
-    inputs = {"image": open_image(image, "image") if image is not None else None,
-              "mask_image": open_image(mask, "mask_image") if mask is not None else None}
-    if inputs["image"] is not None and inputs["mask_image"] is not None and inputs["image"].size != inputs["mask_image"].size:
-        raise InputError(f"--mask is {inputs['mask_image'].width}x{inputs['mask_image'].height} but --image is "
-                         f"{inputs['image'].width}x{inputs['image'].height}; pass a mask of the picture's size",
-                         argument="mask_image")
+    inputs = {
+        "image": open_image(image, "image") if image is not None else None,
+        "mask_image": open_image(mask, "mask_image") if mask is not None else None,
+    }
+    if (
+        inputs["image"] is not None
+        and inputs["mask_image"] is not None
+        and inputs["image"].size != inputs["mask_image"].size
+    ):
+        raise InputError(
+            f"--mask is {inputs['mask_image'].width}x{inputs['mask_image'].height} but --image is "
+            f"{inputs['image'].width}x{inputs['image'].height}; pass a mask of the picture's size",
+            argument="mask_image",
+        )
     validation.image_count(num_images, 1, validation.DEFAULT_MAX_IMAGES)  # before planning that many files
     model_path = Path(model or _default_model())
     paths = plan_output_paths(output, seed, num_images, overwrite)
@@ -122,14 +202,28 @@ def _generate(prompt: str, model: Optional[str], steps: Optional[int], guidance:
     # One call per process: free each model once used, where that pays. The VAE decoder is used last:
     # freeing it would only delay the PNG.
     release = ("text_encoder", "unet", "vae_encoder") if low_memory else ONE_CALL
-    pipe = task.from_pretrained(model_path, device=device, precision=precision, cache_dir=False if no_cache else None,
-                                vae=vae, fast=fast, release_after_use=release,
-                                safety_checker=not no_safety_checker)
+    pipe = task.from_pretrained(
+        model_path,
+        device=device,
+        precision=precision,
+        cache_dir=False if no_cache else None,
+        vae=vae,
+        fast=fast,
+        release_after_use=release,
+        safety_checker=not no_safety_checker,
+    )
     opened = time.perf_counter() - started
     steps_total = steps or pipe.facts.default_steps
     # A1111's syntax by default: what users of a prompt box expect; the API keeps diffusers' reading.
-    common = dict(num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=num_images,
-                  generator=seed, tiled_vae=tiled_vae, prompt_syntax="diffusers" if plain_prompt else "a1111")
+    common: dict[str, Any] = dict(
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        num_images_per_prompt=num_images,
+        generator=seed,
+        tiled_vae=tiled_vae,
+        prompt_syntax="diffusers" if plain_prompt else "a1111",
+    )
+    arguments: dict[str, Any]
     if task is LCMPipeline:
         arguments = dict(common, height=height, width=width)
     elif task is LCMImg2ImgPipeline:
@@ -137,13 +231,28 @@ def _generate(prompt: str, model: Optional[str], steps: Optional[int], guidance:
         arguments = dict(common, image=inputs["image"], strength=strength)
     else:
         strength = INPAINT_STRENGTH if strength is None else strength
-        arguments = dict(common, image=inputs["image"], mask_image=inputs["mask_image"], height=height, width=width,
-                         strength=strength)
-    with Progress(TextColumn("denoising"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        arguments = dict(
+            common,
+            image=inputs["image"],
+            mask_image=inputs["mask_image"],
+            height=height,
+            width=width,
+            strength=strength,
+        )
+    with Progress(
+        TextColumn("denoising"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         bar = progress.add_task("denoise", total=steps_total)
-        result = pipe(prompt, **arguments,
-                      callback=lambda index, total, _t: progress.update(bar, completed=index + 1, total=total))
+        result = pipe(
+            prompt,
+            **arguments,
+            callback=lambda index, total, _t: progress.update(bar, completed=index + 1, total=total),
+        )
 
     started = time.perf_counter()
     from .image import save_png
@@ -152,31 +261,50 @@ def _generate(prompt: str, model: Optional[str], steps: Optional[int], guidance:
     hashes = {name: digest(path) for name, path in (("image", image), ("mask", mask)) if path is not None}
     flagged = result.nsfw_content_detected
     written = []
-    for index, (picture, path) in enumerate(zip(result.images, paths)):
-        text = png_parameters(prompt, steps=steps_total,
-                              guidance=guidance if guidance is not None else pipe.facts.default_guidance_scale,
-                              seed=seed, width=picture.width, height=picture.height, model=pipe.folder.name,
-                              model_hash=pipe.folder.identity(), precision=ran_at, device=device, vae=pipe.vae,
-                              index=index, count=num_images, strength=strength,
-                              image_hash=hashes.get("image"), mask_hash=hashes.get("mask"),
-                              safety_checker=("on" if pipe.safety_checker else "off" if pipe.parts.safety else None),
-                              flagged=flagged[index] if flagged else None)
+    for index, (picture, path) in enumerate(zip(result.images, paths, strict=True)):
+        text = png_parameters(
+            prompt,
+            steps=steps_total,
+            guidance=guidance if guidance is not None else pipe.facts.default_guidance_scale,
+            seed=seed,
+            width=picture.width,
+            height=picture.height,
+            model=pipe.folder.name,
+            model_hash=pipe.folder.identity(),
+            precision=ran_at,
+            device=device,
+            vae=pipe.vae,
+            index=index,
+            count=num_images,
+            strength=strength,
+            image_hash=hashes.get("image"),
+            mask_hash=hashes.get("mask"),
+            safety_checker=("on" if pipe.safety_checker else "off" if pipe.parts.safety else None),
+            flagged=flagged[index] if flagged else None,
+        )
         written.append(save_png(picture, path, {"parameters": text}, overwrite=overwrite))
     saved = time.perf_counter() - started
 
     timings = result.timings
-    unet = timings["unet"]
+    unet = cast("list[float]", timings["unet"])  # the UNet's entry holds one time per step
     for path in written:
         typer.echo(str(path))
     if flagged and any(flagged):
-        console.print(f"warning: the safety checker blacked out {sum(flagged)} of {len(flagged)} images "
-                      "(--no-safety-checker turns it off)", markup=False, soft_wrap=True)
+        console.print(
+            f"warning: the safety checker blacked out {sum(flagged)} of {len(flagged)} images "
+            "(--no-safety-checker turns it off)",
+            markup=False,
+            soft_wrap=True,
+        )
     encode = f"VAE encode {timings['vae_encode']:.2f}s, " if "vae_encode" in timings else ""
     console.print(
-        f"seed {seed} | load {opened:.2f}s, compile {timings['compile']:.2f}s, text encoder {timings['text_encoder']:.2f}s, "
+        f"seed {seed} | load {opened:.2f}s, compile {timings['compile']:.2f}s, "
+        f"text encoder {timings['text_encoder']:.2f}s, "
         f"{encode}UNet {len(unet)} steps {sum(unet):.2f}s ({', '.join(f'{t:.2f}' for t in unet)}), "
         f"VAE decode {timings['vae_decode']:.2f}s, write {saved:.2f}s",
-        markup=False, highlight=False, soft_wrap=True,
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -192,7 +320,10 @@ def verify(bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="Bundl
     for problem in problems:
         typer.echo(f"{problem.problem}: {problem.path}")
     if problems:
-        raise LCMError(f"{len(problems)} of {len(manifest.files)} files do not match the manifest; re-export or re-download the bundle")
+        raise LCMError(
+            f"{len(problems)} of {len(manifest.files)} files do not match the manifest; "
+            "re-export or re-download the bundle"
+        )
     typer.echo(f"ok: all {len(manifest.files)} files match the manifest of {bundle_path}")
 
 
@@ -209,18 +340,29 @@ def info(bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle 
         source = ", ".join(f"{key}={value}" for key, value in sorted(manifest.source.items()))
         typer.echo(f"format: {manifest.format} v{manifest.format_version}, manifest hash {manifest.digest()}")
         typer.echo(f"source: {source}")
-        typer.echo("precision: " + ", ".join(f"{name} {entry.get('precision')}" for name, entry in sorted(manifest.components.items())))
+        typer.echo(
+            "precision: "
+            + ", ".join(f"{name} {entry.get('precision')}" for name, entry in sorted(manifest.components.items()))
+        )
         pooled = manifest.components.get("unet", {}).get("token_downsampling")
         if pooled:
-            typer.echo(f"token downsampling: keys/values pooled {pooled.get('factor')}x{pooled.get('factor')} "
-                       f"in {pooled.get('self_attentions')} full-resolution self-attentions (approximate attention)")
-        typer.echo("exported with: " + ", ".join(f"{name} {version}" for name, version in sorted(manifest.versions.items())))
+            typer.echo(
+                f"token downsampling: keys/values pooled {pooled.get('factor')}x{pooled.get('factor')} "
+                f"in {pooled.get('self_attentions')} full-resolution self-attentions (approximate attention)"
+            )
+        typer.echo(
+            "exported with: " + ", ".join(f"{name} {version}" for name, version in sorted(manifest.versions.items()))
+        )
         if manifest.calibration:
             typer.echo(f"calibration: {manifest.calibration}")
     else:
         typer.echo("format: folder without manifest (optimum-cli export); files cannot be verified")
-    typer.echo(f"native size: {facts.default_image_size}x{facts.default_image_size}, sides multiple of {folder.size_multiple}")
-    typer.echo(f"defaults: {facts.default_steps} steps, guidance {facts.default_guidance_scale} ({facts.guidance_embedding})")
+    typer.echo(
+        f"native size: {facts.default_image_size}x{facts.default_image_size}, sides multiple of {folder.size_multiple}"
+    )
+    typer.echo(
+        f"defaults: {facts.default_steps} steps, guidance {facts.default_guidance_scale} ({facts.guidance_embedding})"
+    )
     from .openvino_runtime import ov
 
     core = ov.Core()
@@ -230,7 +372,9 @@ def info(bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle 
 
 @tools_app.command()
 def cache(
-    prune: bool = typer.Option(False, "--prune", help="Delete the blobs of models whose bundle files are gone or changed"),
+    prune: bool = typer.Option(
+        False, "--prune", help="Delete the blobs of models whose bundle files are gone or changed"
+    ),
     clear: bool = typer.Option(False, "--clear", help="Delete every compiled blob in the cache folder"),
 ) -> None:
     """Show the compiled-model cache: its folder, its size and the models in it.
@@ -261,8 +405,10 @@ def cache(
         state = "  (stale: its bundle files are gone or changed)" if entry.stale else ""
         typer.echo(f"{size:>10}  last used {used}  {entry.model or '(model not recorded)'}{state}")
     indexed = {entry.blob for entry in entries}
-    typer.echo(f"total: {_gib(compile_cache.blob_bytes())} in blobs, {len(indexed)} indexed; "
-               "`lcm-run cache --prune` deletes stale ones, `--clear` everything")
+    typer.echo(
+        f"total: {_gib(compile_cache.blob_bytes())} in blobs, {len(indexed)} indexed; "
+        "`lcm-run cache --prune` deletes stale ones, `--clear` everything"
+    )
 
 
 def _gib(size: int) -> str:
@@ -275,8 +421,14 @@ def main(argv: list[str] | None = None) -> None:
     if args[:1] == ["--version"]:
         print(f"lcm-run {__version__}")
         return
-    run_app(app, args, "lcm-run", interrupted_message="interrupted: no image was written",
-            failure_message="lcm-run failed unexpectedly", debug_variable="LCM_RUN_DEBUG")
+    run_app(
+        app,
+        args,
+        "lcm-run",
+        interrupted_message="interrupted: no image was written",
+        failure_message="lcm-run failed unexpectedly",
+        debug_variable="LCM_RUN_DEBUG",
+    )
 
 
 if __name__ == "__main__":

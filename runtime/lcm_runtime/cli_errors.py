@@ -12,8 +12,9 @@ from .errors import LCMError
 INTERRUPTED = 130
 
 
-def run_app(app: Any, args: list[str], prog_name: str, interrupted_message: str, failure_message: str,
-            debug_variable: str) -> None:
+def run_app(
+    app: Any, args: list[str], prog_name: str, interrupted_message: str, failure_message: str, debug_variable: str
+) -> None:
     """Run a typer app in non-standalone mode and turn every way it can end into an exit."""
     try:
         # Non-standalone typer returns 130 on Ctrl-C instead of raising KeyboardInterrupt.
@@ -32,13 +33,17 @@ def run_app(app: Any, args: list[str], prog_name: str, interrupted_message: str,
         _fail("error: out of memory; close other programs, use smaller settings or a machine with more RAM", 1)
     except Exception as error:
         # Usage errors of typer's (vendored) click arrive here in non-standalone mode.
-        if callable(getattr(error, "format_message", None)) and isinstance(getattr(error, "exit_code", None), int):
-            _fail(f"error: {error.format_message()} (see {prog_name} --help)", error.exit_code or 2)
+        format_message, exit_code = getattr(error, "format_message", None), getattr(error, "exit_code", None)
+        if callable(format_message) and isinstance(exit_code, int):
+            _fail(f"error: {format_message()} (see {prog_name} --help)", exit_code or 2)
         if os.environ.get(debug_variable):
             raise
         detail = (str(error).strip().splitlines() or [""])[0][:200]
-        _fail(f"error: {failure_message} ({type(error).__name__}: {detail}); "
-              f"rerun with {debug_variable}=1 and report the traceback", 1)
+        _fail(
+            f"error: {failure_message} ({type(error).__name__}: {detail}); "
+            f"rerun with {debug_variable}=1 and report the traceback",
+            1,
+        )
 
 
 def _fail(message: str, code: int) -> None:

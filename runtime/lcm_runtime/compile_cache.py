@@ -25,9 +25,10 @@ import json
 import mmap
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,9 @@ class ReadOnlyBlob:
         self.array = np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(address))
 
     def close(self) -> None:
-        self.array = self._read_only = None
+        # Dropping the arrays releases the mapping's buffer so that it can close; a closed blob is
+        # never read again, so its attributes stay typed as arrays.
+        self.array = self._read_only = None  # type: ignore[assignment]
         self._mapping.close()
 
 
@@ -78,17 +81,17 @@ class CacheEntry:
     last_used: float  # when a process last compiled or imported it (seconds since the epoch)
 
 
-def _ir_stats(xml: Path) -> list[list]:
+def _ir_stats(xml: Path) -> list[list[str | int]]:
     """The IR files' identity: path, size and modification time of the .xml and the .bin."""
     xml = Path(os.path.realpath(xml))
-    stats = []
+    stats: list[list[str | int]] = []
     for path in (xml, xml.with_suffix(".bin")):
         info = path.stat()
         stats.append([os.fspath(path), info.st_size, info.st_mtime_ns])
     return stats
 
 
-def _still_there(stats: list) -> bool:
+def _still_there(stats: list[Any]) -> bool:
     try:
         return _ir_stats(Path(stats[0][0])) == [list(item) for item in stats]
     except (OSError, IndexError, TypeError):
@@ -111,8 +114,9 @@ class CompileCache:
         self.folder = Path(folder)
         self.index = self.folder / INDEX_FOLDER
 
-    def key(self, core: ov.Core, xml: Path, shapes: Mapping[str, list[int]], device: str,
-            config: Mapping[str, Any]) -> str | None:
+    def key(
+        self, core: ov.Core, xml: Path, shapes: Mapping[str, list[int]], device: str, config: Mapping[str, Any]
+    ) -> str | None:
         """What identifies the compiled model, hashed; None where the index is not used."""
         if device.upper() not in INDEXED_DEVICES:
             return None
@@ -130,8 +134,9 @@ class CompileCache:
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
-    def load(self, core: ov.Core, key: str, device: str,
-             config: Mapping[str, Any]) -> tuple[ov.CompiledModel, ReadOnlyBlob] | None:
+    def load(
+        self, core: ov.Core, key: str, device: str, config: Mapping[str, Any]
+    ) -> tuple[ov.CompiledModel, ReadOnlyBlob] | None:
         """Import the blob the index names for ``key``; None (and the entry dropped) if that fails."""
         entry = self.index / f"{key}.json"
         try:
@@ -164,8 +169,9 @@ class CompileCache:
             pass
         return compiled, blob
 
-    def compile(self, core: ov.Core, model: ov.Model, key: str, device: str,
-                config: Mapping[str, Any], xml: Path) -> ov.CompiledModel:
+    def compile(
+        self, core: ov.Core, model: ov.Model, key: str, device: str, config: Mapping[str, Any], xml: Path
+    ) -> ov.CompiledModel:
         """Compile through OpenVINO's cache (CACHE_DIR is this folder) and index the blob it used;
         after writing a new blob, delete those that only stale entries use."""
         blobs_before = self._blob_files()
@@ -198,8 +204,16 @@ class CompileCache:
                 blob_bytes = (self.folder / blob).stat().st_size
             except OSError:
                 blob_bytes = None
-            found.append(CacheEntry(key=path.stem, blob=blob, blob_bytes=blob_bytes, model=model,
-                                    stale=bool(files) and not _still_there(files), last_used=last_used))
+            found.append(
+                CacheEntry(
+                    key=path.stem,
+                    blob=blob,
+                    blob_bytes=blob_bytes,
+                    model=model,
+                    stale=bool(files) and not _still_there(files),
+                    last_used=last_used,
+                )
+            )
         return sorted(found, key=lambda entry: entry.last_used, reverse=True)
 
     def blob_bytes(self) -> int:

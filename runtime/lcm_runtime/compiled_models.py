@@ -10,16 +10,17 @@ would import them again.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping, TypeVar
+from typing import Any, TypeVar, cast
 
 from .compile_cache import CompileCache
 from .errors import BundleError, InputError
 from .file_pages import released_while_running
 from .loading import ModelFolder
 from .models import CompiledComponent, TextEncoder, UNet, VAEDecoder, VAEEncoder
-from .safety_checker import SafetyCheckerModel
 from .openvino_runtime import ov
+from .safety_checker import SafetyCheckerModel
 
 Component = TypeVar("Component", bound=CompiledComponent)
 MODEL_NAMES = ("text_encoder", "unet", "vae_decoder", "vae_encoder", "safety_checker")
@@ -32,11 +33,26 @@ class CompiledFacts:
 
 
 class CompiledModels:
-    def __init__(self, folder: ModelFolder, core: ov.Core, device: str, config: Mapping[str, Any],
-                 cache: CompileCache | None, vae_component: str, release_after_use: Collection[str] = ()) -> None:
-        unknown = [release_after_use] if isinstance(release_after_use, str) else sorted(set(release_after_use) - set(MODEL_NAMES))
+    def __init__(
+        self,
+        folder: ModelFolder,
+        core: ov.Core,
+        device: str,
+        config: Mapping[str, Any],
+        cache: CompileCache | None,
+        vae_component: str,
+        release_after_use: Collection[str] = (),
+    ) -> None:
+        unknown = (
+            [release_after_use]
+            if isinstance(release_after_use, str)
+            else sorted(set(release_after_use) - set(MODEL_NAMES))
+        )
         if unknown:
-            raise InputError(f"release_after_use takes 'one-call' or a list of model names from {', '.join(MODEL_NAMES)}, got {unknown}")
+            raise InputError(
+                "release_after_use takes 'one-call' or a list of model names from "
+                f"{', '.join(MODEL_NAMES)}, got {unknown}"
+            )
         self.folder, self.core, self.device, self.config, self.cache = folder, core, device, config, cache
         self.vae_component = vae_component  # the full VAE decoder or the tiny one
         self.release_after_use = frozenset(release_after_use)
@@ -46,18 +62,25 @@ class CompiledModels:
 
     def text_encoder(self) -> TextEncoder:
         # Batch 1 whatever the request: one pass per prompt.
-        return self._get("text_encoder", TextEncoder, "text_encoder", {"input_ids": [1, self.folder.facts.text_max_length]})
+        return self._get(
+            "text_encoder", TextEncoder, "text_encoder", {"input_ids": [1, self.folder.facts.text_max_length]}
+        )
 
     def unet(self, batch: int, latent_h: int, latent_w: int, sequence_length: int | None = None) -> UNet:
         """``sequence_length``: of the text embeddings, 77 (the default) or 77 x chunks for long prompts;
         a new length compiles the UNet again, once, and the old one is freed."""
         facts = self.folder.facts
-        return self._get("unet", UNet, "unet", {
-            "sample": [batch, facts.latent_channels, latent_h, latent_w],
-            "timestep": [1],
-            "encoder_hidden_states": [batch, sequence_length or facts.text_max_length, -1],
-            "timestep_cond": [batch, facts.time_cond_proj_dim],
-        })
+        return self._get(
+            "unet",
+            UNet,
+            "unet",
+            {
+                "sample": [batch, facts.latent_channels, latent_h, latent_w],
+                "timestep": [1],
+                "encoder_hidden_states": [batch, sequence_length or facts.text_max_length, -1],
+                "timestep_cond": [batch, facts.time_cond_proj_dim],
+            },
+        )
 
     def vae_decoder(self, latent_h: int, latent_w: int) -> VAEDecoder:
         shapes = {"latent_sample": [1, self.folder.facts.latent_channels, latent_h, latent_w]}
@@ -66,8 +89,10 @@ class CompiledModels:
     def vae_encoder(self, height: int, width: int) -> VAEEncoder:
         """Batch 1 whatever the request: one pass per input picture bounds the peak memory."""
         if not self.folder.xml("vae_encoder").is_file():
-            raise BundleError(f"{self.folder.root} has no vae_encoder, which image-to-image and inpainting need; "
-                              "re-export the bundle with lcm-export")
+            raise BundleError(
+                f"{self.folder.root} has no vae_encoder, which image-to-image and inpainting need; "
+                "re-export the bundle with lcm-export"
+            )
         return self._get("vae_encoder", VAEEncoder, "vae_encoder", {"sample": [1, 3, height, width]})
 
     def safety_checker(self, clip_input_shape: list[int]) -> SafetyCheckerModel:
@@ -89,7 +114,7 @@ class CompiledModels:
     def _get(self, name: str, kind: type[Component], component: str, shapes: dict[str, list[int]]) -> Component:
         loaded = self._loaded.get(name)
         if loaded is not None and loaded[1] == shapes:
-            return loaded[0]
+            return cast(Component, loaded[0])  # each name is always compiled as the same kind
         self._loaded.pop(name, None)  # free the old compiled model before compiling the new one
         del loaded
         started = time.perf_counter()

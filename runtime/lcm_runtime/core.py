@@ -13,7 +13,7 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import numpy as np
 from PIL import Image
@@ -22,7 +22,7 @@ from . import validation
 from .bundle import TINY_VAE_DECODER
 from .compile_cache import CompileCache
 from .compiled_models import CompiledModels
-from .denoise import Denoised, StepCallback, AfterStep, check_finite, denoise
+from .denoise import AfterStep, Denoised, StepCallback, check_finite, denoise
 from .guidance import guidance_scale_embedding
 from .image import to_pil, to_uint8, to_unit_range
 from .loading import ModelFolder, open_model_folder
@@ -32,7 +32,14 @@ from .noise import NoiseSource, draw_normal
 from .openvino_runtime import ov
 from .prompt_weighting import encode_prompts
 from .release import resolve_release
-from .safety_checker import SafetyConcepts, black_out, clip_input_shape, clip_preprocess, load_preprocessor_config, nsfw_flags
+from .safety_checker import (
+    SafetyConcepts,
+    black_out,
+    clip_input_shape,
+    clip_preprocess,
+    load_preprocessor_config,
+    nsfw_flags,
+)
 from .schedulers.scheduling_lcm import LCMScheduler, LCMSchedulerConfig
 from .tokenizer import PromptTokenizer
 from .vae_choice import choose_vae, choose_vae_tile, decoder_scaling_factor
@@ -101,10 +108,18 @@ class Run:
 
 
 class LCMPipelineBase:
-    def __init__(self, folder: ModelFolder, device: str = "CPU", precision: str = "auto",
-                 cache_dir: str | os.PathLike | bool | None = None, vae: str | None = None, fast: bool = False,
-                 release_after_use: Collection[str] | str = (), safety_checker: bool = True,
-                 max_images_per_call: int = validation.DEFAULT_MAX_IMAGES) -> None:
+    def __init__(
+        self,
+        folder: ModelFolder,
+        device: str = "CPU",
+        precision: str = "auto",
+        cache_dir: str | os.PathLike[str] | bool | None = None,
+        vae: str | None = None,
+        fast: bool = False,
+        release_after_use: Collection[str] | str = (),
+        safety_checker: bool = True,
+        max_images_per_call: int = validation.DEFAULT_MAX_IMAGES,
+    ) -> None:
         vae = choose_vae(folder, vae, fast)
         core = ov.Core()
         check_device(core, device)
@@ -117,28 +132,51 @@ class LCMPipelineBase:
             except OSError:
                 resolved_cache = None  # an unwritable cache only costs start-up time
         compile_cache = CompileCache(resolved_cache) if resolved_cache is not None else None
-        models = CompiledModels(folder, core, device, config, compile_cache,
-                                vae_component="vae_decoder" if vae == "full" else TINY_VAE_DECODER,
-                                release_after_use=resolve_release(release_after_use, vae))
+        models = CompiledModels(
+            folder,
+            core,
+            device,
+            config,
+            compile_cache,
+            vae_component="vae_decoder" if vae == "full" else TINY_VAE_DECODER,
+            release_after_use=resolve_release(release_after_use, vae),
+        )
         tokenizer = PromptTokenizer.from_file(folder.tokenizer_file, folder.facts.text_max_length)
-        self._adopt(SharedParts(folder=folder, core=core, device=device, precision=precision, cache_dir=resolved_cache,
-                                models=models, tokenizer=tokenizer, vae=vae,
-                                execution_default=execution_precision_of(core, device, precision),
-                                safety=self._load_safety(folder)),
-                    safety_checker, max_images_per_call)
+        self._adopt(
+            SharedParts(
+                folder=folder,
+                core=core,
+                device=device,
+                precision=precision,
+                cache_dir=resolved_cache,
+                models=models,
+                tokenizer=tokenizer,
+                vae=vae,
+                execution_default=execution_precision_of(core, device, precision),
+                safety=self._load_safety(folder),
+            ),
+            safety_checker,
+            max_images_per_call,
+        )
 
     def _adopt(self, parts: SharedParts, safety_checker: bool, max_images_per_call: int) -> None:
         self.parts = parts
         self.folder, self.facts, self.models = parts.folder, parts.folder.facts, parts.models
-        self.core, self.device, self.precision, self.cache_dir = parts.core, parts.device, parts.precision, parts.cache_dir
+        self.core, self.device, self.precision, self.cache_dir = (
+            parts.core,
+            parts.device,
+            parts.precision,
+            parts.cache_dir,
+        )
         self.tokenizer, self.vae = parts.tokenizer, parts.vae
         self.execution_default = parts.execution_default
         self.vae_scaling_factor = decoder_scaling_factor(self.folder, self.vae)
         self.safety_checker = bool(safety_checker) and parts.safety is not None
         self.max_images_per_call = validation.whole_number(max_images_per_call, "max_images_per_call", 1, 1024)
         # A scheduler per pipeline: it holds the state of a call (timesteps, step index).
-        self.scheduler = LCMScheduler(LCMSchedulerConfig.from_dict(self.folder.scheduler_config),
-                                      self.folder.scheduler_tables)
+        self.scheduler = LCMScheduler(
+            LCMSchedulerConfig.from_dict(self.folder.scheduler_config), self.folder.scheduler_tables
+        )
 
     @staticmethod
     def _load_safety(folder: ModelFolder) -> SafetyParts | None:
@@ -146,10 +184,18 @@ class LCMPipelineBase:
         return None if concepts is None else SafetyParts(concepts, load_preprocessor_config(folder.root))
 
     @classmethod
-    def from_pretrained(cls: type[Pipeline], path: str | os.PathLike, device: str = "CPU", precision: str = "auto",
-                        cache_dir: str | os.PathLike | bool | None = None, vae: str | None = None, fast: bool = False,
-                        release_after_use: Collection[str] | str = (), safety_checker: bool = True,
-                        max_images_per_call: int = validation.DEFAULT_MAX_IMAGES) -> Pipeline:
+    def from_pretrained(
+        cls: type[Pipeline],
+        path: str | os.PathLike[str],
+        device: str = "CPU",
+        precision: str = "auto",
+        cache_dir: str | os.PathLike[str] | bool | None = None,
+        vae: str | None = None,
+        fast: bool = False,
+        release_after_use: Collection[str] | str = (),
+        safety_checker: bool = True,
+        max_images_per_call: int = validation.DEFAULT_MAX_IMAGES,
+    ) -> Pipeline:
         """Open a bundle from lcm-export (or a folder from optimum-cli). ``cache_dir=False`` disables
         OpenVINO's compiled-model cache; None uses $LCM_CACHE_DIR or ~/.cache/lcm-openvino.
         ``vae="tiny"`` decodes with the bundle's TAESD decoder (lcm-export --tiny-vae): much faster.
@@ -160,18 +206,33 @@ class LCMPipelineBase:
         full-VAE decode), as lcm-run does. A further call imports the released ones again (the UNet:
         about 1.3 s with a filled compile cache). ``safety_checker=False`` skips the bundle's
         safety checker. ``max_images_per_call`` bounds prompts x images per prompt (16)."""
-        return cls(open_model_folder(path), device=device, precision=precision, cache_dir=cache_dir, vae=vae,
-                   fast=fast, release_after_use=release_after_use, safety_checker=safety_checker,
-                   max_images_per_call=max_images_per_call)
+        return cls(
+            open_model_folder(path),
+            device=device,
+            precision=precision,
+            cache_dir=cache_dir,
+            vae=vae,
+            fast=fast,
+            release_after_use=release_after_use,
+            safety_checker=safety_checker,
+            max_images_per_call=max_images_per_call,
+        )
 
     @classmethod
-    def from_pipe(cls: type[Pipeline], pipe: "LCMPipelineBase", safety_checker: bool | None = None,
-                  max_images_per_call: int | None = None) -> Pipeline:
+    def from_pipe(
+        cls: type[Pipeline],
+        pipe: LCMPipelineBase,
+        safety_checker: bool | None = None,
+        max_images_per_call: int | None = None,
+    ) -> Pipeline:
         """Another task on the same bundle, sharing ``pipe``'s compiled models: nothing is compiled
         or loaded twice (``LCMImg2ImgPipeline.from_pipe(text_pipe)``, and every other direction)."""
         other = cls.__new__(cls)
-        other._adopt(pipe.parts, pipe.safety_checker if safety_checker is None else safety_checker,
-                     pipe.max_images_per_call if max_images_per_call is None else max_images_per_call)
+        other._adopt(
+            pipe.parts,
+            pipe.safety_checker if safety_checker is None else safety_checker,
+            pipe.max_images_per_call if max_images_per_call is None else max_images_per_call,
+        )
         return other
 
     def execution_precision(self) -> dict[str, str]:
@@ -186,8 +247,14 @@ class LCMPipelineBase:
 
     # --- argument checks shared by the tasks -------------------------------------------------------
 
-    def check_request(self, prompt: str | Sequence[str], num_images_per_prompt: int, guidance_scale: float | None,
-                      output_type: str, prompt_syntax: str = "diffusers") -> tuple[list[str], int, float]:
+    def check_request(
+        self,
+        prompt: str | Sequence[str],
+        num_images_per_prompt: int,
+        guidance_scale: float | None,
+        output_type: str,
+        prompt_syntax: str = "diffusers",
+    ) -> tuple[list[str], int, float]:
         """The prompts, images per prompt and guidance scale (the bundle's default when None)."""
         validation.prompt_syntax(prompt_syntax)
         prompts = validation.prompt_list(prompt, self.max_images_per_call)
@@ -204,10 +271,22 @@ class LCMPipelineBase:
         if self.safety_checker:
             needed.append("safety_checker")
         loaded = {self.models.component_of(name) for name in self.models.in_memory()}
-        check_fits(self.folder, self.vae, batch, height, width, self.execution_default,
-                   [component for component in needed if component not in loaded], encode=encode)
+        check_fits(
+            self.folder,
+            self.vae,
+            batch,
+            height,
+            width,
+            self.execution_default,
+            [component for component in needed if component not in loaded],
+            encode=encode,
+        )
         return height, width
 
+    @overload
+    def default_steps(self, num_inference_steps: int | None, timesteps: None) -> int: ...
+    @overload
+    def default_steps(self, num_inference_steps: int | None, timesteps: Sequence[int] | None) -> int | None: ...
     def default_steps(self, num_inference_steps: int | None, timesteps: Sequence[int] | None) -> int | None:
         if num_inference_steps is None and timesteps is None:
             return self.facts.default_steps
@@ -219,8 +298,9 @@ class LCMPipelineBase:
 
     # --- the stages --------------------------------------------------------------------------------
 
-    def encode_prompt(self, prompts: list[str], per_prompt: int, run: Run,
-                      prompt_syntax: str = "diffusers") -> np.ndarray:
+    def encode_prompt(
+        self, prompts: list[str], per_prompt: int, run: Run, prompt_syntax: str = "diffusers"
+    ) -> np.ndarray:
         """Prompt -> tokens -> embeddings: one text-encoder pass per prompt, repeated per image. With
         ``prompt_syntax="a1111"``, one pass per 77-token chunk, weighted (prompt_weighting.py): the
         embeddings are 77 x chunks long, every prompt padded to the longest's chunk count."""
@@ -245,14 +325,22 @@ class LCMPipelineBase:
             mean, logvar = np.split(parameters, 2, axis=1)
             std = np.exp(np.float32(0.5) * np.clip(logvar, np.float32(-30), np.float32(20)))
             sample = mean + std * draw_normal(noise, mean.shape)
-            latents = np.float32(self.facts.vae_scaling_factor) * sample
+            latents: np.ndarray = np.float32(self.facts.vae_scaling_factor) * sample
         del encoder
         self.models.release("vae_encoder")
         check_finite(latents, "VAE encoder")
         return latents.astype(np.float32, copy=False)
 
-    def denoise(self, latents: np.ndarray, embeddings: np.ndarray, guidance_scale: float, noise: NoiseSource,
-                callback: StepCallback | None, run: Run, after_step: AfterStep | None = None) -> Denoised:
+    def denoise(
+        self,
+        latents: np.ndarray,
+        embeddings: np.ndarray,
+        guidance_scale: float,
+        noise: NoiseSource,
+        callback: StepCallback | None,
+        run: Run,
+        after_step: AfterStep | None = None,
+    ) -> Denoised:
         """The consistency steps from ``latents`` with the prompt's embeddings and the guidance embedding."""
         batch, _, latent_h, latent_w = latents.shape
         guidance = np.full(batch, guidance_scale + self.facts.guidance_offset, dtype=np.float32)
@@ -269,17 +357,20 @@ class LCMPipelineBase:
         """Latents -> pictures in [-1, 1], one at a time to bound peak memory; tiled when large."""
         _, _, latent_h, latent_w = latents.shape
         scale = self.facts.vae_scale_factor
-        tile = choose_vae_tile(self.folder, self.vae, latent_h * scale, latent_w * scale, tiled_vae,
-                               self.execution_default)
-        decoder = self.models.vae_decoder(*((latent_h, latent_w) if tile is None
-                                            else (min(tile, latent_h), min(tile, latent_w))))
+        tile = choose_vae_tile(
+            self.folder, self.vae, latent_h * scale, latent_w * scale, tiled_vae, self.execution_default
+        )
+        decoder = self.models.vae_decoder(
+            *((latent_h, latent_w) if tile is None else (min(tile, latent_h), min(tile, latent_w)))
+        )
         with run.timed("vae_decode"):
             scaled = latents / np.float32(self.vae_scaling_factor)
             if tile is None:
                 decoded = np.concatenate([decoder(latent[None]) for latent in scaled])
             else:
-                decoded = np.concatenate([decode_tiled(decoder, latent[None], tile, tile // 4, scale)
-                                          for latent in scaled])
+                decoded = np.concatenate(
+                    [decode_tiled(decoder, latent[None], tile, tile // 4, scale) for latent in scaled]
+                )
         del decoder
         self.models.release("vae_decoder")
         check_finite(decoded, "VAE decoder")

@@ -32,13 +32,20 @@ class Denoised:
 
 def check_finite(values: np.ndarray, stage: str) -> None:
     if not np.isfinite(values).all():
-        raise NonFiniteError(f"the {stage} produced NaN or infinite values, which would make a black image; "
-                             f"{NON_FINITE_ADVICE}")
+        raise NonFiniteError(
+            f"the {stage} produced NaN or infinite values, which would make a black image; {NON_FINITE_ADVICE}"
+        )
 
 
-def denoise(unet: Callable[[np.ndarray, int], np.ndarray], scheduler: LCMScheduler, latents: np.ndarray,
-            noise: NoiseSource, callback: StepCallback | None = None, after_step: AfterStep | None = None,
-            on_unet_input: UNetInputHook | None = None) -> Denoised:
+def denoise(
+    unet: Callable[[np.ndarray, int], np.ndarray],
+    scheduler: LCMScheduler,
+    latents: np.ndarray,
+    noise: NoiseSource,
+    callback: StepCallback | None = None,
+    after_step: AfterStep | None = None,
+    on_unet_input: UNetInputHook | None = None,
+) -> Denoised:
     """Run the scheduler's remaining timesteps from ``latents`` (the UNet's conditioning already bound)."""
     timesteps = [int(timestep) for timestep in scheduler.remaining_timesteps]
     denoised = latents
@@ -52,8 +59,10 @@ def denoise(unet: Callable[[np.ndarray, int], np.ndarray], scheduler: LCMSchedul
         if after_step is not None:
             latents = after_step(index, latents)
         if not np.isfinite(denoised).all():
-            raise NonFiniteError(f"the UNet produced NaN or infinite values at step {index + 1} of {len(timesteps)} "
-                                 f"(timestep {timestep}), which would make a black image; {NON_FINITE_ADVICE}")
+            raise NonFiniteError(
+                f"the UNet produced NaN or infinite values at step {index + 1} of {len(timesteps)} "
+                f"(timestep {timestep}), which would make a black image; {NON_FINITE_ADVICE}"
+            )
         step_seconds.append(time.perf_counter() - started)
         if callback is not None:
             callback(index, len(timesteps), timestep)

@@ -17,13 +17,13 @@ import contextlib
 import ctypes
 import os
 import threading
-from typing import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 MADV_DONTNEED = 4
 MAPS = "/proc/self/maps"
 
 
-def _madvise() -> "ctypes._CFuncPtr | None":
+def _madvise() -> Callable[[int, int, int], int] | None:
     if not os.path.exists(MAPS):
         return None
     try:
@@ -38,7 +38,7 @@ def _madvise() -> "ctypes._CFuncPtr | None":
 _MADVISE = _madvise()
 
 
-def file_mappings(folders: Iterable[str | os.PathLike]) -> list[tuple[int, int, str, str]]:
+def file_mappings(folders: Iterable[str | os.PathLike[str]]) -> list[tuple[int, int, str, str]]:
     """(start, end, permissions, path) of this process's mappings of files inside these folders."""
     prefixes = tuple(os.path.join(os.path.realpath(folder), "") for folder in folders)
     if not prefixes:
@@ -57,13 +57,13 @@ def file_mappings(folders: Iterable[str | os.PathLike]) -> list[tuple[int, int, 
     return mappings
 
 
-def read_only_mappings(folders: Iterable[str | os.PathLike]) -> list[tuple[int, int]]:
+def read_only_mappings(folders: Iterable[str | os.PathLike[str]]) -> list[tuple[int, int]]:
     """Address ranges of read-only mappings of files inside these folders."""
     # Writable or private-copied pages may hold data the file does not: never drop those.
     return [(start, end) for start, end, permissions, _path in file_mappings(folders) if "w" not in permissions]
 
 
-def release(folders: Iterable[str | os.PathLike]) -> int:
+def release(folders: Iterable[str | os.PathLike[str]]) -> int:
     """Drop this process's resident pages of files mapped from these folders; returns bytes covered."""
     if _MADVISE is None:
         return 0
@@ -75,7 +75,7 @@ def release(folders: Iterable[str | os.PathLike]) -> int:
 
 
 @contextlib.contextmanager
-def released_while_running(folders: Iterable[str | os.PathLike], interval: float = 0.05) -> Iterator[None]:
+def released_while_running(folders: Iterable[str | os.PathLike[str]], interval: float = 0.05) -> Iterator[None]:
     """Keep dropping these folders' file pages while the block runs (a compile), and once after it."""
     folders = [os.fspath(folder) for folder in folders]
     if _MADVISE is None or not folders:

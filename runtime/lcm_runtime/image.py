@@ -21,7 +21,8 @@ def to_unit_range(vae_output: np.ndarray) -> np.ndarray:
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
     # Round half to even in NumPy like diffusers; OpenVINO's f32->u8 Convert would truncate.
-    return (images * np.float32(255)).round().astype(np.uint8)
+    pixels: np.ndarray = (images * np.float32(255)).round().astype(np.uint8)
+    return pixels
 
 
 def to_pil(images: np.ndarray) -> list[Image.Image]:

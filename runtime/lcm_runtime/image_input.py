@@ -13,18 +13,18 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
+from typing import cast
 
 import numpy as np
 from PIL import Image
 
 from .errors import InputError
 
-ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike]
-ImageInput = Union[ImageLike, Sequence[ImageLike]]
+ImageLike = Image.Image | np.ndarray | str | os.PathLike[str]
+ImageInput = ImageLike | Sequence[ImageLike]
 
 
-def open_image(path: str | os.PathLike, argument: str) -> Image.Image:
+def open_image(path: str | os.PathLike[str], argument: str) -> Image.Image:
     """A picture file, fully decoded; one-line errors for missing, unreadable or oversized files."""
     path = Path(path).expanduser()
     if not path.is_file():
@@ -34,14 +34,17 @@ def open_image(path: str | os.PathLike, argument: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
                 opened.load()
-                return opened.copy()
+                picture: Image.Image = opened.copy()
+                return picture
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"{argument}: {path} has too many pixels to be a picture to edit; resize it first",
-                         argument=argument) from None
+        raise InputError(
+            f"{argument}: {path} has too many pixels to be a picture to edit; resize it first", argument=argument
+        ) from None
     except (OSError, ValueError, SyntaxError) as error:
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
-        raise InputError(f"{argument}: cannot read {path} as an image ({detail}); pass a PNG, JPEG or WebP file",
-                         argument=argument) from None
+        raise InputError(
+            f"{argument}: cannot read {path} as an image ({detail}); pass a PNG, JPEG or WebP file", argument=argument
+        ) from None
 
 
 def as_items(image: ImageInput, argument: str) -> list[ImageLike]:
@@ -52,7 +55,8 @@ def as_items(image: ImageInput, argument: str) -> list[ImageLike]:
         if not image:
             raise InputError(f"{argument} must be a picture or a non-empty list of pictures", argument=argument)
         return list(image)
-    return [image]
+    # Any other sequence is one item too: _as_pil_or_float rejects what is not a picture.
+    return [cast(ImageLike, image)]
 
 
 def _as_pil_or_float(item: ImageLike, argument: str) -> Image.Image | np.ndarray:
@@ -64,18 +68,23 @@ def _as_pil_or_float(item: ImageLike, argument: str) -> Image.Image | np.ndarray
     if isinstance(item, np.ndarray):
         array = item[..., None] if item.ndim == 2 else item
         if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or min(array.shape[:2]) < 1:
-            raise InputError(f"{argument} arrays must be HxW, HxWxC or NxHxWxC with 1, 3 or 4 channels, "
-                             f"got shape {item.shape}", argument=argument)
+            raise InputError(
+                f"{argument} arrays must be HxW, HxWxC or NxHxWxC with 1, 3 or 4 channels, got shape {item.shape}",
+                argument=argument,
+            )
         if array.dtype == np.uint8:
             return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
         if not np.issubdtype(array.dtype, np.floating):
-            raise InputError(f"{argument} arrays must be uint8 or float in [0, 1], got {array.dtype}", argument=argument)
+            raise InputError(
+                f"{argument} arrays must be uint8 or float in [0, 1], got {array.dtype}", argument=argument
+            )
         array = array.astype(np.float32)
         if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
             raise InputError(f"float {argument} arrays must hold finite values in [0, 1]", argument=argument)
         return array
-    raise InputError(f"{argument} must be a PIL image, a NumPy array or a file path, got {type(item).__name__}",
-                     argument=argument)
+    raise InputError(
+        f"{argument} must be a PIL image, a NumPy array or a file path, got {type(item).__name__}", argument=argument
+    )
 
 
 def _size(item: Image.Image | np.ndarray) -> tuple[int, int]:
@@ -87,8 +96,10 @@ def default_size(image: ImageInput, multiple: int, argument: str = "image") -> t
     first = _as_pil_or_float(as_items(image, argument)[0], argument)
     height, width = (side - side % multiple for side in _size(first))
     if height < multiple or width < multiple:
-        raise InputError(f"{argument} is {_size(first)[1]}x{_size(first)[0]}; it must be at least "
-                         f"{multiple}x{multiple}", argument=argument)
+        raise InputError(
+            f"{argument} is {_size(first)[1]}x{_size(first)[0]}; it must be at least {multiple}x{multiple}",
+            argument=argument,
+        )
     return height, width
 
 
@@ -96,7 +107,8 @@ def _nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
     """torch.nn.functional.interpolate(mode="nearest"): source index floor(i * in / out)."""
     rows = np.minimum((np.arange(height) * np.float32(array.shape[0] / height)).astype(np.int64), array.shape[0] - 1)
     columns = np.minimum((np.arange(width) * np.float32(array.shape[1] / width)).astype(np.int64), array.shape[1] - 1)
-    return array[rows][:, columns]
+    picked: np.ndarray = array[rows][:, columns]
+    return picked
 
 
 def _resized_pil(picture: Image.Image, height: int, width: int) -> Image.Image:
@@ -117,7 +129,8 @@ def preprocess_image(image: ImageInput, height: int, width: int, argument: str =
             pixels = _nearest(rgb, height, width)
         batch.append(pixels)
     nchw = np.ascontiguousarray(np.stack(batch).transpose(0, 3, 1, 2), dtype=np.float32)
-    return np.float32(2.0) * nchw - np.float32(1.0)
+    scaled: np.ndarray = np.float32(2.0) * nchw - np.float32(1.0)
+    return scaled
 
 
 def preprocess_mask(mask: ImageInput, height: int, width: int, argument: str = "mask_image") -> np.ndarray:
@@ -130,7 +143,8 @@ def preprocess_mask(mask: ImageInput, height: int, width: int, argument: str = "
         else:
             values = _nearest(picture, height, width).mean(axis=-1, dtype=np.float32)
         batch.append(np.where(values >= 0.5, np.float32(1), np.float32(0)))
-    return np.stack(batch)[:, None].astype(np.float32)
+    masks: np.ndarray = np.stack(batch)[:, None].astype(np.float32)
+    return masks
 
 
 def latent_mask(mask: np.ndarray, scale: int) -> np.ndarray:

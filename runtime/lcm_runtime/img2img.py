@@ -25,8 +25,11 @@ DEFAULT_STRENGTH = 0.8  # diffusers' default
 def repeat_to_batch(latents: np.ndarray, batch: int, argument: str) -> np.ndarray:
     """Pictures' latents tiled to the batch, as diffusers does (pictures a, b for 4 images: a b a b)."""
     if batch % latents.shape[0]:
-        raise InputError(f"{argument} has {latents.shape[0]} pictures for {batch} images; pass one picture, or one "
-                         "per prompt (a number that divides prompts x num_images_per_prompt)", argument=argument)
+        raise InputError(
+            f"{argument} has {latents.shape[0]} pictures for {batch} images; pass one picture, or one "
+            "per prompt (a number that divides prompts x num_images_per_prompt)",
+            argument=argument,
+        )
     return np.concatenate([latents] * (batch // latents.shape[0])) if batch > latents.shape[0] else latents
 
 
@@ -52,21 +55,24 @@ class LCMImg2ImgPipeline(LCMPipelineBase):
         ``prompt_syntax="a1111"`` reads the prompt as AUTOMATIC1111 does: ``(word:1.3)``, ``(word)``,
         ``[word]`` weights, ``BREAK``, and no 77-token limit (chunks of 75 tokens); the default
         ``"diffusers"`` truncates at 77 tokens and reads brackets as text, as diffusers."""
-        prompts, per_prompt, guidance_scale = self.check_request(prompt, num_images_per_prompt, guidance_scale,
-                                                                 output_type, prompt_syntax)
+        prompts, per_prompt, guidance_scale = self.check_request(
+            prompt, num_images_per_prompt, guidance_scale, output_type, prompt_syntax
+        )
         batch = len(prompts) * per_prompt
         strength = validation.strength(strength)
         height, width = self.check_size(*default_size(image, self.folder.size_multiple), batch, encode=True)
         pixels = preprocess_image(image, height, width)
-        self.scheduler.set_timesteps(self.default_steps(num_inference_steps, timesteps), original_inference_steps,
-                                     timesteps, strength=strength)
+        self.scheduler.set_timesteps(
+            self.default_steps(num_inference_steps, timesteps), original_inference_steps, timesteps, strength=strength
+        )
         noise = as_noise_source(generator)
         run = Run(self.models)
 
         embeddings = self.encode_prompt(prompts, per_prompt, run, prompt_syntax)
         image_latents = repeat_to_batch(self.encode_images(pixels, noise, run), batch, "image")
-        latents = self.scheduler.add_noise(image_latents, draw_normal(noise, image_latents.shape),
-                                           int(self.scheduler.timesteps[0]))
+        latents = self.scheduler.add_noise(
+            image_latents, draw_normal(noise, image_latents.shape), int(self.scheduler.timesteps[0])
+        )
         result = self.denoise(latents, embeddings, guidance_scale, noise, callback, run)
         decoded = self.decode(result.denoised, tiled_vae, run)
         return self.postprocess(decoded, output_type, run)

@@ -29,9 +29,12 @@ def steps_to_run(num_inference_steps: int, strength: float) -> int:
     """diffusers' get_timesteps: the last int(n * strength) steps of the n-step schedule."""
     kept = min(int(num_inference_steps * strength), num_inference_steps)
     if kept < 1:
-        raise InputError(f"strength={strength:g} runs int({num_inference_steps} x {strength:g}) = 0 of "
-                         f"num_inference_steps={num_inference_steps} steps; use strength >= "
-                         f"{1 / num_inference_steps:.3g} or more steps", argument="strength")
+        raise InputError(
+            f"strength={strength:g} runs int({num_inference_steps} x {strength:g}) = 0 of "
+            f"num_inference_steps={num_inference_steps} steps; use strength >= "
+            f"{1 / num_inference_steps:.3g} or more steps",
+            argument="strength",
+        )
     return kept
 
 
@@ -61,18 +64,23 @@ class LCMInpaintPipeline(LCMPipelineBase):
         ``[word]`` weights, ``BREAK``, and no 77-token limit (chunks of 75 tokens); the default
         ``"diffusers"`` truncates at 77 tokens and reads brackets as text, as diffusers."""
         if self.facts.latent_channels != 4:
-            raise BundleError(f"{self.folder.root} has a {self.facts.latent_channels}-channel UNet; inpainting "
-                              "runs 4-channel LCM UNets")
-        prompts, per_prompt, guidance_scale = self.check_request(prompt, num_images_per_prompt, guidance_scale,
-                                                                 output_type, prompt_syntax)
+            raise BundleError(
+                f"{self.folder.root} has a {self.facts.latent_channels}-channel UNet; inpainting "
+                "runs 4-channel LCM UNets"
+            )
+        prompts, per_prompt, guidance_scale = self.check_request(
+            prompt, num_images_per_prompt, guidance_scale, output_type, prompt_syntax
+        )
         batch = len(prompts) * per_prompt
         strength = validation.strength(strength)
         height, width = self.check_size(height, width, batch, encode=True)
         pixels = preprocess_image(image, height, width)
         mask = preprocess_mask(mask_image, height, width)
         if len(mask) not in (1, len(pixels)) and len(pixels) != 1:
-            raise InputError(f"mask_image has {len(mask)} masks for {len(pixels)} pictures; pass one mask, or one "
-                             "per picture", argument="mask_image")
+            raise InputError(
+                f"mask_image has {len(mask)} masks for {len(pixels)} pictures; pass one mask, or one per picture",
+                argument="mask_image",
+            )
         steps = self.default_steps(num_inference_steps, None)
         self.scheduler.set_timesteps(steps)
         first_step = steps - steps_to_run(steps, strength)
@@ -84,16 +92,19 @@ class LCMInpaintPipeline(LCMPipelineBase):
         embeddings = self.encode_prompt(prompts, per_prompt, run, prompt_syntax)
         image_latents = repeat_to_batch(self.encode_images(pixels, noise, run), batch, "image")
         initial_noise = draw_normal(noise, image_latents.shape)
-        latents = initial_noise if strength == 1.0 else self.scheduler.add_noise(image_latents, initial_noise,
-                                                                                 timesteps[0])
+        latents = (
+            initial_noise if strength == 1.0 else self.scheduler.add_noise(image_latents, initial_noise, timesteps[0])
+        )
         draw_normal(noise, (max(len(pixels), len(mask)),) + image_latents.shape[1:])  # the masked picture's sample
         repaint = repeat_to_batch(latent_mask(mask, self.facts.vae_scale_factor), batch, "mask_image")
 
         def blend(index: int, stepped: np.ndarray) -> np.ndarray:
             last = index == len(timesteps) - 1
-            original = image_latents if last else self.scheduler.add_noise(image_latents, initial_noise,
-                                                                           timesteps[index + 1])
-            return (np.float32(1) - repaint) * original + repaint * stepped
+            original = (
+                image_latents if last else self.scheduler.add_noise(image_latents, initial_noise, timesteps[index + 1])
+            )
+            blended: np.ndarray = (np.float32(1) - repaint) * original + repaint * stepped
+            return blended
 
         result = self.denoise(latents, embeddings, guidance_scale, noise, callback, run, after_step=blend)
         decoded = self.decode(result.latents, tiled_vae, run)

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from . import bundle
-from .bundle import BundleError, Manifest, ModelFacts, resolve_inside
+from .bundle import Manifest, ModelFacts, resolve_inside
+from .errors import BundleError
 from .schedulers.scheduling_lcm import LCMSchedulerConfig
 
 
@@ -52,7 +53,7 @@ class ModelFolder:
         return self.manifest.digest() if self.manifest else "no-manifest"
 
 
-def open_model_folder(path: str | Path) -> ModelFolder:
+def open_model_folder(path: str | os.PathLike[str]) -> ModelFolder:
     root = Path(path).expanduser()
     if not root.exists():
         raise BundleError(f"model folder {root} does not exist; export one with `lcm-export` or pass --model")
@@ -72,7 +73,9 @@ def open_model_folder(path: str | Path) -> ModelFolder:
                 f"run `lcm-run verify {root}` or re-export it"
             )
     elif not resolve_inside(root, bundle.MODEL_INDEX_FILE).is_file():
-        raise BundleError(f"{root} is not a model bundle (no manifest.json or model_index.json); export one with lcm-export")
+        raise BundleError(
+            f"{root} is not a model bundle (no manifest.json or model_index.json); export one with lcm-export"
+        )
 
     for component in bundle.REQUIRED_COMPONENTS:
         for suffix in (bundle.MODEL_XML, bundle.MODEL_BIN):
@@ -95,15 +98,17 @@ def open_model_folder(path: str | Path) -> ModelFolder:
     else:
         text_config = bundle.read_json(resolve_inside(root, f"text_encoder/{bundle.CONFIG_FILE}"))
         up_factor = 2 ** max(len(unet_channels) - 1, 0)
-        facts = ModelFacts.from_configs(unet_config, vae_config, text_config.get("max_position_embeddings", 77),
-                                        latent_size_multiple=up_factor)
+        facts = ModelFacts.from_configs(
+            unet_config, vae_config, text_config.get("max_position_embeddings", 77), latent_size_multiple=up_factor
+        )
         tables = None
 
     tiny_vae_config = None
     if resolve_inside(root, bundle.component_xml(bundle.TINY_VAE_DECODER)).is_file():
         if not resolve_inside(root, f"{bundle.TINY_VAE_DECODER}/{bundle.MODEL_BIN}").is_file():
-            raise BundleError(f"{root} has no {bundle.TINY_VAE_DECODER}/{bundle.MODEL_BIN}: the bundle is incomplete; "
-                              "re-export it")
+            raise BundleError(
+                f"{root} has no {bundle.TINY_VAE_DECODER}/{bundle.MODEL_BIN}: the bundle is incomplete; re-export it"
+            )
         tiny_vae_config = bundle.read_json(resolve_inside(root, f"{bundle.TINY_VAE_DECODER}/{bundle.CONFIG_FILE}"))
 
     return ModelFolder(
@@ -122,10 +127,15 @@ def open_model_folder(path: str | Path) -> ModelFolder:
 def _channels(config: dict[str, Any], default: tuple[int, ...], component: str) -> tuple[int, ...]:
     # Memory estimates and the latent size multiple are computed from these: garbage must stop here.
     value = config.get("block_out_channels", default)
-    if not (isinstance(value, (list, tuple)) and value
-            and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= bundle.MAX_FACT for v in value)):
-        raise BundleError(f"{component}/{bundle.CONFIG_FILE} has block_out_channels = {bundle.describe_value(value)}, "
-                          "not a list of positive integers; re-export the bundle")
+    if not (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= bundle.MAX_FACT for v in value)
+    ):
+        raise BundleError(
+            f"{component}/{bundle.CONFIG_FILE} has block_out_channels = {bundle.describe_value(value)}, "
+            "not a list of positive integers; re-export the bundle"
+        )
     return tuple(value)
 
 

@@ -78,8 +78,17 @@ def weights_bytes(folder: ModelFolder, components: Collection[str], execution_pr
     return int(total)
 
 
-def estimate_peak(folder: ModelFolder, vae: str, batch: int, height: int, width: int, execution_precision: str,
-                  to_compile: Collection[str], encode: bool = False, decode_side: int | None = None) -> int:
+def estimate_peak(
+    folder: ModelFolder,
+    vae: str,
+    batch: int,
+    height: int,
+    width: int,
+    execution_precision: str,
+    to_compile: Collection[str],
+    encode: bool = False,
+    decode_side: int | None = None,
+) -> int:
     """The extra memory a call needs: the weights of ``to_compile``, the UNet's activations, and the
     larger of the VAE decode (whole, or in tiles of ``decode_side`` pixels) and the whole-picture encode."""
     element = element_bytes(execution_precision)
@@ -87,25 +96,50 @@ def estimate_peak(folder: ModelFolder, vae: str, batch: int, height: int, width:
     vae_pass = vae_activations(folder, vae, decode_h, decode_w, element)
     if encode:
         vae_pass = max(vae_pass, vae_activations(folder, "full", height, width, element))
-    return (weights_bytes(folder, to_compile, execution_precision) + unet_activations(folder, batch, height, width, element)
-            + vae_pass + OVERHEAD)
+    return (
+        weights_bytes(folder, to_compile, execution_precision)
+        + unet_activations(folder, batch, height, width, element)
+        + vae_pass
+        + OVERHEAD
+    )
 
 
-def check_fits(folder: ModelFolder, vae: str, batch: int, height: int, width: int, execution_precision: str,
-               to_compile: Collection[str], encode: bool = False) -> None:
+def check_fits(
+    folder: ModelFolder,
+    vae: str,
+    batch: int,
+    height: int,
+    width: int,
+    execution_precision: str,
+    to_compile: Collection[str],
+    encode: bool = False,
+) -> None:
     """Refuse a request whose estimated peak exceeds the free memory even with a tiled decode (tiles of
     the native size), before anything is compiled."""
-    needed = estimate_peak(folder, vae, batch, height, width, execution_precision, to_compile, encode,
-                           decode_side=folder.facts.default_image_size)
+    needed = estimate_peak(
+        folder,
+        vae,
+        batch,
+        height,
+        width,
+        execution_precision,
+        to_compile,
+        encode,
+        decode_side=folder.facts.default_image_size,
+    )
     available = available_memory()
     if available is not None and needed > available:
         raise InputError(
-            f"width={width}, height={height} with {batch} images needs about {needed / 2**30:.1f} GiB even with a tiled "
-            f"decode, but only {available / 2**30:.1f} GiB is free; choose a smaller size or fewer images",
-            argument="height")
+            f"width={width}, height={height} with {batch} images needs about {needed / 2**30:.1f} GiB "
+            f"even with a tiled decode, but only {available / 2**30:.1f} GiB is free; "
+            "choose a smaller size or fewer images",
+            argument="height",
+        )
 
 
 def whole_decode_fits(folder: ModelFolder, vae: str, height: int, width: int, execution_precision: str) -> bool:
     available = available_memory()
-    return available is None or vae_activations(folder, vae, height, width,
-                                                element_bytes(execution_precision)) <= available
+    return (
+        available is None
+        or vae_activations(folder, vae, height, width, element_bytes(execution_precision)) <= available
+    )

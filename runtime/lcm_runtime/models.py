@@ -7,8 +7,9 @@ timestep as int64, older notebooks as float32).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -49,21 +50,23 @@ class CompiledComponent:
         cache: CompileCache | None = None,
     ) -> None:
         key = cache.key(core, xml, shapes, device, config) if cache is not None else None
-        loaded = cache.load(core, key, device, config) if key is not None else None
+        loaded = cache.load(core, key, device, config) if cache is not None and key is not None else None
         blob = None
         if loaded is not None:
             compiled, blob = loaded
         else:
             model = core.read_model(os.fspath(xml))
             model.reshape(_static_shapes(model, shapes))
-            if key is not None:
+            if cache is not None and key is not None:
                 compiled = cache.compile(core, model, key, device, config, xml)
             else:
                 compiled = core.compile_model(model, device, dict(config))
             del model
         self.from_cache_index = loaded is not None
         # By every name: an imported model's ports carry extra tensor names, in any order.
-        self.input_types = {name: port.get_element_type().to_dtype() for port in compiled.inputs for name in port.get_names()}
+        self.input_types = {
+            name: port.get_element_type().to_dtype() for port in compiled.inputs for name in port.get_names()
+        }
         self.compiled = compiled
         self.request = self.compiled.create_infer_request()
         # Set last: CPython frees attributes in the order they were set, and the imported model reads
@@ -78,7 +81,8 @@ class CompiledComponent:
         """Infer with these inputs (plus any set before) and return a copy of the first output."""
         self.set_inputs(inputs)
         self.request.infer()
-        return self.request.get_output_tensor(0).data.copy()
+        output: np.ndarray = self.request.get_output_tensor(0).data.copy()
+        return output
 
 
 class TextEncoder(CompiledComponent):
@@ -125,7 +129,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "lcm-openvino" / "openvino"
 
 
-def resolve_cache_dir(cache_dir: str | os.PathLike | bool | None) -> Path | None:
+def resolve_cache_dir(cache_dir: str | os.PathLike[str] | bool | None) -> Path | None:
     """None/True -> $LCM_CACHE_DIR or the user's cache folder; False or "" -> no cache.
 
     LCM_CACHE_DIR set to an empty string, "0" or "off" turns caching off.

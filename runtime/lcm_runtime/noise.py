@@ -3,7 +3,7 @@ hand the runtime torch's draws (parity tests) or a NumPy Generator; an int seed 
 
 from __future__ import annotations
 
-from typing import Protocol, Union
+from typing import Protocol
 
 import numpy as np
 
@@ -15,23 +15,26 @@ class NoiseSource(Protocol):
 
 
 MAX_SEED = 2**64
-GeneratorLike = Union[int, np.random.Generator, NoiseSource, None]
+GeneratorLike = int | np.random.Generator | NoiseSource | None
 
 
 def as_noise_source(generator: GeneratorLike) -> NoiseSource:
     if generator is None:
         return np.random.default_rng()
     if isinstance(generator, (bool, float)):
-        raise InputError(f"generator must be an integer seed or a random generator, got {generator!r}",
-                         argument="generator")
+        raise InputError(
+            f"generator must be an integer seed or a random generator, got {generator!r}", argument="generator"
+        )
     if isinstance(generator, (int, np.integer)):
         if not 0 <= generator < MAX_SEED:
             raise InputError(f"seed must be an integer from 0 to 2**64 - 1, got {generator}", argument="generator")
         return np.random.default_rng(int(generator))
     if callable(getattr(generator, "standard_normal", None)):
         return generator
-    raise InputError(f"generator must be an integer seed or have standard_normal(size, dtype), "
-                     f"got {type(generator).__name__}", argument="generator")
+    raise InputError(
+        f"generator must be an integer seed or have standard_normal(size, dtype), got {type(generator).__name__}",
+        argument="generator",
+    )
 
 
 def draw_normal(source: NoiseSource | None, shape: tuple[int, ...]) -> np.ndarray:

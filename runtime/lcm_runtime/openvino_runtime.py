@@ -17,7 +17,9 @@ _CONVERSION_API = "openvino.tools.ovc"
 def _import_openvino() -> Any:
     held_back = "openvino" not in sys.modules and _CONVERSION_API not in sys.modules
     if held_back:
-        sys.modules[_CONVERSION_API] = None  # an ImportError for openvino's __init__, which skips it
+        # An ImportError for openvino's __init__, which skips it. None in sys.modules is the import
+        # system's documented "not importable" marker; typeshed types the values as modules only.
+        sys.modules[_CONVERSION_API] = None  # type: ignore[assignment]
     try:
         import openvino
     finally:

@@ -25,7 +25,9 @@ def plan_output_paths(output: Path | None, seed: int, count: int, overwrite: boo
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise InputError(f"cannot create the output folder {folder} ({error.strerror}); choose another --output") from None
+        raise InputError(
+            f"cannot create the output folder {folder} ({error.strerror}); choose another --output"
+        ) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"cannot write to {folder} (permission denied); choose another --output")
 
@@ -51,10 +53,27 @@ def _free_path(path: Path, taken: set[Path]) -> Path:
     return candidate
 
 
-def png_parameters(prompt: str, *, steps: int, guidance: float, seed: int, width: int, height: int, model: str,
-                   model_hash: str, precision: str, device: str, index: int, count: int, vae: str = "full",
-                   strength: float | None = None, image_hash: str | None = None, mask_hash: str | None = None,
-                   safety_checker: str | None = None, flagged: bool | None = None) -> str:
+def png_parameters(
+    prompt: str,
+    *,
+    steps: int,
+    guidance: float,
+    seed: int,
+    width: int,
+    height: int,
+    model: str,
+    model_hash: str,
+    precision: str,
+    device: str,
+    index: int,
+    count: int,
+    vae: str = "full",
+    strength: float | None = None,
+    image_hash: str | None = None,
+    mask_hash: str | None = None,
+    safety_checker: str | None = None,
+    flagged: bool | None = None,
+) -> str:
     """The A1111 ``parameters`` chunk: the prompt on the first line, then key: value pairs. Image-to-image
     and inpainting add A1111's ``Denoising strength`` and the input picture's and mask's sha256 (12 hex);
     ``safety_checker`` is "on" or "off" for a bundle that has one (None: it has none)."""

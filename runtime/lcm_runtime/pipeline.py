@@ -42,12 +42,14 @@ class LCMPipeline(LCMPipelineBase):
         ``[word]`` weights, ``BREAK``, and no 77-token limit (chunks of 75 tokens); the default
         ``"diffusers"`` truncates at 77 tokens and reads brackets as text, as diffusers.
         """
-        prompts, per_prompt, guidance_scale = self.check_request(prompt, num_images_per_prompt, guidance_scale,
-                                                                 output_type, prompt_syntax)
+        prompts, per_prompt, guidance_scale = self.check_request(
+            prompt, num_images_per_prompt, guidance_scale, output_type, prompt_syntax
+        )
         batch = len(prompts) * per_prompt
         height, width = self.check_size(height, width, batch)
-        self.scheduler.set_timesteps(self.default_steps(num_inference_steps, timesteps), original_inference_steps,
-                                     timesteps)
+        self.scheduler.set_timesteps(
+            self.default_steps(num_inference_steps, timesteps), original_inference_steps, timesteps
+        )
         noise = as_noise_source(generator)
         run = Run(self.models)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
 
     ``parse_prompt_attention("a (cat:1.3) [dog]")`` -> ``[("a ", 1.0), ("cat", 1.3), (" ", 1.0), ("dog", 0.909...)]``.
     """
-    fragments: list[list] = []  # [text, weight], weights multiplied in place as brackets close
+    fragments: list[list[Any]] = []  # [text, weight], weights multiplied in place as brackets close
     open_round: list[int] = []  # where each open bracket's fragments start
     open_square: list[int] = []
 
@@ -116,8 +117,10 @@ class SpecialTokens:
     def of(cls, tokenizer: PromptTokenizer) -> SpecialTokens:
         wrapped = tokenizer.wrapping_ids()
         if len(wrapped) != 2:
-            raise BundleError("the bundle's tokenizer does not wrap a prompt in one start and one end token, "
-                              "which the A1111 prompt syntax needs; use prompt_syntax='diffusers'")
+            raise BundleError(
+                "the bundle's tokenizer does not wrap a prompt in one start and one end token, "
+                "which the A1111 prompt syntax needs; use prompt_syntax='diffusers'"
+            )
         return cls(bos=wrapped[0], eos=wrapped[1], pad=tokenizer.pad_id, comma=tokenizer.token_id(",</w>"))
 
 
@@ -134,8 +137,12 @@ def empty_chunk(special: SpecialTokens, chunk_length: int = CHUNK_LENGTH) -> Pro
     return PromptChunk((special.bos, special.eos) + (special.pad,) * chunk_length, (1.0,) * (chunk_length + 2))
 
 
-def chunk_fragments(tokenized: Sequence[tuple[Sequence[int] | None, float]], special: SpecialTokens,
-                    chunk_length: int = CHUNK_LENGTH, comma_backtrack: int = COMMA_BACKTRACK) -> list[PromptChunk]:
+def chunk_fragments(
+    tokenized: Sequence[tuple[Sequence[int] | None, float]],
+    special: SpecialTokens,
+    chunk_length: int = CHUNK_LENGTH,
+    comma_backtrack: int = COMMA_BACKTRACK,
+) -> list[PromptChunk]:
     """(token ids, weight) per fragment -> chunks, as A1111's tokenize_line; ids None (a BREAK) close the
     chunk. ``comma_backtrack=0`` never cuts at a comma."""
     chunks: list[PromptChunk] = []
@@ -146,8 +153,11 @@ def chunk_fragments(tokenized: Sequence[tuple[Sequence[int] | None, float]], spe
     def close() -> None:
         nonlocal comma_at
         padding = chunk_length - len(tokens)
-        chunks.append(PromptChunk((special.bos, *tokens, special.eos) + (special.pad,) * padding,
-                                  (1.0, *weights, 1.0) + (1.0,) * padding))
+        chunks.append(
+            PromptChunk(
+                (special.bos, *tokens, special.eos) + (special.pad,) * padding, (1.0, *weights, 1.0) + (1.0,) * padding
+            )
+        )
         tokens.clear()
         weights.clear()
         comma_at = -1
@@ -159,11 +169,15 @@ def chunk_fragments(tokenized: Sequence[tuple[Sequence[int] | None, float]], spe
         for token in ids:
             if token == special.comma:
                 comma_at = len(tokens)
-            elif comma_backtrack and len(tokens) == chunk_length and comma_at != -1 \
-                    and len(tokens) - comma_at <= comma_backtrack:
+            elif (
+                comma_backtrack
+                and len(tokens) == chunk_length
+                and comma_at != -1
+                and len(tokens) - comma_at <= comma_backtrack
+            ):
                 # A full chunk ends at its last comma; what followed it opens the next one.
-                carried = tokens[comma_at + 1:], weights[comma_at + 1:]
-                del tokens[comma_at + 1:], weights[comma_at + 1:]
+                carried = tokens[comma_at + 1 :], weights[comma_at + 1 :]
+                del tokens[comma_at + 1 :], weights[comma_at + 1 :]
                 close()
                 tokens.extend(carried[0])
                 weights.extend(carried[1])
@@ -176,24 +190,29 @@ def chunk_fragments(tokenized: Sequence[tuple[Sequence[int] | None, float]], spe
     return chunks
 
 
-def tokenize_fragments(fragments: Sequence[tuple[str, float]],
-                       tokenizer: PromptTokenizer) -> list[tuple[list[int] | None, float]]:
+def tokenize_fragments(
+    fragments: Sequence[tuple[str, float]], tokenizer: PromptTokenizer
+) -> list[tuple[list[int] | None, float]]:
     """Each fragment's ids alone, without BOS/EOS, untruncated (BPE does not merge across fragments);
     None for a BREAK."""
     ids = tokenizer.fragment_ids([text for text, _ in fragments])
-    return [(None if (text, weight) == BREAK else fragment_ids, weight)
-            for fragment_ids, (text, weight) in zip(ids, fragments)]
+    return [
+        (None if (text, weight) == BREAK else fragment_ids, weight)
+        for fragment_ids, (text, weight) in zip(ids, fragments, strict=True)
+    ]
 
 
 def prompt_chunks(prompt: str, tokenizer: PromptTokenizer, special: SpecialTokens | None = None) -> list[PromptChunk]:
     """A prompt in A1111's syntax -> its chunks of (the text encoder's) 77 tokens and weights."""
     special = SpecialTokens.of(tokenizer) if special is None else special
-    return chunk_fragments(tokenize_fragments(parse_prompt_attention(prompt), tokenizer), special,
-                           chunk_length=tokenizer.max_length - 2)
+    return chunk_fragments(
+        tokenize_fragments(parse_prompt_attention(prompt), tokenizer), special, chunk_length=tokenizer.max_length - 2
+    )
 
 
-def pad_to_chunk_count(prompts: Sequence[Sequence[PromptChunk]], special: SpecialTokens,
-                       count: int | None = None) -> list[list[PromptChunk]]:
+def pad_to_chunk_count(
+    prompts: Sequence[Sequence[PromptChunk]], special: SpecialTokens, count: int | None = None
+) -> list[list[PromptChunk]]:
     """Every prompt's chunks padded with empty chunks to ``count`` (default: the longest's), so that
     prompts, and later a negative prompt and its prompt, give embeddings of one length."""
     count = max(len(chunks) for chunks in prompts) if count is None else count
@@ -217,7 +236,8 @@ def apply_emphasis(z: np.ndarray, multipliers: np.ndarray) -> np.ndarray:
     new_mean = weighted.mean(dtype=np.float64)
     if new_mean == 0 or not np.isfinite(new_mean):  # A1111 would divide by it; sd.cpp skips, as here
         return weighted
-    return weighted * np.float32(original_mean / new_mean)
+    restored: np.ndarray = weighted * np.float32(original_mean / new_mean)
+    return restored
 
 
 def encode_chunks(prompts: Sequence[Sequence[PromptChunk]], encode: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -234,21 +254,27 @@ def encode_chunks(prompts: Sequence[Sequence[PromptChunk]], encode: Callable[[np
             weighted = apply_emphasis(raw, np.array([chunk.multipliers]))
             # Only the weights' fault when the encoder's own output was finite (the denoising checks the rest).
             if weighted is not raw and not np.isfinite(weighted).all() and np.isfinite(raw).all():
-                raise InputError("the prompt's weights make its text embeddings infinite; use weights like "
-                                 "(word:1.3)", argument="prompt")
+                raise InputError(
+                    "the prompt's weights make its text embeddings infinite; use weights like (word:1.3)",
+                    argument="prompt",
+                )
             pieces.append(weighted)
         rows.append(np.concatenate(pieces, axis=1))
     return np.concatenate(rows)
 
 
-def encode_prompts(prompts: Sequence[str], tokenizer: PromptTokenizer,
-                   encode: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def encode_prompts(
+    prompts: Sequence[str], tokenizer: PromptTokenizer, encode: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
     """Prompts in A1111's syntax -> embeddings (prompts, 77 x chunks, D), every prompt padded with empty
     chunks to the longest's chunk count, as A1111 pads a batch."""
     special = SpecialTokens.of(tokenizer)
     chunked = [prompt_chunks(prompt, tokenizer, special) for prompt in prompts]
     longest = max(len(chunks) for chunks in chunked)
     if longest > MAX_CHUNKS:
-        raise InputError(f"the prompt needs {longest} chunks of {tokenizer.max_length - 2} tokens; at most "
-                         f"{MAX_CHUNKS} ({MAX_CHUNKS * (tokenizer.max_length - 2)} tokens) are read", argument="prompt")
+        raise InputError(
+            f"the prompt needs {longest} chunks of {tokenizer.max_length - 2} tokens; at most "
+            f"{MAX_CHUNKS} ({MAX_CHUNKS * (tokenizer.max_length - 2)} tokens) are read",
+            argument="prompt",
+        )
     return encode_chunks(pad_to_chunk_count(chunked, special, longest), encode)

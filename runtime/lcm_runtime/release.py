@@ -9,10 +9,11 @@ ONE_CALL = "one-call"  # release_after_use for a process that makes a single cal
 
 def one_call_releases(vae: str) -> tuple[str, ...]:
     """What a process making one call frees once used. The text encoder and the VAE encoder always:
-    they are never needed again after the prompt and the input pictures are encoded. The UNet before a full-VAE decode: the peak drops by the UNet's weights,
-    and the decode's ~400 MB of activations reuse the UNet's just-freed pages. On a VM slow to hand
-    out memory the process never had, that saves up to 0.8 s; otherwise it costs the free, 0.12 s.
-    TAESD needs little memory and the UNet sets the peak anyway: freeing it would only cost."""
+    they are never needed again after the prompt and the input pictures are encoded. The UNet before
+    a full-VAE decode: the peak drops by the UNet's weights, and the decode's ~400 MB of activations
+    reuse the UNet's just-freed pages. On a VM slow to hand out memory the process never had, that
+    saves up to 0.8 s; otherwise it costs the free, 0.12 s. TAESD needs little memory and the UNet
+    sets the peak anyway: freeing it would only cost."""
     return ("text_encoder", "vae_encoder", "unet") if vae == "full" else ("text_encoder", "vae_encoder")
 
 

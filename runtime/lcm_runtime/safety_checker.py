@@ -16,9 +16,10 @@ The checker sees what diffusers gives it: the uint8 image (``to_uint8``), not th
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -69,11 +70,13 @@ class SafetyConcepts:
         return int(self.concept_embeds.shape[1])
 
     @classmethod
-    def load(cls, root: Path) -> "SafetyConcepts | None":
+    def load(cls, root: Path) -> SafetyConcepts | None:
         """The bundle's concepts, or None when it has no safety checker (neither its IR nor its files)."""
         root = Path(root)
-        paths = {name: bundle.resolve_inside(root, bundle.safety_concept_file(name))
-                 for name in bundle.SAFETY_CONCEPT_TENSORS}
+        paths = {
+            name: bundle.resolve_inside(root, bundle.safety_concept_file(name))
+            for name in bundle.SAFETY_CONCEPT_TENSORS
+        }
         xml = bundle.resolve_inside(root, bundle.component_xml(bundle.SAFETY_CHECKER))
         if not xml.is_file() and not any(path.is_file() for path in paths.values()):
             return None
@@ -83,30 +86,36 @@ class SafetyConcepts:
             try:
                 array = np.load(path, allow_pickle=False)
             except (OSError, ValueError, EOFError):
-                raise BundleError(f"{root} has no readable {relative} (missing or corrupted); "
-                                  "re-export the bundle") from None
+                raise BundleError(
+                    f"{root} has no readable {relative} (missing or corrupted); re-export the bundle"
+                ) from None
             if not isinstance(array, np.ndarray) or array.dtype != np.float32 or not np.isfinite(array).all():
                 raise BundleError(f"{root / relative} is not a finite float32 array; re-export the bundle")
             arrays[name] = array
         concepts = cls(**arrays)
         problem = concepts._shape_problem()
         if problem:
-            raise BundleError(f"{root / bundle.SAFETY_CHECKER} has inconsistent concept files ({problem}); "
-                              "re-export the bundle")
+            raise BundleError(
+                f"{root / bundle.SAFETY_CHECKER} has inconsistent concept files ({problem}); re-export the bundle"
+            )
         config_path = bundle.resolve_inside(root, f"{bundle.SAFETY_CHECKER}/{bundle.CONFIG_FILE}")
         if config_path.is_file():
             projection_dim = bundle.read_json(config_path).get("projection_dim")
             if projection_dim is not None and projection_dim != concepts.dim:
-                raise BundleError(f"{root / bundle.SAFETY_CHECKER} has concept embeddings of {concepts.dim} values but "
-                                  f"its config projects to {projection_dim!r}; re-export the bundle")
+                raise BundleError(
+                    f"{root / bundle.SAFETY_CHECKER} has concept embeddings of {concepts.dim} values but "
+                    f"its config projects to {projection_dim!r}; re-export the bundle"
+                )
         return concepts
 
     def _shape_problem(self) -> str | None:
         concept, special = self.concept_embeds, self.special_care_embeds
         if concept.ndim != 2 or special.ndim != 2 or concept.shape[1] != special.shape[1] or concept.shape[1] == 0:
             return f"embeddings of shapes {list(concept.shape)} and {list(special.shape)}, not [N, D] and [M, D]"
-        for weights, embeds, name in ((self.concept_embeds_weights, concept, "concept_embeds_weights"),
-                                      (self.special_care_embeds_weights, special, "special_care_embeds_weights")):
+        for weights, embeds, name in (
+            (self.concept_embeds_weights, concept, "concept_embeds_weights"),
+            (self.special_care_embeds_weights, special, "special_care_embeds_weights"),
+        ):
             if weights.shape != (embeds.shape[0],):
                 return f"{name} of shape {list(weights.shape)} for {embeds.shape[0]} embeddings"
         return None
@@ -142,8 +151,11 @@ def normalize_preprocessor_config(config: dict[str, Any], where: str = "the prep
     an aspect-capped resize...) is a BundleError naming it, rather than a silently different input.
     """
     steps = _steps(config, where)
-    size = {"shortest_edge": steps.resize[1]} if steps.resize[0] == "shortest_edge" else \
-        {"height": steps.resize[1], "width": steps.resize[2]}
+    size = (
+        {"shortest_edge": steps.resize[1]}
+        if steps.resize[0] == "shortest_edge"
+        else {"height": steps.resize[1], "width": steps.resize[2]}
+    )
     return {
         **config,
         "do_resize": steps.do_resize,
@@ -186,8 +198,11 @@ def clip_preprocess(images: np.ndarray | Sequence[np.ndarray], preprocessor_conf
             image = _center_crop(image, *steps.crop)
         if image.shape[:2] != (out_h, out_w):  # only without a crop: a resize to height/width fixes the size
             raise ValueError(f"preprocessed image is {image.shape[:2]}, not {(out_h, out_w)}")
-        pixels = (image.astype(np.float64) * steps.rescale_factor).astype(np.float32) if steps.do_rescale \
+        pixels = (
+            (image.astype(np.float64) * steps.rescale_factor).astype(np.float32)
+            if steps.do_rescale
             else image.astype(np.float32)
+        )
         if steps.do_normalize:
             pixels = (pixels - mean) / std
         result[index] = pixels.transpose(2, 0, 1)
@@ -205,8 +220,10 @@ def nsfw_flags(image_embeds: np.ndarray, concepts: SafetyConcepts) -> list[bool]
     """
     embeds = np.asarray(image_embeds, dtype=np.float32)
     if embeds.ndim != 2 or embeds.shape[1] != concepts.dim:
-        raise BundleError(f"the safety checker returns embeddings of shape {list(embeds.shape)} but its concept files "
-                          f"have {concepts.dim} values each; re-export the bundle")
+        raise BundleError(
+            f"the safety checker returns embeddings of shape {list(embeds.shape)} but its concept files "
+            f"have {concepts.dim} values each; re-export the bundle"
+        )
     special = _cosine(embeds, concepts.special_care_embeds)
     concept = _cosine(embeds, concepts.concept_embeds)
     special_weights = concepts.special_care_embeds_weights.astype(np.float32)
@@ -232,7 +249,7 @@ def black_out(images: np.ndarray, flags: Sequence[bool]) -> np.ndarray:
     images = np.asarray(images)
     if len(flags) != images.shape[0]:
         raise ValueError(f"{len(flags)} flags for {images.shape[0]} images")
-    result = images.copy()
+    result: np.ndarray = images.copy()
     result[np.asarray(flags, dtype=bool)] = 0
     return result
 
@@ -241,9 +258,11 @@ def _cosine(embeds: np.ndarray, others: np.ndarray) -> np.ndarray:
     def normalized(vectors: np.ndarray) -> np.ndarray:
         vectors = vectors.astype(np.float32)
         norms = np.sqrt(np.sum(vectors * vectors, axis=1, keepdims=True, dtype=np.float32))
-        return vectors / np.maximum(norms, NORMALIZE_EPS)
+        unit: np.ndarray = vectors / np.maximum(norms, NORMALIZE_EPS)
+        return unit
 
-    return (normalized(embeds) @ normalized(others).T).astype(np.float32)
+    cosines: np.ndarray = (normalized(embeds) @ normalized(others).T).astype(np.float32)
+    return cosines
 
 
 def _checked_image(image: np.ndarray) -> np.ndarray:
@@ -282,8 +301,10 @@ def _output_size(steps: _ClipSteps) -> tuple[int, int]:
         return steps.crop
     if steps.do_resize and steps.resize[0] == "height_width":
         return steps.resize[1], steps.resize[2]
-    raise BundleError("the safety checker's preprocessor config neither crops nor resizes to a fixed size, so its "
-                      "input has no fixed shape; use a CLIP config with do_center_crop and crop_size")
+    raise BundleError(
+        "the safety checker's preprocessor config neither crops nor resizes to a fixed size, so its "
+        "input has no fixed shape; use a CLIP config with do_center_crop and crop_size"
+    )
 
 
 def _is_number(value: Any) -> bool:
@@ -357,9 +378,14 @@ def _steps(config: Any, where: str) -> _ClipSteps:
     if 0.0 in std:
         raise bad("image_std", "has a zero")
     return _ClipSteps(
-        do_resize=flag("do_resize"), resize=resize, resample=int(resample),
+        do_resize=flag("do_resize"),
+        resize=resize,
+        resample=int(resample),
         do_center_crop=flag("do_center_crop"),
         crop=(side(crop["height"], "crop_size"), side(crop["width"], "crop_size")),
-        do_rescale=flag("do_rescale"), rescale_factor=float(factor),
-        do_normalize=flag("do_normalize"), mean=per_channel("image_mean"), std=std,
+        do_rescale=flag("do_rescale"),
+        rescale_factor=float(factor),
+        do_normalize=flag("do_normalize"),
+        mean=per_channel("image_mean"),
+        std=std,
     )

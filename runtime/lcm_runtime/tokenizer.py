@@ -34,7 +34,7 @@ class PromptTokenizer:
         self._settings_lock = threading.Lock()  # fragment_ids lifts truncation and padding for a moment
 
     @classmethod
-    def from_file(cls, path: Path, max_length: int) -> "PromptTokenizer":
+    def from_file(cls, path: Path, max_length: int) -> PromptTokenizer:
         try:
             with _native_stderr_held():
                 tokenizer = cls(Tokenizer.from_file(str(path)), max_length)
@@ -52,12 +52,15 @@ class PromptTokenizer:
         # CLIP pads with its end-of-text token (SD1.x) or "!" (SD2.x); the file's padding says which.
         padding = self._tokenizer.padding
         if padding is not None:
-            return padding["pad_token"]
+            pad_token: str = padding["pad_token"]
+            return pad_token
         return "<|endoftext|>" if self._tokenizer.token_to_id("<|endoftext|>") is not None else "[PAD]"
 
     @property
     def pad_id(self) -> int:
-        return int(self._tokenizer.padding["pad_id"])
+        padding = self._tokenizer.padding
+        assert padding is not None  # __init__ enabled it
+        return int(padding["pad_id"])
 
     @contextmanager
     def _unpadded(self) -> Iterator[Tokenizer]:
@@ -65,6 +68,7 @@ class PromptTokenizer:
         copy would cost 0.1 s of JSON parsing per process)."""
         with self._settings_lock:
             truncation, padding = self._tokenizer.truncation, self._tokenizer.padding
+            assert truncation is not None and padding is not None  # __init__ enabled both
             self._tokenizer.no_truncation()
             self._tokenizer.no_padding()
             try:
@@ -90,7 +94,7 @@ class PromptTokenizer:
         """int64 ids of shape [len(prompts), max_length]; warns with the dropped words of long prompts."""
         with self._settings_lock:
             encodings = self._tokenizer.encode_batch(prompts)
-        for prompt, encoding in zip(prompts, encodings):
+        for encoding in encodings:
             if encoding.overflowing:
                 dropped = " ".join(
                     self._tokenizer.decode(piece.ids, skip_special_tokens=True) for piece in encoding.overflowing

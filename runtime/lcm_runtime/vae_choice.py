@@ -18,15 +18,25 @@ def choose_vae(folder: ModelFolder, vae: str | None, fast: bool) -> str:
     if fast:
         if vae == "full":
             raise InputError("--fast decodes with the tiny VAE; drop --vae full, or drop --fast", argument="vae")
-        missing = [what for what, present in (("an INT8 UNet", folder.unet_precision == INT8_PTQ),
-                                              ("a tiny VAE", folder.tiny_vae_config is not None)) if not present]
+        missing = [
+            what
+            for what, present in (
+                ("an INT8 UNet", folder.unet_precision == INT8_PTQ),
+                ("a tiny VAE", folder.tiny_vae_config is not None),
+            )
+            if not present
+        ]
         if missing:
-            raise BundleError(f"--fast needs {' and '.join(missing)}, which {folder.root} lacks; "
-                              "re-export it with `lcm-export --fast SOURCE OUT`, or drop --fast")
+            raise BundleError(
+                f"--fast needs {' and '.join(missing)}, which {folder.root} lacks; "
+                "re-export it with `lcm-export --fast SOURCE OUT`, or drop --fast"
+            )
         return "tiny"
     if vae == "tiny" and folder.tiny_vae_config is None:
-        raise BundleError(f"{folder.root} has no tiny VAE; re-export with `lcm-export --tiny-vae madebyollin/taesd`, "
-                          "or use --vae full")
+        raise BundleError(
+            f"{folder.root} has no tiny VAE; re-export with `lcm-export --tiny-vae madebyollin/taesd`, "
+            "or use --vae full"
+        )
     return vae or "full"
 
 
@@ -37,8 +47,9 @@ def decoder_scaling_factor(folder: ModelFolder, vae: str) -> float:
     return float((folder.tiny_vae_config or {}).get("scaling_factor", 1.0))
 
 
-def choose_vae_tile(folder: ModelFolder, vae: str, height: int, width: int, tiled_vae: bool | None,
-                    execution_precision: str = "f32") -> int | None:
+def choose_vae_tile(
+    folder: ModelFolder, vae: str, height: int, width: int, tiled_vae: bool | None, execution_precision: str = "f32"
+) -> int | None:
     """The latent tile side for the decode, or None to decode whole (diffusers' way). None for
     ``tiled_vae`` tiles only when the whole decode would not fit in free memory."""
     tile = folder.facts.sample_size

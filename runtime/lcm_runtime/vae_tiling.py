@@ -8,7 +8,7 @@ latents (GroupNorm statistics are per tile), which the wide overlap and blending
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -32,14 +32,16 @@ def _axis_weights(starts: list[int], tile: int, scale: int) -> list[np.ndarray]:
             weight[:fade] = np.linspace(0.0, 1.0, fade + 2, dtype=np.float32)[1:-1]
         if index + 1 < len(starts):
             fade = (start + tile - starts[index + 1]) * scale
-            weight[tile * scale - fade:] = np.minimum(
-                weight[tile * scale - fade:], np.linspace(1.0, 0.0, fade + 2, dtype=np.float32)[1:-1])
+            weight[tile * scale - fade :] = np.minimum(
+                weight[tile * scale - fade :], np.linspace(1.0, 0.0, fade + 2, dtype=np.float32)[1:-1]
+            )
         weights.append(weight)
     return weights
 
 
-def decode_tiled(decode: Callable[[np.ndarray], np.ndarray], latents: np.ndarray, tile: int, overlap: int,
-                 scale: int) -> np.ndarray:
+def decode_tiled(
+    decode: Callable[[np.ndarray], np.ndarray], latents: np.ndarray, tile: int, overlap: int, scale: int
+) -> np.ndarray:
     """Decode one latent [1, C, h, w] with ``decode`` applied to [1, C, tile, tile] pieces.
 
     ``scale`` is the VAE's upscaling factor. Returns [1, 3, h * scale, w * scale].
@@ -50,9 +52,9 @@ def decode_tiled(decode: Callable[[np.ndarray], np.ndarray], latents: np.ndarray
     row_weights, column_weights = _axis_weights(rows, tile_h, scale), _axis_weights(columns, tile_w, scale)
     output = None
     total = np.zeros((height * scale, width * scale), dtype=np.float32)
-    for top, row_weight in zip(rows, row_weights):
-        for left, column_weight in zip(columns, column_weights):
-            piece = decode(latents[:, :, top:top + tile_h, left:left + tile_w])
+    for top, row_weight in zip(rows, row_weights, strict=True):
+        for left, column_weight in zip(columns, column_weights, strict=True):
+            piece = decode(latents[:, :, top : top + tile_h, left : left + tile_w])
             if output is None:
                 output = np.zeros((1, piece.shape[1], height * scale, width * scale), dtype=np.float32)
             weight = row_weight[:, None] * column_weight[None, :]

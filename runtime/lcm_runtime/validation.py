@@ -27,8 +27,10 @@ def prompt_list(prompt: str | Sequence[str], max_images: int) -> list[str]:
     if not prompts or not all(isinstance(text, str) for text in prompts):
         raise InputError("prompt must be a string or a non-empty list of strings", argument="prompt")
     if len(prompts) > max_images:
-        raise InputError(f"prompt has {len(prompts)} prompts; at most {max_images} per call "
-                         "(max_images_per_call) are allowed", argument="prompt")
+        raise InputError(
+            f"prompt has {len(prompts)} prompts; at most {max_images} per call (max_images_per_call) are allowed",
+            argument="prompt",
+        )
     return prompts
 
 
@@ -55,16 +57,18 @@ def real_number(value: object, name: str, low: float, high: float, low_open: boo
 def image_count(num_images_per_prompt: object, prompts: int, max_images: int) -> int:
     per_prompt = whole_number(num_images_per_prompt, "num_images_per_prompt", 1, max_images)
     if per_prompt * prompts > max_images:
-        raise InputError(f"{prompts} prompts x num_images_per_prompt={per_prompt} is {per_prompt * prompts} images; "
-                         f"at most {max_images} per call (max_images_per_call) are allowed",
-                         argument="num_images_per_prompt")
+        raise InputError(
+            f"{prompts} prompts x num_images_per_prompt={per_prompt} is {per_prompt * prompts} images; "
+            f"at most {max_images} per call (max_images_per_call) are allowed",
+            argument="num_images_per_prompt",
+        )
     return per_prompt
 
 
 def image_side(value: object, name: str, multiple: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < multiple or value % multiple:
+    if isinstance(value, bool) or not isinstance(value, Integral) or int(value) < multiple or int(value) % multiple:
         raise InputError(f"{name} must be a positive multiple of {multiple} for this model, got {value}", argument=name)
-    if value > MAX_SIDE:
+    if int(value) > MAX_SIDE:
         raise InputError(f"{name} must be at most {MAX_SIDE}, got {value}", argument=name)
     return int(value)
 
@@ -72,8 +76,10 @@ def image_side(value: object, name: str, multiple: int) -> int:
 def image_size(height: object, width: object, multiple: int) -> tuple[int, int]:
     height, width = image_side(height, "height", multiple), image_side(width, "width", multiple)
     if height * width > MAX_PIXELS:
-        raise InputError(f"height={height} x width={width} is more than {MAX_PIXELS // 2**20} megapixels; "
-                         "choose a smaller size", argument="height")
+        raise InputError(
+            f"height={height} x width={width} is more than {MAX_PIXELS // 2**20} megapixels; choose a smaller size",
+            argument="height",
+        )
     return height, width
 
 
@@ -93,6 +99,9 @@ def output_type(value: object) -> str:
 
 def prompt_syntax(value: object) -> str:
     if not isinstance(value, str) or value not in PROMPT_SYNTAXES:
-        raise InputError(f"prompt_syntax must be 'diffusers' (truncate at 77 tokens, brackets are text) or 'a1111' "
-                         f"((word:1.2) weights, BREAK, long prompts), got {value!r}", argument="prompt_syntax")
+        raise InputError(
+            f"prompt_syntax must be 'diffusers' (truncate at 77 tokens, brackets are text) or 'a1111' "
+            f"((word:1.2) weights, BREAK, long prompts), got {value!r}",
+            argument="prompt_syntax",
+        )
     return value

@@ -23,7 +23,9 @@ def gradient() -> np.ndarray:
     return (np.arange(SIDE * SIDE * 3).reshape(SIDE, SIDE, 3) * 5).astype(np.uint8)  # 0..235, room for +1
 
 
-def test_identical_images_have_zero_difference_and_infinite_psnr(tmp_path: Path, benchmarks_package: ModuleType) -> None:
+def test_identical_images_have_zero_difference_and_infinite_psnr(
+    tmp_path: Path, benchmarks_package: ModuleType
+) -> None:
     from benchmarks.deviation import image_deviation
 
     reference = save_png(tmp_path / "reference.png", gradient())
@@ -73,9 +75,13 @@ def test_attach_deviations_to_the_runs_of_a_results_file(tmp_path: Path, benchma
     save_png(tmp_path / "lcm-run-f32" / "first.png", gradient())
     save_png(tmp_path / "lcm-run" / "first.png", gradient() + 1)
     save_png(tmp_path / "lcm-run-768" / "first.png", np.zeros((2 * SIDE, 2 * SIDE, 3)))
-    runs = [{"key": "lcm-run-f32", "status": "ok"}, {"key": "lcm-run", "status": "ok"},
-            {"key": "lcm-run-768", "status": "ok"}, {"key": "lcm-run-lost", "status": "ok"},
-            {"key": "genai", "status": "failed"}]
+    runs = [
+        {"key": "lcm-run-f32", "status": "ok"},
+        {"key": "lcm-run", "status": "ok"},
+        {"key": "lcm-run-768", "status": "ok"},
+        {"key": "lcm-run-lost", "status": "ok"},
+        {"key": "genai", "status": "failed"},
+    ]
     attach_deviations(runs, tmp_path, "lcm-run-f32")
     by_key = {run["key"]: run for run in runs}
     assert by_key["lcm-run-f32"][FIELD]["psnr_db"] == math.inf

@@ -16,7 +16,9 @@ def test_unet_profile_and_int8_vae_study_on_the_tiny_bundle(benchmarks_package, 
     assert 50 <= sum(shares) <= 101  # the top layer kinds cover most of the step
 
     vae = profile.vae_int8(tiny_bundle_fp32, samples=2)
-    by_name = {row.split("|")[1].strip(): row.split("|") for row in vae if row.startswith("| ") and "Decoder" not in row}
+    by_name = {
+        row.split("|")[1].strip(): row.split("|") for row in vae if row.startswith("| ") and "Decoder" not in row
+    }
     assert set(by_name) == {"f32", "bf16 (default)", "int8"}
     assert by_name["f32"][5].strip() == "∞"  # the reference against itself
     assert float(by_name["int8"][3]) > 0  # quantization changes the image a little

@@ -24,8 +24,22 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
     pytest.importorskip("diffusers")
     docs = tmp_path / "benchmarks.md"
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--runs", "1", "--work-dir", str(tmp_path / "work"), "--docs", str(docs)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--runs",
+            "1",
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--docs",
+            str(docs),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
 
@@ -43,8 +57,12 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
     from lcm_export.exporter import TOKEN_DOWNSAMPLING_FACTORS
 
     flops = results["flops"]  # a step counted for every factor lcm-export offers
-    assert set(flops) == {"text_encoder", "unet_step", "vae_decode",
-                          *(f"unet_step_token_downsampling_{factor}" for factor in TOKEN_DOWNSAMPLING_FACTORS if factor > 1)}
+    assert set(flops) == {
+        "text_encoder",
+        "unet_step",
+        "vae_decode",
+        *(f"unet_step_token_downsampling_{factor}" for factor in TOKEN_DOWNSAMPLING_FACTORS if factor > 1),
+    }
     assert flops["unet_step_token_downsampling_4"] < flops["unet_step_token_downsampling_2"] < flops["unet_step"]
     bundles = results["model"]["bundles"]
     assert bundles["bundle"]["token_downsampling"] == 1 and bundles["bundle-one-shot"]["token_downsampling"] == 2
@@ -58,8 +76,11 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
     progress = [line.split("] ", 1)[1] for line in completed.stdout.splitlines() if line.startswith("[")]
     steps = [line for line in progress if line.startswith(("lcm-run CLI cold start", "measuring "))]
     assert runs["lcm-run-one-shot"]["status"] == "ok", runs["lcm-run-one-shot"]
-    for name, reference in (("bf16 weights, filled cache", "lcm-run-bf16"), ("filled cache", "lcm-run"),
-                            ("bf16 + token downsampling + --vae tiny, filled cache", "lcm-run-one-shot")):
+    for name, reference in (
+        ("bf16 weights, filled cache", "lcm-run-bf16"),
+        ("filled cache", "lcm-run"),
+        ("bf16 + token downsampling + --vae tiny, filled cache", "lcm-run-one-shot"),
+    ):
         after = steps[steps.index(f"lcm-run CLI cold start, {name}") + 1]
         assert after == f"measuring {reference}", steps
 
@@ -75,22 +96,38 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
         assert f"## {title}" in page
 
 
-def fake_run(key: str, system: str, precision: str, seconds: float, timed: int = 3, rss_gib: float = 3.0,
-             **fields: object) -> dict:
+def fake_run(
+    key: str, system: str, precision: str, seconds: float, timed: int = 3, rss_gib: float = 3.0, **fields: object
+) -> dict:
     """An ok run as the harness stores it; `fields` (height, width, batch, variant, ...) override."""
     latencies = [seconds, seconds * 1.1, seconds * 0.9][:timed]
-    return {"key": key, "system": system, "label": key, "precision": precision, "variant": "default",
-            "environment": "lcm-runtime", "model": "bundle", "status": "ok",
-            "process": {"first_png_seconds": 20.0, "peak_rss_bytes": int(rss_gib * 2**30), "wall_seconds": 60.0},
-            "worker": {"latencies_seconds": latencies, "load_seconds": 1.0,
-                       "png_write_seconds": 0.05, "precision_executed": {"unet": "bf16"},
-                       "stages": [{"text_encoder": 0.05, "unet": [2.0] * 4, "vae_decode": 6.0}] * timed},
-            **fields}
+    return {
+        "key": key,
+        "system": system,
+        "label": key,
+        "precision": precision,
+        "variant": "default",
+        "environment": "lcm-runtime",
+        "model": "bundle",
+        "status": "ok",
+        "process": {"first_png_seconds": 20.0, "peak_rss_bytes": int(rss_gib * 2**30), "wall_seconds": 60.0},
+        "worker": {
+            "latencies_seconds": latencies,
+            "load_seconds": 1.0,
+            "png_write_seconds": 0.05,
+            "precision_executed": {"unet": "bf16"},
+            "stages": [{"text_encoder": 0.05, "unet": [2.0] * 4, "vae_decode": 6.0}] * timed,
+        },
+        **fields,
+    }
 
 
 def fake_results(runs: list[dict]) -> dict:
     return {
-        "schema": 1, "mode": "full", "date": "2026-01-01T00:00:00+00:00", "errors": [],
+        "schema": 1,
+        "mode": "full",
+        "date": "2026-01-01T00:00:00+00:00",
+        "errors": [],
         "settings": {"runs": 3, "height": 512, "width": 512, "steps": 4, "guidance": 8.0, "seed": 0, "prompt": "p"},
         "machine": {"cpu_model": "CPU", "usable_cpus": 2, "flags": {"amx_bf16": True}, "memory_bytes": 1 << 34},
         "model": {"name": "m", "weights": "random"},
@@ -110,9 +147,13 @@ def test_report_renders_from_a_results_file(tmp_path: Path, benchmarks_package: 
     """A results file from before sizes, batches and deviations (none of their fields) still renders."""
     from benchmarks.report import render
 
-    results = fake_results([
-        fake_run("lcm-run", "lcm-run", "default", 14.0), fake_run("genai", "openvino.genai", "default", 15.4, rss_gib=4.0),
-        {"key": "optimum", "label": "optimum-intel", "precision": "default", "status": "failed", "reason": "boom"}])
+    results = fake_results(
+        [
+            fake_run("lcm-run", "lcm-run", "default", 14.0),
+            fake_run("genai", "openvino.genai", "default", 15.4, rss_gib=4.0),
+            {"key": "optimum", "label": "optimum-intel", "precision": "default", "status": "failed", "reason": "boom"},
+        ]
+    )
     page = render(results, tmp_path / "r.json", tmp_path / "benchmarks.md").read_text()
     assert "**1.10×** faster than genai" in page
     assert "unet step | bf16" in page and "% of peak" in page
@@ -127,18 +168,40 @@ def test_report_compares_sizes_batches_and_deviations(tmp_path: Path, benchmarks
     from benchmarks.report import render
 
     deviation = {"max": 5.0, "mean": 0.52, "psnr_db": 50.123}
-    results = fake_results([
-        fake_run("lcm-run", "lcm-run", "default", 14.0, height=512, width=512, batch=1, deviation_from_f32=deviation),
-        fake_run("lcm-run-f32", "lcm-run", "f32", 40.0, deviation_from_f32={"max": 0.0, "mean": 0.0, "psnr_db": float("inf")}),
-        fake_run("lcm-run-fast", "lcm-run", "default", 6.0, variant="fast", model="bundle-fast", rss_gib=1.5,
-                 deviation_from_f32=None),
-        fake_run("genai", "openvino.genai", "default", 15.4, rss_gib=4.0),
-        fake_run("lcm-run-768", "lcm-run", "default", 30.0, timed=1, rss_gib=4.0, height=768, width=768, batch=1),
-        fake_run("genai-768", "openvino.genai", "default", 40.0, timed=1, rss_gib=8.0, height=768, width=768, batch=1),
-        fake_run("lcm-run-batch4", "lcm-run", "default", 48.0, timed=1, variant="batch4", batch=4),
-    ])
-    results["model"]["bundles"] = {name: {"path": f"/b/{name}", "bytes": 1, "token_downsampling": factor}
-                                   for name, factor in (("bundle", 1), ("bundle-fast", 2))}
+    results = fake_results(
+        [
+            fake_run(
+                "lcm-run", "lcm-run", "default", 14.0, height=512, width=512, batch=1, deviation_from_f32=deviation
+            ),
+            fake_run(
+                "lcm-run-f32",
+                "lcm-run",
+                "f32",
+                40.0,
+                deviation_from_f32={"max": 0.0, "mean": 0.0, "psnr_db": float("inf")},
+            ),
+            fake_run(
+                "lcm-run-fast",
+                "lcm-run",
+                "default",
+                6.0,
+                variant="fast",
+                model="bundle-fast",
+                rss_gib=1.5,
+                deviation_from_f32=None,
+            ),
+            fake_run("genai", "openvino.genai", "default", 15.4, rss_gib=4.0),
+            fake_run("lcm-run-768", "lcm-run", "default", 30.0, timed=1, rss_gib=4.0, height=768, width=768, batch=1),
+            fake_run(
+                "genai-768", "openvino.genai", "default", 40.0, timed=1, rss_gib=8.0, height=768, width=768, batch=1
+            ),
+            fake_run("lcm-run-batch4", "lcm-run", "default", 48.0, timed=1, variant="batch4", batch=4),
+        ]
+    )
+    results["model"]["bundles"] = {
+        name: {"path": f"/b/{name}", "bytes": 1, "token_downsampling": factor}
+        for name, factor in (("bundle", 1), ("bundle-fast", 2))
+    }
     results["flops"]["unet_step_token_downsampling_2"] = 400_000_000_000
     page = render(results, tmp_path / "r.json", tmp_path / "benchmarks.md").read_text()
 
@@ -149,7 +212,9 @@ def test_report_compares_sizes_batches_and_deviations(tmp_path: Path, benchmarks
 
     targets = section(page, "Targets against openvino.genai")
     # The --fast bundle's step does its downsampled UNet's 400 GFLOP: 2 s against 400/790 s is 3.9x, not 2.0x.
-    assert "| lcm-run-fast | TAESD decoder, int8 UNet, bf16 (default) | 0.39 (≤ 0.40: **met**) | 0.38 | 3.9× |" in targets
+    assert (
+        "| lcm-run-fast | TAESD decoder, int8 UNet, bf16 (default) | 0.39 (≤ 0.40: **met**) | 0.38 | 3.9× |" in targets
+    )
     assert "| lcm-run-f32 | bf16 | – | – | 2.0× |" in targets  # the fake ran bf16 whatever it asked
     assert "768" not in targets and "batch4" not in targets
 
@@ -170,8 +235,13 @@ def test_report_compares_sizes_batches_and_deviations(tmp_path: Path, benchmarks
     assert "| lcm-run-fast | TAESD decoder, int8 UNet, bf16 (default) | 512x512 | – | – | – |" in deviations
 
     limits = section(page, "Distance from the machine's limit")
-    assert "| lcm-run-fast | unet step | int8 | 2.000 | 0.506 |" in limits and "(with token downsampling 2: 0.400 T)" in limits
-    assert "| lcm-run | vae decode |" in limits and "| lcm-run-fast | vae decode |" not in limits  # TAESD: no full-VAE bound
+    assert (
+        "| lcm-run-fast | unet step | int8 | 2.000 | 0.506 |" in limits
+        and "(with token downsampling 2: 0.400 T)" in limits
+    )
+    assert (
+        "| lcm-run | vae decode |" in limits and "| lcm-run-fast | vae decode |" not in limits
+    )  # TAESD: no full-VAE bound
 
 
 def test_results_file_names_carry_the_minute(tmp_path: Path, benchmarks_package: ModuleType) -> None:
@@ -199,10 +269,17 @@ def test_report_renders_without_the_project_installed(tmp_path: Path) -> None:
     render a committed results file with the project's modules unimportable."""
     results = sorted((REPO_ROOT / "benchmarks" / "results").glob("*.json"))[-1]
     page = tmp_path / "benchmarks.md"
-    code = ("import sys\nfor name in ('lcm_export', 'lcm_runtime', 'openvino', 'torch'):\n    sys.modules[name] = None\n"
-            "from benchmarks.report import main\nmain(sys.argv[1:])")
-    completed = subprocess.run([sys.executable, "-c", code, str(results), "--docs", str(page)], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys\nfor name in ('lcm_export', 'lcm_runtime', 'openvino', 'torch'):\n    sys.modules[name] = None\n"
+        "from benchmarks.report import main\nmain(sys.argv[1:])"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code, str(results), "--docs", str(page)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     text = page.read_text()
     assert "## lcm-run cold start (CLI)" in text and "## Targets against openvino.genai" in text

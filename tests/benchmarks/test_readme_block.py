@@ -22,7 +22,9 @@ def test_readme_block_is_the_latest_results_rendered(benchmarks_package: ModuleT
 
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     expected = readme_block.expected_block()
-    assert readme_block.read_block(readme) == expected, f"README.md's benchmark block is stale or edited by hand; {REGENERATE}"
+    assert readme_block.read_block(readme) == expected, (
+        f"README.md's benchmark block is stale or edited by hand; {REGENERATE}"
+    )
     assert readme_block.latest_results_file().name in expected
     assert "docs/benchmarks/headline.png" in expected and (REPO_ROOT / "docs" / "benchmarks" / "headline.png").is_file()
 
@@ -35,8 +37,9 @@ def test_benchmark_page_is_the_latest_results_rendered(benchmarks_package: Modul
     plots = [f"benchmarks/{name}" for name in ("headline.png", "latency.png", "stages.png")]
     assert all((REPO_ROOT / "docs" / plot).is_file() for plot in plots)
     page = render_markdown(json.loads(latest.read_text(encoding="utf-8")), readme_block.source_name(latest), plots)
-    assert (REPO_ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8") == page, \
+    assert (REPO_ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8") == page, (
         f"docs/benchmarks.md is stale or edited by hand; {REGENERATE}"
+    )
     assert page.split("\n# Benchmarks\n", 1)[1].lstrip().startswith("![")  # the plot first
 
 
@@ -72,25 +75,33 @@ def test_latest_results_file_goes_by_the_date_inside(tmp_path: Path, benchmarks_
 
 
 def test_block_numbers_come_from_the_results(tmp_path: Path, benchmarks_package: ModuleType) -> None:
-    from benchmarks import readme_block
     from test_quick import fake_results, fake_run
 
-    results = fake_results([
-        fake_run("lcm-run", "lcm-run", "default", 14.0, rss_gib=3.0),
-        fake_run("genai", "openvino.genai", "default", 15.4, rss_gib=4.0),
-        fake_run("lcm-run-fast", "lcm-run", "default", 6.0, variant="fast", model="bundle-fast", rss_gib=1.5),
-        fake_run("lcm-run-f32", "lcm-run", "f32", 40.0, rss_gib=5.0),
-        fake_run("lcm-run-768", "lcm-run", "default", 30.0, timed=1, height=768, width=768),  # another size: not here
-    ])
-    results["cold_start"] = [{"name": "filled cache", "status": "ok",
-                              "process": {"first_png_seconds": 16.5, "peak_rss_bytes": 2 * 2**30}}]
+    from benchmarks import readme_block
+
+    results = fake_results(
+        [
+            fake_run("lcm-run", "lcm-run", "default", 14.0, rss_gib=3.0),
+            fake_run("genai", "openvino.genai", "default", 15.4, rss_gib=4.0),
+            fake_run("lcm-run-fast", "lcm-run", "default", 6.0, variant="fast", model="bundle-fast", rss_gib=1.5),
+            fake_run("lcm-run-f32", "lcm-run", "f32", 40.0, rss_gib=5.0),
+            fake_run(
+                "lcm-run-768", "lcm-run", "default", 30.0, timed=1, height=768, width=768
+            ),  # another size: not here
+        ]
+    )
+    results["cold_start"] = [
+        {"name": "filled cache", "status": "ok", "process": {"first_png_seconds": 16.5, "peak_rss_bytes": 2 * 2**30}}
+    ]
     block = readme_block.render_block(results, "benchmarks/results/r.json", "docs/benchmarks/headline.png")
     assert block.startswith(readme_block.START) and block.endswith(readme_block.END)
     assert "from benchmarks/results/r.json" in block and "on CPU (2 CPUs, AMX, 16 GiB RAM)" in block
     assert "| **lcm-run** (defaults) | bf16 | 14.0 s | 0.91× | 3.00 GiB | 0.75× |" in block  # 14/15.4, 3/4
     assert "| **lcm-run `--fast`** | INT8 UNet, TAESD, bf16 | 6.00 s | 0.39× | 1.50 GiB | 0.38× |" in block
     assert "| openvino.genai | bf16 | 15.4 s | 1.00× | 4.00 GiB | 1.00× |" in block
-    assert "| **lcm-run** f32: diffusers' exact image | bf16 | 40.0 s | – | 5.00 GiB | – |" in block  # the fake ran bf16
+    assert (
+        "| **lcm-run** f32: diffusers' exact image | bf16 | 40.0 s | – | 5.00 GiB | – |" in block
+    )  # the fake ran bf16
     assert "768" not in block and "optimum" not in block  # other sizes, and rows the results lack
     assert "`--fast` takes 0.43× the default's time" in block and "16.5 s from start to PNG, peak 2.00 GiB" in block
 

@@ -49,7 +49,9 @@ def test_failure_leaves_nothing(loaded, tmp_path, error, stage):
 def test_failure_leaves_existing_out_untouched(loaded, tmp_path):
     out = _existing_out(tmp_path)
     with pytest.raises(RuntimeError):
-        export_bundle(loaded, out, ExportOptions(weights="fp32", force=True), _fail_at("vae_decoder", RuntimeError("boom")))
+        export_bundle(
+            loaded, out, ExportOptions(weights="fp32", force=True), _fail_at("vae_decoder", RuntimeError("boom"))
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
 

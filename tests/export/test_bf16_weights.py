@@ -46,8 +46,11 @@ def test_only_matmul_and_convolution_weights_become_bf16(export_tiny, component)
         users = {user.get_type_name() for convert in _uses(constant) for user in _uses(convert)}
         assert not (users and users <= BF16_WEIGHT_CONSUMERS and len(constant.get_output_shape(0)) >= 2)
     # The same weights as the FP16 bundle's, rounded: same count of values, same total size.
-    fp16_values = sum(int(np.prod(n.get_output_shape(0))) for n in fp16_model.get_ops()
-                      if n.get_type_name() == "Constant" and n.get_output_element_type(0) == ov.Type.f16)
+    fp16_values = sum(
+        int(np.prod(n.get_output_shape(0)))
+        for n in fp16_model.get_ops()
+        if n.get_type_name() == "Constant" and n.get_output_element_type(0) == ov.Type.f16
+    )
     assert fp16_values == sum(int(np.prod(n.get_output_shape(0))) for group in by_type.values() for n in group)
 
 

@@ -20,18 +20,40 @@ from lcm_runtime.bundle import (  # noqa: E402
 )
 
 PRECISION_CASES = {
-    "fp32": ({"weights": "fp32"}, {"text_encoder": "fp32", "unet": "fp32", "vae_decoder": "fp32", "vae_encoder": "fp32"}),
-    "fp16": ({"weights": "fp16"}, {"text_encoder": "fp16", "unet": "fp16", "vae_decoder": "fp16", "vae_encoder": "fp16"}),
-    "bf16": ({"weights": "bf16"}, {"text_encoder": "bf16", "unet": "bf16", "vae_decoder": "bf16", "vae_encoder": "bf16"}),
-    "int8": ({"weights": "int8"}, {"text_encoder": "int8", "unet": "int8", "vae_decoder": "int8", "vae_encoder": "int8"}),
-    "int4": ({"weights": "int4"}, {"text_encoder": "int8", "unet": "int4", "vae_decoder": "int8", "vae_encoder": "int8"}),
+    "fp32": (
+        {"weights": "fp32"},
+        {"text_encoder": "fp32", "unet": "fp32", "vae_decoder": "fp32", "vae_encoder": "fp32"},
+    ),
+    "fp16": (
+        {"weights": "fp16"},
+        {"text_encoder": "fp16", "unet": "fp16", "vae_decoder": "fp16", "vae_encoder": "fp16"},
+    ),
+    "bf16": (
+        {"weights": "bf16"},
+        {"text_encoder": "bf16", "unet": "bf16", "vae_decoder": "bf16", "vae_encoder": "bf16"},
+    ),
+    "int8": (
+        {"weights": "int8"},
+        {"text_encoder": "int8", "unet": "int8", "vae_decoder": "int8", "vae_encoder": "int8"},
+    ),
+    "int4": (
+        {"weights": "int4"},
+        {"text_encoder": "int8", "unet": "int4", "vae_decoder": "int8", "vae_encoder": "int8"},
+    ),
     "ptq": (
         {"weights": "fp16", "quantize_unet": "int8", "calibration_size": 4},
         {"text_encoder": "fp16", "unet": "int8-ptq", "vae_decoder": "fp16", "vae_encoder": "fp16"},
     ),
 }
 # Element types of the weights (Constants) each precision must produce in the IR.
-WEIGHT_TYPES = {"fp32": ov.Type.f32, "fp16": ov.Type.f16, "bf16": ov.Type.bf16, "int8": ov.Type.u8, "int4": ov.Type.i4, "int8-ptq": ov.Type.i8}
+WEIGHT_TYPES = {
+    "fp32": ov.Type.f32,
+    "fp16": ov.Type.f16,
+    "bf16": ov.Type.bf16,
+    "int8": ov.Type.u8,
+    "int4": ov.Type.i4,
+    "int8-ptq": ov.Type.i8,
+}
 
 
 def _bundle(export_tiny, case):
@@ -88,14 +110,33 @@ def test_ptq_manifest_records_calibration(export_tiny):
 def test_optimum_compatible_layout(tiny_bundle_fp32, reference_pipeline):
     index = read_json(tiny_bundle_fp32 / "model_index.json")
     assert index["_class_name"] == "LatentConsistencyModelPipeline"
-    assert index["unet"] == ["diffusers", "UNet2DConditionModel"] and index["scheduler"] == ["diffusers", "LCMScheduler"]
-    assert read_json(tiny_bundle_fp32 / "unet" / "config.json")["time_cond_proj_dim"] == reference_pipeline.unet.config.time_cond_proj_dim
+    assert index["unet"] == ["diffusers", "UNet2DConditionModel"] and index["scheduler"] == [
+        "diffusers",
+        "LCMScheduler",
+    ]
+    assert (
+        read_json(tiny_bundle_fp32 / "unet" / "config.json")["time_cond_proj_dim"]
+        == reference_pipeline.unet.config.time_cond_proj_dim
+    )
     for vae_part in ("vae_decoder", "vae_encoder"):
-        assert read_json(tiny_bundle_fp32 / vae_part / "config.json")["scaling_factor"] == reference_pipeline.vae.config.scaling_factor
-    assert read_json(tiny_bundle_fp32 / "text_encoder" / "config.json")["hidden_size"] == reference_pipeline.text_encoder.config.hidden_size
+        assert (
+            read_json(tiny_bundle_fp32 / vae_part / "config.json")["scaling_factor"]
+            == reference_pipeline.vae.config.scaling_factor
+        )
+    assert (
+        read_json(tiny_bundle_fp32 / "text_encoder" / "config.json")["hidden_size"]
+        == reference_pipeline.text_encoder.config.hidden_size
+    )
     assert read_json(tiny_bundle_fp32 / "scheduler" / "scheduler_config.json")["_class_name"] == "LCMScheduler"
-    for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
-                 "openvino_tokenizer.xml", "openvino_tokenizer.bin"):
+    for name in (
+        "tokenizer.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "openvino_tokenizer.xml",
+        "openvino_tokenizer.bin",
+    ):
         assert (tiny_bundle_fp32 / "tokenizer" / name).is_file(), name
     for name in SCHEDULER_TABLES:
         table = np.load(tiny_bundle_fp32 / scheduler_table_file(name))

@@ -218,8 +218,9 @@ def test_sigterm_mid_export_leaves_nothing(tmp_path):
 
     out = tmp_path / "out"
     command = [sys.executable, "-m", "lcm_export.entry", "--tiny-random", str(out)]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     seen = []
     for line in process.stderr:
         seen.append(line)
@@ -234,8 +235,15 @@ def test_sigterm_mid_export_leaves_nothing(tmp_path):
 
 
 def test_unknown_calibration_dataset_offline_fails_before_exporting(tmp_path, empty_hub_cache):
-    result = lcm_export("--tiny-random", tmp_path / "out", "--quantize-unet", "int8", "--calibration-dataset", "someone/no-such-prompts",
-                        env_extra={**empty_hub_cache, "HF_DATASETS_OFFLINE": "1"})
+    result = lcm_export(
+        "--tiny-random",
+        tmp_path / "out",
+        "--quantize-unet",
+        "int8",
+        "--calibration-dataset",
+        "someone/no-such-prompts",
+        env_extra={**empty_hub_cache, "HF_DATASETS_OFFLINE": "1"},
+    )
     check(result, "calibration dataset", "someone/no-such-prompts", "local")
     assert "tokenizer" not in result.stderr  # failed before any bundle stage ran
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".lcm-export-*"))

@@ -20,8 +20,13 @@ ENV = {**os.environ, "LCM_CACHE_DIR": "off", "HF_HUB_OFFLINE": "1"}
 @pytest.fixture(scope="module")
 def fast_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("fast") / "bundle"
-    result = subprocess.run([sys.executable, "-m", "lcm_export.entry", "--tiny-random", str(out), "--fast",
-                             "--calibration-size", "4"], capture_output=True, text=True, env=ENV, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "lcm_export.entry", "--tiny-random", str(out), "--fast", "--calibration-size", "4"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr
     return out
 
@@ -34,8 +39,13 @@ def test_export_fast_writes_int8_unet_and_tiny_vae(fast_bundle):
     # The tiny UNet's full-resolution blocks hold 1 (down) + 2 (up) self-attentions; SD1.5's, 2 + 3.
     assert manifest.components["unet"]["token_downsampling"] == {"factor": 2, "self_attentions": 3}
     assert verify_files(fast_bundle, manifest) == []
-    info = subprocess.run([sys.executable, "-m", "lcm_runtime.cli", "info", str(fast_bundle)],
-                          capture_output=True, text=True, env=ENV, timeout=120)
+    info = subprocess.run(
+        [sys.executable, "-m", "lcm_runtime.cli", "info", str(fast_bundle)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert "token downsampling: keys/values pooled 2x2 in 3 full-resolution self-attentions" in info.stdout, info.stderr
 
 
@@ -69,15 +79,41 @@ def test_one_call_keeps_the_unet_before_a_tiny_vae_decode_unless_low_memory(fast
     one_call("a red cube", num_inference_steps=1, height=64, width=64, output_type="np", generator=3)
     assert sorted(one_call.models.in_memory()) == ["unet", "vae_decoder"]
 
-    spy = ("import atexit, sys\nfrom lcm_runtime import cli\nfrom lcm_runtime.compiled_models import CompiledModels\n"
-           "freed = []\noriginal = CompiledModels.release\n"
-           "def spy(self, name):\n    original(self, name)\n    freed.extend(n for n in [name] if n not in self.in_memory())\n"
-           "CompiledModels.release = spy\natexit.register(lambda: print('FREED', freed))\ncli.main(sys.argv[1:])\n")
+    spy = (
+        "import atexit, sys\nfrom lcm_runtime import cli\nfrom lcm_runtime.compiled_models import CompiledModels\n"
+        "freed = []\noriginal = CompiledModels.release\n"
+        "def spy(self, name):\n    original(self, name)\n"
+        "    freed.extend(n for n in [name] if n not in self.in_memory())\n"
+        "CompiledModels.release = spy\natexit.register(lambda: print('FREED', freed))\ncli.main(sys.argv[1:])\n"
+    )
     for options, expected in (((), "['text_encoder']"), (("--low-memory",), "['text_encoder', 'unet']")):
-        run = subprocess.run([sys.executable, "-c", spy, "a cat", "--fast", "--seed", "1",
-                              "--steps", "1", "--height", "64", "--width", "64", "--model", fast_bundle,
-                              "--output", tmp_path / "cat.png", "--overwrite", *options],
-                             capture_output=True, text=True, env=ENV, timeout=300)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                spy,
+                "a cat",
+                "--fast",
+                "--seed",
+                "1",
+                "--steps",
+                "1",
+                "--height",
+                "64",
+                "--width",
+                "64",
+                "--model",
+                fast_bundle,
+                "--output",
+                tmp_path / "cat.png",
+                "--overwrite",
+                *options,
+            ],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
+        )
         assert run.returncode == 0 and f"FREED {expected}" in run.stdout, (options, run.stdout, run.stderr)
 
 
@@ -88,14 +124,24 @@ def test_fast_needs_a_fast_bundle(tiny_bundle_fp32, fast_bundle, tmp_path):
         LCMPipeline.from_pretrained(fast_bundle, cache_dir=False, fast=True, vae="full")
 
     run = [sys.executable, "-m", "lcm_runtime.cli", "a cat", "--fast", "--seed", "1", "--height", "64", "--width", "64"]
-    ok = subprocess.run([*run, "--model", fast_bundle, "--output", tmp_path / "fast.png"],
-                        capture_output=True, text=True, env=ENV, timeout=300)
+    ok = subprocess.run(
+        [*run, "--model", fast_bundle, "--output", tmp_path / "fast.png"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert ok.returncode == 0, ok.stderr
     from PIL import Image
 
     assert "VAE: tiny" in Image.open(tmp_path / "fast.png").text["parameters"]
-    refused = subprocess.run([*run, "--model", tiny_bundle_fp32, "--output", tmp_path / "slow.png"],
-                             capture_output=True, text=True, env=ENV, timeout=300)
+    refused = subprocess.run(
+        [*run, "--model", tiny_bundle_fp32, "--output", tmp_path / "slow.png"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and "lcm-export --fast" in refused.stderr
     assert not (tmp_path / "slow.png").exists()

@@ -26,7 +26,9 @@ def _run_ir(bundle, component, inputs):
 
 def test_text_encoder(tiny_bundle_fp32, reference_pipeline):
     prompts = ["a photo of a cat", "an astronaut riding a horse on the moon, 8k, highly detailed " * 6]
-    ids = reference_pipeline.tokenizer(prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    ids = reference_pipeline.tokenizer(
+        prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         expected = reference_pipeline.text_encoder(ids).last_hidden_state.numpy()
     actual = _run_ir(tiny_bundle_fp32, "text_encoder", {"input_ids": ids})

@@ -11,7 +11,12 @@ import numpy as np  # noqa: E402
 
 @pytest.mark.parametrize(
     "options",
-    [{"weights": "fp16"}, {"weights": "int8"}, {"weights": "int4"}, {"weights": "fp16", "quantize_unet": "int8", "calibration_size": 4}],
+    [
+        {"weights": "fp16"},
+        {"weights": "int8"},
+        {"weights": "int4"},
+        {"weights": "fp16", "quantize_unet": "int8", "calibration_size": 4},
+    ],
     ids=["fp16", "int8", "int4", "int8-ptq"],
 )
 def test_runtime_generates_from_each_bundle(export_tiny, options):
@@ -32,10 +37,12 @@ def test_runtime_accepts_sizes_the_unet_was_not_traced_at(tiny_bundle_fp32):
     assert read_manifest(tiny_bundle_fp32).components["unet"]["latent_size_multiple"] == 1
     compiled = ov.Core().compile_model(tiny_bundle_fp32 / component_xml("unet"), "CPU")
     for height, width in [(5, 7), (9, 9), (10, 6)]:
-        out = compiled({
-            "sample": np.zeros((1, 4, height, width), np.float32),
-            "timestep": np.array([999], np.int64),
-            "encoder_hidden_states": np.zeros((1, 77, 32), np.float32),
-            "timestep_cond": np.zeros((1, 32), np.float32),
-        })[0]
+        out = compiled(
+            {
+                "sample": np.zeros((1, 4, height, width), np.float32),
+                "timestep": np.array([999], np.int64),
+                "encoder_hidden_states": np.zeros((1, 77, 32), np.float32),
+                "timestep_cond": np.zeros((1, 32), np.float32),
+            }
+        )[0]
         assert out.shape == (1, 4, height, width)

@@ -56,7 +56,10 @@ def test_tables_reproduce_diffusers_step_bit_for_bit(tables, scheduler, steps):
         x0 = (x - tables["sqrt_one_minus_alphas_cumprod"][int(t)] * eps) / tables["sqrt_alphas_cumprod"][int(t)]
         numpy_denoised = tables["c_out"][int(t)] * x0 + tables["c_skip"][int(t)] * x
         if index != len(timesteps) - 1:
-            numpy_sample = tables["sqrt_alphas_cumprod"][prev_t] * numpy_denoised + tables["sqrt_one_minus_alphas_cumprod"][prev_t] * noise.numpy()
+            numpy_sample = (
+                tables["sqrt_alphas_cumprod"][prev_t] * numpy_denoised
+                + tables["sqrt_one_minus_alphas_cumprod"][prev_t] * noise.numpy()
+            )
         else:
             numpy_sample = numpy_denoised
         np.testing.assert_array_equal(numpy_denoised, denoised.numpy())

@@ -13,8 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -26,8 +26,9 @@ EXPORT_TIMEOUT = 400
 
 def dead_pid() -> int:
     """A PID that no process has any more (a child that has exited and been reaped)."""
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                           timeout=60)
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, timeout=60
+    )
     return int(child.stdout)
 
 
@@ -59,8 +60,9 @@ def test_only_dead_exports_folders_of_the_exact_pattern_are_removed(tmp_path):
 
         left = {path.name for path in tmp_path.iterdir()}
         assert left == set(kept) | {f".lcm-export-file.{gone}.tmp", "elsewhere", f".lcm-export-link.{gone}.tmp"}
-        assert sorted(said) == sorted(f"removed a stale staging folder {name} left by an interrupted export"
-                                      for name in stale)
+        assert sorted(said) == sorted(
+            f"removed a stale staging folder {name} left by an interrupted export" for name in stale
+        )
     finally:
         sleeper.kill()
         sleeper.wait(timeout=30)
@@ -77,8 +79,10 @@ def test_a_backup_of_another_out_is_restored_not_removed(tmp_path):
     said = remove_abandoned_staging(tmp_path / "unrelated")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["existing", "previous"]
     assert (tmp_path / "previous" / "manifest.json").read_text() == "{}"
-    assert said == [f"removed a stale staging folder .lcm-export-existing.{gone}.old left by an interrupted export",
-                    f"restored previous from .lcm-export-previous.{gone}.old, its backup left by an interrupted export"]
+    assert said == [
+        f"removed a stale staging folder .lcm-export-existing.{gone}.old left by an interrupted export",
+        f"restored previous from .lcm-export-previous.{gone}.old, its backup left by an interrupted export",
+    ]
 
 
 def test_a_missing_parent_is_no_error(tmp_path):
@@ -94,8 +98,13 @@ class Export:
     def __init__(self, out: Path) -> None:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         self.out = out
-        self.process = subprocess.Popen([sys.executable, "-m", "lcm_export.entry", "--tiny-random", str(out)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lcm_export.entry", "--tiny-random", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.stderr: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -156,13 +165,16 @@ def test_exports_killed_at_any_point_are_cleaned_up_by_the_next_export(tmp_path)
         ("a", "the staging folder appears", lambda export: export.staging.is_dir()),
         ("b", "the tokenizer is written", lambda export: export.stage_done("tokenizer")),
         ("c", "the UNet is converted", lambda export: export.stage_done("unet (")),
-        ("final", "the manifest is written (the bundle is complete, not verified)",
-         lambda export: export.stage_done("manifest")),
+        (
+            "final",
+            "the manifest is written (the bundle is complete, not verified)",
+            lambda export: export.stage_done("manifest"),
+        ),
     ]
     previous = None  # the staging folder the last kill left
     for name, what, point in points:
         export = Export(parent / name)
-        export.wait_for(lambda: point(export), what)
+        export.wait_for(lambda point=point, export=export: point(export), what)
         export.kill()
         assert export.process.returncode == -signal.SIGKILL
         # The kill landed mid-export: its staging folder stays behind and OUT was never created...

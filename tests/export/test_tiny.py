@@ -42,7 +42,9 @@ def test_structure_like_the_real_model(tiny):
 
 
 def test_generates_a_finite_image_with_content(tiny):
-    image = tiny("a photo of a cat", num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    image = tiny(
+        "a photo of a cat", num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="np"
+    ).images[0]
     assert image.shape == (64, 64, 3)
     assert np.isfinite(image).all()
     assert image.std() > 0.02  # not one flat colour

@@ -46,7 +46,9 @@ def test_plain_tokenizers_matches_transformers(tiny_bundle_fp32, reference_token
 
 def test_batch_encoding_is_padded_and_truncated_by_the_file(tiny_bundle_fp32, reference_tokenizer):
     bundled = Tokenizer.from_file(str(tiny_bundle_fp32 / "tokenizer" / "tokenizer.json"))
-    assert [encoding.ids for encoding in bundled.encode_batch(PROMPTS)] == [_reference_ids(reference_tokenizer, p) for p in PROMPTS]
+    assert [encoding.ids for encoding in bundled.encode_batch(PROMPTS)] == [
+        _reference_ids(reference_tokenizer, p) for p in PROMPTS
+    ]
     truncated = bundled.encode(PROMPTS[-3]).ids
     assert truncated[0] == reference_tokenizer.bos_token_id and truncated[-1] == reference_tokenizer.eos_token_id
 

@@ -52,7 +52,11 @@ def test_rewrites_are_in_place_only_while_tracing(pipeline):
     with unet_rewrites(unet, token_downsampling=2):
         rewritten = list(unet.modules())
         assert any(isinstance(module, SplitGEGLU) for module in rewritten)
-        assert sum(isinstance(module, DownsampledSelfAttention) for module in rewritten) == downsampled_self_attentions(unet, 2) > 0
+        assert (
+            sum(isinstance(module, DownsampledSelfAttention) for module in rewritten)
+            == downsampled_self_attentions(unet, 2)
+            > 0
+        )
     assert list(unet.modules()) == modules_before
 
 

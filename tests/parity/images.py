@@ -25,5 +25,5 @@ def box_mask(width: int, height: int, box: tuple[int, int, int, int]) -> Image.I
     mask = np.zeros((height, width), dtype=np.float32)
     left, top, right, bottom = box
     mask[top:bottom, left:right] = 1.0
-    mask[max(top - 2, 0):top, left:right] = 0.45  # just below the 0.5 threshold: kept
+    mask[max(top - 2, 0) : top, left:right] = 0.45  # just below the 0.5 threshold: kept
     return Image.fromarray((mask * 255).round().astype(np.uint8), mode="L")

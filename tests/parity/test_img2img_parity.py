@@ -8,10 +8,11 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from images import picture  # noqa: E402
+from test_pipeline_parity import assert_same_image  # noqa: E402
+
 from lcm_runtime import LCMImg2ImgPipeline, LCMPipeline  # noqa: E402
 from lcm_runtime.errors import InputError  # noqa: E402
 from lcm_runtime.image import to_uint8  # noqa: E402
-from test_pipeline_parity import assert_same_image  # noqa: E402
 
 CASES = [
     # (prompts, pictures, images per prompt, steps, strength, guidance)
@@ -38,18 +39,34 @@ def img2img(tiny_bundle_fp32):
 
 def diffusers_images(reference_img2img, prompts, pictures, per_prompt, steps, strength, guidance, seed):
     image = pictures if len(pictures) > 1 else pictures[0]
-    return reference_img2img(prompts, image=image, num_inference_steps=steps, strength=strength,
-                             guidance_scale=guidance, num_images_per_prompt=per_prompt, output_type="np",
-                             generator=torch.Generator().manual_seed(seed)).images
+    return reference_img2img(
+        prompts,
+        image=image,
+        num_inference_steps=steps,
+        strength=strength,
+        guidance_scale=guidance,
+        num_images_per_prompt=per_prompt,
+        output_type="np",
+        generator=torch.Generator().manual_seed(seed),
+    ).images
 
 
 @pytest.mark.parametrize("prompts,pictures,per_prompt,steps,strength,guidance", CASES)
-def test_same_image_as_diffusers(reference_img2img, img2img, torch_draws, prompts, pictures, per_prompt, steps,
-                                 strength, guidance):
+def test_same_image_as_diffusers(
+    reference_img2img, img2img, torch_draws, prompts, pictures, per_prompt, steps, strength, guidance
+):
     expected = diffusers_images(reference_img2img, prompts, pictures, per_prompt, steps, strength, guidance, 21)
     image = pictures if len(pictures) > 1 else pictures[0]
-    result = img2img(prompts, image=image, num_inference_steps=steps, strength=strength, guidance_scale=guidance,
-                     num_images_per_prompt=per_prompt, output_type="np", generator=torch_draws(21))
+    result = img2img(
+        prompts,
+        image=image,
+        num_inference_steps=steps,
+        strength=strength,
+        guidance_scale=guidance,
+        num_images_per_prompt=per_prompt,
+        output_type="np",
+        generator=torch_draws(21),
+    )
     assert result.images.shape == expected.shape and len(result.timings["unet"]) == steps
     assert "vae_encode" in result.timings
     assert_same_image(to_uint8(result.images), to_uint8(expected))
@@ -59,11 +76,21 @@ def test_same_image_as_diffusers(reference_img2img, img2img, torch_draws, prompt
 @pytest.mark.parametrize("mode", ["RGBA", "L", "P"])
 def test_other_modes_are_converted_to_rgb_first(reference_img2img, img2img, torch_draws, mode):
     """diffusers would hand 4 or 1 channels to the VAE; the runtime converts to RGB, like diffusers given RGB."""
-    source = picture(64, 64, 8, mode="RGBA" if mode == "RGBA" else "RGB").convert(mode) if mode != "RGBA" \
+    source = (
+        picture(64, 64, 8, mode="RGBA" if mode == "RGBA" else "RGB").convert(mode)
+        if mode != "RGBA"
         else picture(64, 64, 8, mode="RGBA")
+    )
     expected = diffusers_images(reference_img2img, ["a fox"], [source.convert("RGB")], 1, 2, 0.6, 8.0, 3)
-    ours = img2img("a fox", image=source, num_inference_steps=2, strength=0.6, guidance_scale=8.0, output_type="np",
-                   generator=torch_draws(3)).images
+    ours = img2img(
+        "a fox",
+        image=source,
+        num_inference_steps=2,
+        strength=0.6,
+        guidance_scale=8.0,
+        output_type="np",
+        generator=torch_draws(3),
+    ).images
     assert_same_image(to_uint8(ours), to_uint8(expected))
 
 
@@ -75,8 +102,9 @@ def test_arrays_and_paths_give_the_pil_image(img2img, tmp_path, torch_draws):
     from_pil = img2img("a fox", image=source, generator=torch_draws(4), **kwargs).images
     from_path = img2img("a fox", image=str(path), generator=torch_draws(4), **kwargs).images
     from_uint8 = img2img("a fox", image=np.asarray(source), generator=torch_draws(4), **kwargs).images
-    from_float = img2img("a fox", image=np.asarray(source)[None].astype(np.float32) / 255, generator=torch_draws(4),
-                         **kwargs).images
+    from_float = img2img(
+        "a fox", image=np.asarray(source)[None].astype(np.float32) / 255, generator=torch_draws(4), **kwargs
+    ).images
     for other in (from_path, from_uint8, from_float):
         np.testing.assert_array_equal(other, from_pil)
 
@@ -92,8 +120,15 @@ def test_strength_too_small_for_the_steps_names_the_minimum(img2img):
 
 def test_bad_pictures_are_one_line_errors(img2img, tmp_path):
     (tmp_path / "not.png").write_text("hello")
-    cases = [str(tmp_path / "not.png"), str(tmp_path / "missing.png"), picture(4, 4, 1), np.zeros((8, 8, 2)),
-             np.full((64, 64, 3), 2.0), [], object()]
+    cases = [
+        str(tmp_path / "not.png"),
+        str(tmp_path / "missing.png"),
+        picture(4, 4, 1),
+        np.zeros((8, 8, 2)),
+        np.full((64, 64, 3), 2.0),
+        [],
+        object(),
+    ]
     for image in cases:
         with pytest.raises(InputError) as error:
             img2img("a fox", image=image, num_inference_steps=1)

@@ -8,10 +8,11 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from images import box_mask, picture  # noqa: E402
+from test_pipeline_parity import assert_same_image  # noqa: E402
+
 from lcm_runtime import LCMImg2ImgPipeline, LCMInpaintPipeline  # noqa: E402
 from lcm_runtime.errors import InputError  # noqa: E402
 from lcm_runtime.image import to_uint8  # noqa: E402
-from test_pipeline_parity import assert_same_image  # noqa: E402
 
 CASES = [
     # (prompts, images per prompt, picture size, mask box, height, width, steps, strength, guidance)
@@ -26,9 +27,11 @@ CASES = [
 @pytest.fixture(scope="module")
 def reference_inpaint(tiny_pipeline_dir):
     lcm = diffusers.LatentConsistencyModelPipeline.from_pretrained(tiny_pipeline_dir)
-    components = {name: component for name, component in lcm.components.items()
-                  if name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "safety_checker",
-                              "feature_extractor")}
+    components = {
+        name: component
+        for name, component in lcm.components.items()
+        if name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "safety_checker", "feature_extractor")
+    }
     pipe = diffusers.StableDiffusionInpaintPipeline(**components, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -40,11 +43,21 @@ def inpaint(tiny_bundle_fp32):
 
 
 @pytest.mark.parametrize("prompts,per_prompt,size,box,height,width,steps,strength,guidance", CASES)
-def test_same_image_as_diffusers(reference_inpaint, inpaint, torch_draws, prompts, per_prompt, size, box, height,
-                                 width, steps, strength, guidance):
+def test_same_image_as_diffusers(
+    reference_inpaint, inpaint, torch_draws, prompts, per_prompt, size, box, height, width, steps, strength, guidance
+):
     source, mask = picture(*size, seed=11), box_mask(*size, box)
-    kwargs = dict(image=source, mask_image=mask, height=height, width=width, num_inference_steps=steps,
-                  strength=strength, guidance_scale=guidance, num_images_per_prompt=per_prompt, output_type="np")
+    kwargs = dict(
+        image=source,
+        mask_image=mask,
+        height=height,
+        width=width,
+        num_inference_steps=steps,
+        strength=strength,
+        guidance_scale=guidance,
+        num_images_per_prompt=per_prompt,
+        output_type="np",
+    )
     expected = reference_inpaint(prompts, generator=torch.Generator().manual_seed(5), **kwargs).images
     result = inpaint(prompts, generator=torch_draws(5), **kwargs)
     assert result.images.shape == expected.shape
@@ -56,10 +69,18 @@ def test_same_image_as_diffusers(reference_inpaint, inpaint, torch_draws, prompt
 def test_outside_the_mask_stays_close_to_the_picture(inpaint, torch_draws):
     """Not a parity check: the kept region is the picture's VAE reconstruction, the masked one is new."""
     source, mask = picture(64, 64, seed=12), box_mask(64, 64, (16, 16, 48, 48))
-    out = inpaint("a door", image=source, mask_image=mask, num_inference_steps=4, output_type="np",
-                  generator=torch_draws(1)).images[0]
-    pasted = inpaint("a door", image=source, mask_image=mask, num_inference_steps=4, output_type="np",
-                     generator=torch_draws(1), paste_back=True).images[0]
+    out = inpaint(
+        "a door", image=source, mask_image=mask, num_inference_steps=4, output_type="np", generator=torch_draws(1)
+    ).images[0]
+    pasted = inpaint(
+        "a door",
+        image=source,
+        mask_image=mask,
+        num_inference_steps=4,
+        output_type="np",
+        generator=torch_draws(1),
+        paste_back=True,
+    ).images[0]
     original = np.asarray(source).astype(np.float32) / 255
     repaint = np.asarray(mask) >= 128
     assert np.abs(pasted - original)[~repaint].max() < 1 / 255 + 1e-6  # pasted back exactly (up to rounding)
@@ -69,8 +90,7 @@ def test_outside_the_mask_stays_close_to_the_picture(inpaint, torch_draws):
 def test_bad_masks_and_strengths(inpaint):
     source = picture(64, 64, seed=1)
     with pytest.raises(InputError, match=r"strength=0.2 runs int\(4 x 0.2\) = 0") as error:
-        inpaint("a door", image=source, mask_image=box_mask(64, 64, (0, 0, 8, 8)), num_inference_steps=4,
-                strength=0.2)
+        inpaint("a door", image=source, mask_image=box_mask(64, 64, (0, 0, 8, 8)), num_inference_steps=4, strength=0.2)
     assert error.value.argument == "strength"
     with pytest.raises(InputError) as error:
         inpaint("a door", image=source, mask_image="/nonexistent/mask.png")

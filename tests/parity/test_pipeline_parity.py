@@ -46,16 +46,31 @@ def assert_same_image(ours: np.ndarray, theirs: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("prompts,per_prompt,steps,guidance,height,width", CASES)
-def test_same_image_as_diffusers(reference_pipeline, runtime_pipeline, torch_draws,
-                                 prompts, per_prompt, steps, guidance, height, width):
-    expected = reference_pipeline(prompts, num_inference_steps=steps, guidance_scale=guidance, height=height,
-                                  width=width, num_images_per_prompt=per_prompt, output_type="np",
-                                  generator=torch.Generator().manual_seed(1234)).images
+def test_same_image_as_diffusers(
+    reference_pipeline, runtime_pipeline, torch_draws, prompts, per_prompt, steps, guidance, height, width
+):
+    expected = reference_pipeline(
+        prompts,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        height=height,
+        width=width,
+        num_images_per_prompt=per_prompt,
+        output_type="np",
+        generator=torch.Generator().manual_seed(1234),
+    ).images
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = runtime_pipeline(prompts, num_inference_steps=steps, guidance_scale=guidance, height=height,
-                                  width=width, num_images_per_prompt=per_prompt, output_type="np",
-                                  generator=torch_draws(1234))
+        result = runtime_pipeline(
+            prompts,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=height,
+            width=width,
+            num_images_per_prompt=per_prompt,
+            output_type="np",
+            generator=torch_draws(1234),
+        )
     assert result.images.dtype == np.float32 and result.images.shape == expected.shape
     assert len(result.timings["unet"]) == steps
     np.testing.assert_allclose(result.images, expected, atol=5e-3)

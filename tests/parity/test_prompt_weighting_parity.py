@@ -14,16 +14,19 @@ from PIL import Image
 pytest.importorskip("torch")
 
 from images import box_mask, picture  # noqa: E402
+
 from lcm_runtime import LCMImg2ImgPipeline, LCMInpaintPipeline, LCMPipeline  # noqa: E402
 from lcm_runtime.errors import InputError  # noqa: E402
 from lcm_runtime.tokenizer import PromptTruncatedWarning  # noqa: E402
 
 # Words that are one CLIP token each, no commas: the prompt's length in tokens is its word count.
-WORDS = ("cat dog red blue house tree river sky moon sun star city road car boat bird fish horse green white "
-         "black gold light dark night day rain snow fire water stone wood glass paper flower garden forest "
-         "mountain lake sea cloud wind storm bridge tower castle window door wall roof street field farm "
-         "village king queen girl boy man woman child old young small big tall short long round soft hard "
-         "warm cold happy sad quiet loud fast slow bright clean wet dry sweet fresh wild calm").split()
+WORDS = (
+    "cat dog red blue house tree river sky moon sun star city road car boat bird fish horse green white "
+    "black gold light dark night day rain snow fire water stone wood glass paper flower garden forest "
+    "mountain lake sea cloud wind storm bridge tower castle window door wall roof street field farm "
+    "village king queen girl boy man woman child old young small big tall short long round soft hard "
+    "warm cold happy sad quiet loud fast slow bright clean wet dry sweet fresh wild calm"
+).split()
 HEAD = " ".join(WORDS[:75])  # 75 tokens: with BOS and EOS, all the text encoder reads
 LONG = HEAD + " " + " ".join(WORDS[::-1][:75])  # 150 tokens
 CALL = dict(num_inference_steps=2, output_type="np", generator=3)
@@ -69,8 +72,7 @@ def test_weights_change_the_image_only_with_a1111_syntax(pipe):
     assert np.abs(weighted - image(pipe, "a cat on a hill", prompt_syntax="a1111")).max() > 1e-3
     assert not np.array_equal(weighted, image(pipe, "a (cat:1.5) on a hill"))  # brackets read as text
     # (cat:1) is "cat" at weight 1: the same chunk as the plain prompt.
-    assert np.array_equal(image(pipe, "a (cat:1) on a hill", prompt_syntax="a1111"),
-                          image(pipe, "a cat on a hill"))
+    assert np.array_equal(image(pipe, "a (cat:1) on a hill", prompt_syntax="a1111"), image(pipe, "a cat on a hill"))
 
 
 def test_the_unet_compiles_once_per_chunk_count(pipe):
@@ -95,12 +97,15 @@ def test_prompts_of_different_lengths_in_one_call(pipe):
 
 def test_image_to_image_and_inpainting_read_a1111_syntax(pipe):
     img2img, inpaint = LCMImg2ImgPipeline.from_pipe(pipe), LCMInpaintPipeline.from_pipe(pipe)
-    tasks = [(img2img, dict(image=picture(64, 64, 1), strength=0.5)),
-             (inpaint, dict(image=picture(64, 64, 2), mask_image=box_mask(64, 64, (8, 8, 40, 40))))]
+    tasks = [
+        (img2img, dict(image=picture(64, 64, 1), strength=0.5)),
+        (inpaint, dict(image=picture(64, 64, 2), mask_image=box_mask(64, 64, (8, 8, 40, 40)))),
+    ]
     for task, inputs in tasks:
         assert np.array_equal(image(task, LONG, **inputs), image(task, HEAD, **inputs))
-        assert not np.array_equal(image(task, LONG, **inputs, prompt_syntax="a1111"),
-                                  image(task, HEAD, **inputs, prompt_syntax="a1111"))
+        assert not np.array_equal(
+            image(task, LONG, **inputs, prompt_syntax="a1111"), image(task, HEAD, **inputs, prompt_syntax="a1111")
+        )
 
 
 def test_an_unknown_prompt_syntax_is_one_input_error(pipe):
@@ -111,16 +116,31 @@ def test_an_unknown_prompt_syntax_is_one_input_error(pipe):
 
 def lcm_run(*args):
     env = {**os.environ, "LCM_CACHE_DIR": "off"}
-    return subprocess.run([sys.executable, "-m", "lcm_runtime.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "lcm_runtime.cli", *map(str, args)], capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def test_lcm_run_reads_a1111_syntax_unless_plain_prompt(tiny_bundle_fp32, tmp_path):
     pixels = {}
-    for name, prompt, options in (("long", LONG, ()), ("head", HEAD, ()),
-                                  ("long-plain", LONG, ("--plain-prompt",)), ("head-plain", HEAD, ("--plain-prompt",))):
-        result = lcm_run(prompt, "--model", tiny_bundle_fp32, "--seed", "4", "--steps", "2", *options,
-                         "--output", tmp_path / f"{name}.png")
+    for name, prompt, options in (
+        ("long", LONG, ()),
+        ("head", HEAD, ()),
+        ("long-plain", LONG, ("--plain-prompt",)),
+        ("head-plain", HEAD, ("--plain-prompt",)),
+    ):
+        result = lcm_run(
+            prompt,
+            "--model",
+            tiny_bundle_fp32,
+            "--seed",
+            "4",
+            "--steps",
+            "2",
+            *options,
+            "--output",
+            tmp_path / f"{name}.png",
+        )
         assert result.returncode == 0, result.stderr
         assert ("dropped" in result.stderr) == (name == "long-plain"), result.stderr  # the truncation warning
         written = Image.open(tmp_path / f"{name}.png")

@@ -72,8 +72,10 @@ def torch_cosines(checker, pixel_values):
     with torch.no_grad():
         embeds = checker.visual_projection(checker.vision_model(torch.from_numpy(pixel_values))[1])
         normalized = torch.nn.functional.normalize(embeds)
-        return ((normalized @ torch.nn.functional.normalize(checker.special_care_embeds).T).numpy(),
-                (normalized @ torch.nn.functional.normalize(checker.concept_embeds).T).numpy())
+        return (
+            (normalized @ torch.nn.functional.normalize(checker.special_care_embeds).T).numpy(),
+            (normalized @ torch.nn.functional.normalize(checker.concept_embeds).T).numpy(),
+        )
 
 
 def design_thresholds(checker, pixel_values):
@@ -106,7 +108,8 @@ def design_thresholds(checker, pixel_values):
     (adjusted_slack, adjusted_concept), adjusted_image = best
     direct_candidates = [i for i in range(images) if not adjusted[i]]
     (direct_slack, direct_concept), direct_image = max(
-        (best_concept(i, -MARGIN, (adjusted_concept,)), i) for i in direct_candidates)
+        (best_concept(i, -MARGIN, (adjusted_concept,)), i) for i in direct_candidates
+    )
     assert min(adjusted_slack, direct_slack) > MARGIN / 2, "no concept separates one image from the others"
     concept_weights = (concept + adjustment[:, None]).max(axis=0) + 0.004
     concept_weights[adjusted_concept] = concept[adjusted_image, adjusted_concept] + MARGIN
@@ -130,14 +133,19 @@ def designed(tmp_path_factory):
 @pytest.fixture(scope="module")
 def checker_bundle(tiny_pipeline_dir, designed, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundle-checker") / "bundle"
-    export_bundle(load_source(str(tiny_pipeline_dir)), out, ExportOptions(weights="fp32"),
-                  safety_checker=load_safety_checker(str(designed["folder"])))
+    export_bundle(
+        load_source(str(tiny_pipeline_dir)),
+        out,
+        ExportOptions(weights="fp32"),
+        safety_checker=load_safety_checker(str(designed["folder"])),
+    )
     return out
 
 
 def concepts_of(checker):
-    return SafetyConcepts(**{name: getattr(checker, name).detach().numpy().astype(np.float32)
-                             for name in bundle.SAFETY_CONCEPT_TENSORS})
+    return SafetyConcepts(
+        **{name: getattr(checker, name).detach().numpy().astype(np.float32) for name in bundle.SAFETY_CONCEPT_TENSORS}
+    )
 
 
 PREPROCESSOR_CONFIGS = [
@@ -202,7 +210,8 @@ def test_nsfw_flags_score_exactly_as_diffusers():
     for trial in range(300):
         axes = 4 if trial < 200 else dim  # few axes: many exact matches; all axes: random cosines
         if trial < 200:
-            def along(count):
+
+            def along(count, axes=axes):
                 vectors = np.zeros((count, dim), np.float32)
                 vectors[np.arange(count), rng.integers(0, axes, count)] = 2.0 ** rng.integers(-3, 4, count)
                 return vectors
@@ -217,6 +226,7 @@ def test_nsfw_flags_score_exactly_as_diffusers():
 
             def thresholds(count):
                 return rng.uniform(-0.25, 0.45, count).astype(np.float32)
+
         concepts = SafetyConcepts(concept, special, thresholds(17), thresholds(3))
         with torch.no_grad():
             for name in bundle.SAFETY_CONCEPT_TENSORS:
@@ -227,7 +237,7 @@ def test_nsfw_flags_score_exactly_as_diffusers():
         all_flags += ours
         exact_cases += trial < 200
         no_special = SafetyConcepts(concept, special, concepts.concept_embeds_weights, np.full(3, 2, np.float32))
-        adjustment_mattered += sum(a != b for a, b in zip(ours, nsfw_flags(embeds, no_special)))
+        adjustment_mattered += sum(a != b for a, b in zip(ours, nsfw_flags(embeds, no_special), strict=True))
     assert exact_cases and any(all_flags) and not all(all_flags)
     assert adjustment_mattered > 10
 
@@ -239,8 +249,9 @@ def test_nsfw_flags_rounding_boundary():
     concept, special = axes[[0]], axes[[2]]  # special: cosine 0 for both images
 
     def flags(concept_threshold, special_threshold=2.0):
-        concepts = SafetyConcepts(concept, special, np.array([concept_threshold], np.float32),
-                                  np.array([special_threshold], np.float32))
+        concepts = SafetyConcepts(
+            concept, special, np.array([concept_threshold], np.float32), np.array([special_threshold], np.float32)
+        )
         return nsfw_flags(embeds, concepts)
 
     half = np.float32(0.0005)
@@ -268,8 +279,13 @@ def test_runtime_flags_equal_diffusers(checker_bundle, designed):
     images = sample_images()
     config = load_preprocessor_config(checker_bundle)
     concepts = SafetyConcepts.load(checker_bundle)
-    model = SafetyCheckerModel(ov.Core(), checker_bundle / bundle.component_xml(bundle.SAFETY_CHECKER),
-                               {"clip_input": clip_input_shape(config, len(images))}, "CPU", F32)
+    model = SafetyCheckerModel(
+        ov.Core(),
+        checker_bundle / bundle.component_xml(bundle.SAFETY_CHECKER),
+        {"clip_input": clip_input_shape(config, len(images))},
+        "CPU",
+        F32,
+    )
     embeds = model(clip_preprocess(images, config))
     ours = nsfw_flags(embeds, concepts)
 
@@ -287,8 +303,12 @@ def test_runtime_flags_equal_diffusers(checker_bundle, designed):
     assert np.abs(embeds - torch_embeds.numpy()).max() <= 1e-4 * np.abs(torch_embeds.numpy()).max()
 
     # Without the special-care adjustment the designed image passes, in diffusers and here alike.
-    raised = SafetyConcepts(concepts.concept_embeds, concepts.special_care_embeds, concepts.concept_embeds_weights,
-                            np.full_like(concepts.special_care_embeds_weights, 2.0))
+    raised = SafetyConcepts(
+        concepts.concept_embeds,
+        concepts.special_care_embeds,
+        concepts.concept_embeds_weights,
+        np.full_like(concepts.special_care_embeds_weights, 2.0),
+    )
     with torch.no_grad():
         reference.special_care_embeds_weights.fill_(2.0)
     _images, unadjusted = reference(clip_input=torch.from_numpy(pil_pixel_values(images)), images=as_float.copy())
@@ -303,9 +323,13 @@ def test_bundle_records_and_verifies_the_checker(checker_bundle, designed):
     assert entry["source"]["kind"] == "local" and entry["source"]["path"] == str(designed["folder"])
     assert entry["source"]["preprocessor_config"] == SHIPPED_PREPROCESSOR
     assert len(entry["source"]["weights_sha256"]) == 64
-    expected = {"safety_checker/openvino_model.xml", "safety_checker/openvino_model.bin", "safety_checker/config.json",
-                bundle.FEATURE_EXTRACTOR_CONFIG,
-                *(bundle.safety_concept_file(name) for name in bundle.SAFETY_CONCEPT_TENSORS)}
+    expected = {
+        "safety_checker/openvino_model.xml",
+        "safety_checker/openvino_model.bin",
+        "safety_checker/config.json",
+        bundle.FEATURE_EXTRACTOR_CONFIG,
+        *(bundle.safety_concept_file(name) for name in bundle.SAFETY_CONCEPT_TENSORS),
+    }
     assert expected <= set(manifest.files)
     assert verify_files(checker_bundle, manifest) == []
     index = json.loads((checker_bundle / bundle.MODEL_INDEX_FILE).read_text())
@@ -321,8 +345,11 @@ def test_bundle_records_and_verifies_the_checker(checker_bundle, designed):
 
 def test_genai_still_loads_a_bundle_with_a_checker(checker_bundle):
     genai = pytest.importorskip("openvino_genai")
-    image = genai.Text2ImagePipeline(str(checker_bundle), "CPU").generate(
-        "a cat", width=64, height=64, num_inference_steps=1, rng_seed=0).data
+    image = (
+        genai.Text2ImagePipeline(str(checker_bundle), "CPU")
+        .generate("a cat", width=64, height=64, num_inference_steps=1, rng_seed=0)
+        .data
+    )
     assert image.shape == (1, 64, 64, 3)
 
 
@@ -356,18 +383,26 @@ def pipeline_with_checker(tiny_pipeline_dir, designed, tmp_path):
 
 def lcm_export(*args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "lcm_export.entry", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "lcm_export.entry", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 class ExportCalled(Exception):
     pass
 
 
-@pytest.mark.parametrize("flags,own,given", [([], True, False), (["--no-safety-checker"], False, False),
-                                             (["--safety-checker", "CHECKER"], False, True)])
-def test_cli_takes_the_source_checker_unless_refused_or_replaced(pipeline_with_checker, designed, tmp_path,
-                                                                 monkeypatch, flags, own, given):
+@pytest.mark.parametrize(
+    "flags,own,given",
+    [([], True, False), (["--no-safety-checker"], False, False), (["--safety-checker", "CHECKER"], False, True)],
+)
+def test_cli_takes_the_source_checker_unless_refused_or_replaced(
+    pipeline_with_checker, designed, tmp_path, monkeypatch, flags, own, given
+):
     """What lcm-export hands the export: SOURCE's own checker by default, none with --no-safety-checker,
     only the given one with --safety-checker (the export itself is stubbed: the bundle tests cover it)."""
     import lcm_export.exporter
@@ -382,9 +417,12 @@ def test_cli_takes_the_source_checker_unless_refused_or_replaced(pipeline_with_c
     monkeypatch.setattr(lcm_export.exporter, "export_bundle", export_bundle_stub)
     flags = [str(designed["folder"]) if flag == "CHECKER" else flag for flag in flags]
     with pytest.raises(ExportCalled):  # in process: typer parses the options as lcm-export does
-        app(args=[str(pipeline_with_checker), str(tmp_path / "out"), *flags], prog_name="lcm-export",
-            standalone_mode=False)
-    (source_checker, given_checker), = calls
+        app(
+            args=[str(pipeline_with_checker), str(tmp_path / "out"), *flags],
+            prog_name="lcm-export",
+            standalone_mode=False,
+        )
+    ((source_checker, given_checker),) = calls
     assert (source_checker is not None) == own and (given_checker is not None) == given
     if own:
         assert source_checker.info["kind"] == "source" and source_checker.info["preprocessor_config"] == "source"
@@ -428,8 +466,9 @@ def test_bad_safety_checker_sources(pipeline_with_checker, tiny_pipeline_dir, tm
     assert "\n" not in str(error.value)
 
 
-def test_every_task_flags_and_blacks_out_like_diffusers(checker_bundle, designed, tiny_pipeline_dir, tmp_path,
-                                                        torch_draws):
+def test_every_task_flags_and_blacks_out_like_diffusers(
+    checker_bundle, designed, tiny_pipeline_dir, tmp_path, torch_draws
+):
     """Text-to-image and image-to-image through the runtime's check stage: with a threshold set between
     the generated images' scores, the same images are flagged (and black) as in diffusers' pipelines."""
     from lcm_runtime import LCMImg2ImgPipeline, LCMPipeline
@@ -461,8 +500,9 @@ def test_every_task_flags_and_blacks_out_like_diffusers(checker_bundle, designed
     np.save(bundle_copy / bundle.safety_concept_file("concept_embeds_weights"), weights)
 
     extractor = ClipPil(**load_preprocessor_config(bundle_copy))
-    checked = diffusers.LatentConsistencyModelPipeline.from_pretrained(tiny_pipeline_dir, safety_checker=checker,
-                                                                       feature_extractor=extractor)
+    checked = diffusers.LatentConsistencyModelPipeline.from_pretrained(
+        tiny_pipeline_dir, safety_checker=checker, feature_extractor=extractor
+    )
     checked.set_progress_bar_config(disable=True)
     expected = checked(prompts, generator=torch.Generator().manual_seed(3), **kwargs)
     assert 0 < sum(expected.nsfw_content_detected) < len(prompts)
@@ -482,7 +522,37 @@ def test_every_task_flags_and_blacks_out_like_diffusers(checker_bundle, designed
     img2img = LCMImg2ImgPipeline.from_pipe(text)
     reference_img2img = diffusers.LatentConsistencyModelImg2ImgPipeline(**checked.components)
     reference_img2img.set_progress_bar_config(disable=True)
-    expected = reference_img2img(prompts[:3], image=source, strength=0.5, generator=torch.Generator().manual_seed(4),
-                                 **kwargs)
+    expected = reference_img2img(
+        prompts[:3], image=source, strength=0.5, generator=torch.Generator().manual_seed(4), **kwargs
+    )
     ours = img2img(prompts[:3], image=source, strength=0.5, generator=torch_draws(4), **kwargs)
     assert ours.nsfw_content_detected == list(expected.nsfw_content_detected)
+
+
+def test_lcm_run_records_whether_the_checker_ran(checker_bundle, tmp_path):
+    env = {**os.environ, "LCM_CACHE_DIR": "off"}
+    for options, expected in (((), "Safety checker: on"), (("--no-safety-checker",), "Safety checker: off")):
+        out = tmp_path / f"cat{len(options)}.png"
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lcm_runtime.cli",
+                "a cat",
+                "--model",
+                str(checker_bundle),
+                "--steps",
+                "1",
+                "--seed",
+                "1",
+                "--output",
+                str(out),
+                *options,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert run.returncode == 0, run.stderr
+        assert expected in Image.open(out).text["parameters"]

@@ -77,9 +77,16 @@ def test_timesteps_match_diffusers(kwargs):
     np.testing.assert_array_equal(ours.timesteps, reference.timesteps.numpy())
 
 
-@pytest.mark.parametrize("kwargs", [{"num_inference_steps": 0}, {"num_inference_steps": 51},
-                                    {"num_inference_steps": 30, "strength": 0.5},
-                                    {"timesteps": [10, 20]}, {"timesteps": [1000, 10]}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_inference_steps": 0},
+        {"num_inference_steps": 51},
+        {"num_inference_steps": 30, "strength": 0.5},
+        {"timesteps": [10, 20]},
+        {"timesteps": [1000, 10]},
+    ],
+)
 def test_out_of_range_steps_are_refused_where_diffusers_refuses_or_misbehaves(kwargs):
     ours = LCMScheduler(LCMSchedulerConfig())
     with pytest.raises(InputError):
@@ -92,7 +99,9 @@ def test_numpy_tables_are_close_to_torch_tables():
     expected = torch_tables(reference)
     computed = compute_tables(LCMSchedulerConfig.from_dict(dict(reference.config)))
     for name, table in expected.items():
-        np.testing.assert_allclose(computed[name], table, rtol=1e-4, atol=1e-7, err_msg=name)  # 1 - a amplifies cumprod rounding
+        np.testing.assert_allclose(
+            computed[name], table, rtol=1e-4, atol=1e-7, err_msg=name
+        )  # 1 - a amplifies cumprod rounding
 
 
 def test_guidance_embedding_matches_diffusers():

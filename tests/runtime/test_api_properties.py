@@ -13,11 +13,17 @@ from hypothesis import strategies as st  # noqa: E402
 
 from lcm_runtime.errors import LCMError  # noqa: E402
 
-GARBAGE = st.one_of(st.none(), st.booleans(), st.text(max_size=5), st.floats(allow_nan=True, allow_infinity=True),
-                    st.lists(st.integers(), max_size=2))
+GARBAGE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.text(max_size=5),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.lists(st.integers(), max_size=2),
+)
 SIDES = st.one_of(st.none(), st.integers(-16, 136), st.sampled_from([8, 64, 72, 128]), GARBAGE)
-SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                          HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,41 +54,81 @@ def outcome(call):
 
 
 @SETTINGS
-@given(prompt=st.one_of(st.text(max_size=30), st.lists(st.text(max_size=10), max_size=3), GARBAGE),
-       steps=st.one_of(st.none(), st.integers(-2, 60), GARBAGE),
-       guidance=st.one_of(st.none(), st.floats(-5, 200), GARBAGE),
-       height=SIDES, width=SIDES,
-       count=st.one_of(st.integers(1, 4), st.integers(-1, 6), GARBAGE),
-       generator=st.one_of(st.none(), st.integers(-3, 2**66), GARBAGE),
-       output_type=st.one_of(st.sampled_from(["pil", "np"]), GARBAGE))
+@given(
+    prompt=st.one_of(st.text(max_size=30), st.lists(st.text(max_size=10), max_size=3), GARBAGE),
+    steps=st.one_of(st.none(), st.integers(-2, 60), GARBAGE),
+    guidance=st.one_of(st.none(), st.floats(-5, 200), GARBAGE),
+    height=SIDES,
+    width=SIDES,
+    count=st.one_of(st.integers(1, 4), st.integers(-1, 6), GARBAGE),
+    generator=st.one_of(st.none(), st.integers(-3, 2**66), GARBAGE),
+    output_type=st.one_of(st.sampled_from(["pil", "np"]), GARBAGE),
+)
 def test_text_to_image_arguments(pipelines, prompt, steps, guidance, height, width, count, generator, output_type):
     text, _, _ = pipelines
-    outcome(lambda: text(prompt, num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
-                         num_images_per_prompt=count, generator=generator, output_type=output_type))
+    outcome(
+        lambda: text(
+            prompt,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=height,
+            width=width,
+            num_images_per_prompt=count,
+            generator=generator,
+            output_type=output_type,
+        )
+    )
 
 
 PICTURES = st.one_of(
     st.builds(lambda h, w: np.full((h, w, 3), 200, np.uint8), st.integers(8, 80), st.integers(8, 80)),
-    st.builds(lambda h, w, c: np.full((h, w, c), 128, np.uint8), st.integers(0, 80), st.integers(0, 80),
-              st.sampled_from([1, 2, 3, 4])),
-    st.builds(lambda h, w, v: np.full((h, w, 3), v, np.float32), st.integers(1, 80), st.integers(1, 80),
-              st.floats(allow_nan=True, allow_infinity=True)),
+    st.builds(
+        lambda h, w, c: np.full((h, w, c), 128, np.uint8),
+        st.integers(0, 80),
+        st.integers(0, 80),
+        st.sampled_from([1, 2, 3, 4]),
+    ),
+    st.builds(
+        lambda h, w, v: np.full((h, w, 3), v, np.float32),
+        st.integers(1, 80),
+        st.integers(1, 80),
+        st.floats(allow_nan=True, allow_infinity=True),
+    ),
     st.builds(lambda h, w: np.zeros((1, h, w, 3), np.float64), st.integers(1, 80), st.integers(1, 80)),
     GARBAGE,
 )
 
 
 @SETTINGS
-@given(image=PICTURES, mask=PICTURES, strength=st.one_of(st.floats(0.5, 1), st.floats(-1, 2), GARBAGE),
-       steps=st.one_of(st.integers(1, 4), st.integers(-1, 8), GARBAGE), inpaint=st.booleans())
+@given(
+    image=PICTURES,
+    mask=PICTURES,
+    strength=st.one_of(st.floats(0.5, 1), st.floats(-1, 2), GARBAGE),
+    steps=st.one_of(st.integers(1, 4), st.integers(-1, 8), GARBAGE),
+    inpaint=st.booleans(),
+)
 def test_picture_arguments(pipelines, image, mask, strength, steps, inpaint):
     _, img2img, inpainting = pipelines
     if inpaint:
-        outcome(lambda: inpainting("a door", image=image, mask_image=mask, strength=strength, num_inference_steps=steps,
-                                   height=64, width=64, output_type="np", generator=1))
+        outcome(
+            lambda: inpainting(
+                "a door",
+                image=image,
+                mask_image=mask,
+                strength=strength,
+                num_inference_steps=steps,
+                height=64,
+                width=64,
+                output_type="np",
+                generator=1,
+            )
+        )
     else:
-        outcome(lambda: img2img("a fox", image=image, strength=strength, num_inference_steps=steps, output_type="np",
-                                generator=1))
+        outcome(
+            lambda: img2img(
+                "a fox", image=image, strength=strength, num_inference_steps=steps, output_type="np", generator=1
+            )
+        )
 
 
 def test_the_properties_saw_both_images_and_errors():

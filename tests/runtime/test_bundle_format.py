@@ -9,10 +9,20 @@ from lcm_runtime.errors import BundleError
 
 
 def make_manifest(**overrides):
-    facts = bundle.ModelFacts(latent_channels=4, vae_scale_factor=8, vae_scaling_factor=0.18215, sample_size=64,
-                              text_max_length=77, time_cond_proj_dim=256)
-    fields = dict(source={"kind": "hub", "id": "x/y", "revision": "main"}, versions={"openvino": "2026.4"},
-                  components={"unet": {"precision": "fp16"}}, model=facts)
+    facts = bundle.ModelFacts(
+        latent_channels=4,
+        vae_scale_factor=8,
+        vae_scaling_factor=0.18215,
+        sample_size=64,
+        text_max_length=77,
+        time_cond_proj_dim=256,
+    )
+    fields = dict(
+        source={"kind": "hub", "id": "x/y", "revision": "main"},
+        versions={"openvino": "2026.4"},
+        components={"unet": {"precision": "fp16"}},
+        model=facts,
+    )
     fields.update(overrides)
     return bundle.Manifest(**fields)
 
@@ -52,8 +62,12 @@ def test_verify_names_changed_missing_and_extra_files(tmp_path):
     (tmp_path / "c.bin").write_bytes(b"ccc")
     (tmp_path / "extra.bin").write_bytes(b"x")
     problems = {(p.path, p.problem) for p in bundle.verify_files(tmp_path, manifest)}
-    assert problems == {("a.bin", "checksum differs"), ("b.bin", "missing"), ("c.bin", "size differs"),
-                        ("extra.bin", "not in manifest")}
+    assert problems == {
+        ("a.bin", "checksum differs"),
+        ("b.bin", "missing"),
+        ("c.bin", "size differs"),
+        ("extra.bin", "not in manifest"),
+    }
     sizes_only = {(p.path, p.problem) for p in bundle.verify_files(tmp_path, manifest, checksums=False)}
     assert ("a.bin", "checksum differs") not in sizes_only
 
@@ -92,6 +106,9 @@ def test_unknown_guidance_convention_is_refused():
 def test_facts_from_configs_refuse_a_unet_that_is_not_lcm():
     with pytest.raises(BundleError, match="not an LCM"):
         bundle.ModelFacts.from_configs({"in_channels": 4}, {"block_out_channels": [1, 2, 3, 4]}, 77)
-    facts = bundle.ModelFacts.from_configs({"in_channels": 4, "time_cond_proj_dim": 256, "sample_size": 96},
-                                           {"block_out_channels": [1, 2, 3, 4], "scaling_factor": 0.13}, 77)
+    facts = bundle.ModelFacts.from_configs(
+        {"in_channels": 4, "time_cond_proj_dim": 256, "sample_size": 96},
+        {"block_out_channels": [1, 2, 3, 4], "scaling_factor": 0.13},
+        77,
+    )
     assert (facts.vae_scale_factor, facts.default_image_size, facts.vae_scaling_factor) == (8, 768, 0.13)

@@ -25,8 +25,9 @@ REFETCH = "re-export or re-download the bundle"
 
 def lcm_run(*args: object) -> subprocess.CompletedProcess:
     env = {**os.environ, "LCM_CACHE_DIR": "off", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "lcm_runtime.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "lcm_runtime.cli", *map(str, args)], capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
@@ -41,11 +42,33 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> s
 
 # --- the lexical check and resolve_inside, without a real bundle ----------------------------------
 
-@pytest.mark.parametrize("name", [
-    "../../../etc/hostname", "unet/../../x", "..", "/etc/hostname", "//server/share", "C:/Windows/win.ini",
-    "c:x", "unet\\..\\..\\x", "\\\\server\\share", "", "./unet/x", "unet//x", "unet/", "unet/.", "a\nb", "a\x00b",
-    "\ud800", "x" * 256, 7, None, ["unet"],
-])
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../../etc/hostname",
+        "unet/../../x",
+        "..",
+        "/etc/hostname",
+        "//server/share",
+        "C:/Windows/win.ini",
+        "c:x",
+        "unet\\..\\..\\x",
+        "\\\\server\\share",
+        "",
+        "./unet/x",
+        "unet//x",
+        "unet/",
+        "unet/.",
+        "a\nb",
+        "a\x00b",
+        "\ud800",
+        "x" * 256,
+        7,
+        None,
+        ["unet"],
+    ],
+)
 def test_paths_that_are_not_plainly_inside_are_refused(name):
     assert bundle.bundle_path_problem(name) is not None
 
@@ -80,17 +103,23 @@ def test_symlinks_that_stay_inside_are_followed(tree):
     assert not bundle.resolve_inside(root, "store/weights.bin/x").exists()  # under a file: missing, not an error
 
 
-@pytest.mark.parametrize("make,words", [
-    (lambda root, out: (root / "unet" / "w.bin").symlink_to("../../outside/secret.bin"), ["outside the bundle"]),
-    (lambda root, out: (root / "unet" / "w.bin").symlink_to(out / "secret.bin"), ["outside the bundle"]),
-    (lambda root, out: (root / "unet" / "w.bin").symlink_to("/etc/hostname"), ["outside the bundle"]),
-    (lambda root, out: shutil.rmtree(root / "unet") or (root / "unet").symlink_to(out), ["outside the bundle"]),
-    (lambda root, out: (root / "unet" / "w.bin").symlink_to("../store/../../outside/secret.bin"),
-     ["outside the bundle"]),
-    (lambda root, out: (root / "unet" / "w.bin").symlink_to("w.bin"), ["symlink loop"]),
-    (lambda root, out: (root / "unet" / "w.bin").mkdir(), ["folder where a file should be"]),
-    (lambda root, out: os.mkfifo(root / "unet" / "w.bin"), ["not a regular file"]),
-], ids=["relative-out", "absolute-out", "etc", "folder-out", "up-through-inside", "loop", "folder", "fifo"])
+@pytest.mark.parametrize(
+    "make,words",
+    [
+        (lambda root, out: (root / "unet" / "w.bin").symlink_to("../../outside/secret.bin"), ["outside the bundle"]),
+        (lambda root, out: (root / "unet" / "w.bin").symlink_to(out / "secret.bin"), ["outside the bundle"]),
+        (lambda root, out: (root / "unet" / "w.bin").symlink_to("/etc/hostname"), ["outside the bundle"]),
+        (lambda root, out: shutil.rmtree(root / "unet") or (root / "unet").symlink_to(out), ["outside the bundle"]),
+        (
+            lambda root, out: (root / "unet" / "w.bin").symlink_to("../store/../../outside/secret.bin"),
+            ["outside the bundle"],
+        ),
+        (lambda root, out: (root / "unet" / "w.bin").symlink_to("w.bin"), ["symlink loop"]),
+        (lambda root, out: (root / "unet" / "w.bin").mkdir(), ["folder where a file should be"]),
+        (lambda root, out: os.mkfifo(root / "unet" / "w.bin"), ["not a regular file"]),
+    ],
+    ids=["relative-out", "absolute-out", "etc", "folder-out", "up-through-inside", "loop", "folder", "fifo"],
+)
 def test_paths_leading_out_or_to_non_files_are_malformed(tree, make, words):
     root, outside = tree
     make(root, outside)
@@ -103,6 +132,7 @@ def test_paths_leading_out_or_to_non_files_are_malformed(tree, make, words):
 
 
 # --- through lcm-run, on a real bundle -------------------------------------------------------------
+
 
 @pytest.fixture
 def bundle_copy(tiny_bundle_fp32: Path, tmp_path: Path) -> Path:
@@ -117,8 +147,13 @@ def outside(bundle_copy: Path) -> Path:
     that followed a path out of the bundle would find them valid rather than fail by luck."""
     folder = bundle_copy.parent / "outside"
     folder.mkdir()
-    for name in ("unet/openvino_model.bin", "scheduler/c_out.npy", "tokenizer/tokenizer.json", bundle.MANIFEST_FILE,
-                 bundle.SCHEDULER_CONFIG):
+    for name in (
+        "unet/openvino_model.bin",
+        "scheduler/c_out.npy",
+        "tokenizer/tokenizer.json",
+        bundle.MANIFEST_FILE,
+        bundle.SCHEDULER_CONFIG,
+    ):
         shutil.copy(bundle_copy / name, folder / Path(name).name)
     shutil.copytree(bundle_copy / "unet", folder / "unet")
     return folder
@@ -151,35 +186,64 @@ def _replace_with_folder(path: Path) -> None:
 
 CASES = {
     # name: (break the bundle, words the one error line must contain)
-    "traversal-entry": (lambda root, out: edit_manifest(root, lambda d: d["files"].update(
-        {"../outside/openvino_model.bin": _entry_of(out / "openvino_model.bin")})),
-        ["'../outside/openvino_model.bin'"]),
-    "etc-hostname-entry": (lambda root, out: edit_manifest(root, lambda d: d["files"].update(
-        {"../../../../../../../../etc/hostname": {"size": 1, "sha256": "0" * 64}})), ["etc/hostname", "climbs out"]),
-    "absolute-entry": (lambda root, out: edit_manifest(root, lambda d: d["files"].update(
-        {str(out / "openvino_model.bin"): _entry_of(out / "openvino_model.bin")})), ["absolute path"]),
-    "component-file": (lambda root, out: edit_manifest(root, lambda d: d["components"]["unet"].update(
-        {"file": "../outside/unet/openvino_model.xml"})), ["'../outside/unet/openvino_model.xml'"]),
-    "entry-types": (lambda root, out: edit_manifest(root, lambda d: d["files"].update(
-        {"unet/openvino_model.bin": {"size": "big", "sha256": 5}})), ["unet/openvino_model.bin", "size"]),
-    "symlinked-entry": (lambda root, out: _replace_with_symlink(root / "scheduler" / "c_out.npy",
-                                                                 "../../outside/c_out.npy"),
-                        ["scheduler/c_out.npy", "outside the bundle"]),
-    "symlinked-weights": (lambda root, out: _replace_with_symlink(root / "unet" / "openvino_model.bin",
-                                                                   out / "openvino_model.bin"),
-                          ["unet/openvino_model.bin", "outside the bundle"]),
-    "symlinked-folder": (lambda root, out: _replace_with_symlink(root / "unet", out / "unet"),
-                         ["unet/", "outside the bundle"]),
-    "symlinked-manifest": (lambda root, out: _replace_with_symlink(root / bundle.MANIFEST_FILE,
-                                                                    out / bundle.MANIFEST_FILE),
-                           ["manifest.json", "outside the bundle"]),
-    "folder-for-file": (lambda root, out: _replace_with_folder(root / "scheduler" / "c_out.npy"),
-                        ["scheduler/c_out.npy", "folder where a file should be"]),
-    "manifest-is-folder": (lambda root, out: _replace_with_folder(root / bundle.MANIFEST_FILE),
-                           ["manifest.json", "folder where a file should be"]),
-    "fifo-for-file": (lambda root, out: (root / bundle.TOKENIZER_JSON).unlink()
-                      or os.mkfifo(root / bundle.TOKENIZER_JSON),
-                      [bundle.TOKENIZER_JSON, "not a regular file"]),
+    "traversal-entry": (
+        lambda root, out: edit_manifest(
+            root, lambda d: d["files"].update({"../outside/openvino_model.bin": _entry_of(out / "openvino_model.bin")})
+        ),
+        ["'../outside/openvino_model.bin'"],
+    ),
+    "etc-hostname-entry": (
+        lambda root, out: edit_manifest(
+            root, lambda d: d["files"].update({"../../../../../../../../etc/hostname": {"size": 1, "sha256": "0" * 64}})
+        ),
+        ["etc/hostname", "climbs out"],
+    ),
+    "absolute-entry": (
+        lambda root, out: edit_manifest(
+            root, lambda d: d["files"].update({str(out / "openvino_model.bin"): _entry_of(out / "openvino_model.bin")})
+        ),
+        ["absolute path"],
+    ),
+    "component-file": (
+        lambda root, out: edit_manifest(
+            root, lambda d: d["components"]["unet"].update({"file": "../outside/unet/openvino_model.xml"})
+        ),
+        ["'../outside/unet/openvino_model.xml'"],
+    ),
+    "entry-types": (
+        lambda root, out: edit_manifest(
+            root, lambda d: d["files"].update({"unet/openvino_model.bin": {"size": "big", "sha256": 5}})
+        ),
+        ["unet/openvino_model.bin", "size"],
+    ),
+    "symlinked-entry": (
+        lambda root, out: _replace_with_symlink(root / "scheduler" / "c_out.npy", "../../outside/c_out.npy"),
+        ["scheduler/c_out.npy", "outside the bundle"],
+    ),
+    "symlinked-weights": (
+        lambda root, out: _replace_with_symlink(root / "unet" / "openvino_model.bin", out / "openvino_model.bin"),
+        ["unet/openvino_model.bin", "outside the bundle"],
+    ),
+    "symlinked-folder": (
+        lambda root, out: _replace_with_symlink(root / "unet", out / "unet"),
+        ["unet/", "outside the bundle"],
+    ),
+    "symlinked-manifest": (
+        lambda root, out: _replace_with_symlink(root / bundle.MANIFEST_FILE, out / bundle.MANIFEST_FILE),
+        ["manifest.json", "outside the bundle"],
+    ),
+    "folder-for-file": (
+        lambda root, out: _replace_with_folder(root / "scheduler" / "c_out.npy"),
+        ["scheduler/c_out.npy", "folder where a file should be"],
+    ),
+    "manifest-is-folder": (
+        lambda root, out: _replace_with_folder(root / bundle.MANIFEST_FILE),
+        ["manifest.json", "folder where a file should be"],
+    ),
+    "fifo-for-file": (
+        lambda root, out: (root / bundle.TOKENIZER_JSON).unlink() or os.mkfifo(root / bundle.TOKENIZER_JSON),
+        [bundle.TOKENIZER_JSON, "not a regular file"],
+    ),
 }
 REPORTS_AFTER_READING = ("size differs", "checksum differs", "missing", "ok:")
 
@@ -204,8 +268,16 @@ def test_generate_refuses_a_bundle_that_leads_out(bundle_copy, outside, case, tm
     assert not (tmp_path / "png").exists() or not any((tmp_path / "png").iterdir())
 
 
-@pytest.mark.parametrize("name", ["unet/openvino_model.bin", "unet/openvino_model.xml", bundle.TOKENIZER_JSON,
-                                  bundle.SCHEDULER_CONFIG, "vae_decoder/config.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "unet/openvino_model.bin",
+        "unet/openvino_model.xml",
+        bundle.TOKENIZER_JSON,
+        bundle.SCHEDULER_CONFIG,
+        "vae_decoder/config.json",
+    ],
+)
 def test_fixed_name_files_of_a_folder_without_manifest_must_not_lead_out(bundle_copy, outside, name, tmp_path):
     """Folders from optimum-cli have no manifest: the fixed names loading opens are checked themselves."""
     (bundle_copy / bundle.MANIFEST_FILE).unlink()
@@ -234,8 +306,17 @@ def test_symlinks_inside_the_bundle_still_work(bundle_copy, tmp_path):
     assert (tmp_path / "cat.png").is_file()
 
 
-@pytest.mark.parametrize("case", ["traversal-entry", "absolute-entry", "symlinked-entry", "symlinked-weights",
-                                  "symlinked-folder", "symlinked-manifest"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "traversal-entry",
+        "absolute-entry",
+        "symlinked-entry",
+        "symlinked-weights",
+        "symlinked-folder",
+        "symlinked-manifest",
+    ],
+)
 def test_nothing_outside_the_bundle_is_even_stat_ed(bundle_copy, outside, case, monkeypatch):
     """In process, every stat, lstat, readlink and open is recorded: none may reach the folder beside the bundle."""
     make, _words = CASES[case]
@@ -247,10 +328,18 @@ def test_nothing_outside_the_bundle_is_even_stat_ed(bundle_copy, outside, case, 
             if isinstance(path, (str, os.PathLike)):
                 calls.append((follows and kwargs.get("follow_symlinks", True), os.path.abspath(path)))
             return function(path, *args, **kwargs)
+
         return wrapper
 
-    for module, name, follows in ((os, "stat", True), (os, "lstat", False), (os, "readlink", False), (os, "open", True),
-                                  (os, "scandir", True), (builtins, "open", True), (io, "open", True)):
+    for module, name, follows in (
+        (os, "stat", True),
+        (os, "lstat", False),
+        (os, "readlink", False),
+        (os, "open", True),
+        (os, "scandir", True),
+        (builtins, "open", True),
+        (io, "open", True),
+    ):
         monkeypatch.setattr(module, name, recording(getattr(module, name), follows))
     with pytest.raises(BundleError):
         bundle.verify_files(bundle_copy, bundle.read_manifest(bundle_copy))

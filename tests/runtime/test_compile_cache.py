@@ -185,8 +185,9 @@ def test_entries_from_before_the_files_were_recorded_are_kept(tiny_bundle_fp32, 
 
 def lcm_run_cache(*args, cache):
     env = {**os.environ, "LCM_CACHE_DIR": str(cache)}
-    return subprocess.run([sys.executable, "-m", "lcm_runtime.cli", "cache", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "lcm_runtime.cli", "cache", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def test_lcm_run_cache_lists_prunes_and_clears(tiny_bundle_fp32, tmp_path):
@@ -211,10 +212,13 @@ def test_lcm_run_cache_lists_prunes_and_clears(tiny_bundle_fp32, tmp_path):
     assert blobs(cache) == [] and index_entries(cache) == []
 
 
-@pytest.mark.parametrize("args, cache, words", [
-    (["--prune", "--clear"], "CACHE", ["--prune", "--clear"]),
-    ([], "off", ["cache is off", "LCM_CACHE_DIR"]),
-])
+@pytest.mark.parametrize(
+    "args, cache, words",
+    [
+        (["--prune", "--clear"], "CACHE", ["--prune", "--clear"]),
+        ([], "off", ["cache is off", "LCM_CACHE_DIR"]),
+    ],
+)
 def test_lcm_run_cache_bad_input(tmp_path, args, cache, words):
     result = lcm_run_cache(*args, cache=tmp_path if cache == "CACHE" else cache)
     assert result.returncode != 0

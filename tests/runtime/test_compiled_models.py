@@ -19,8 +19,9 @@ def test_released_models_give_the_same_image_call_after_call(tiny_bundle_fp32, t
     reference = kept("a red cube", **CALL).images
     assert sorted(kept.models.in_memory()) == COMPONENTS
 
-    released = LCMPipeline.from_pretrained(tiny_bundle_fp32, precision="f32", cache_dir=tmp_path / "cache",
-                                           release_after_use=COMPONENTS)
+    released = LCMPipeline.from_pretrained(
+        tiny_bundle_fp32, precision="f32", cache_dir=tmp_path / "cache", release_after_use=COMPONENTS
+    )
     for _ in range(2):  # the second call imports all three again
         result = released("a red cube", **CALL)
         np.testing.assert_array_equal(result.images, reference)
@@ -31,8 +32,9 @@ def test_released_models_give_the_same_image_call_after_call(tiny_bundle_fp32, t
 
 
 def test_releasing_the_text_encoder_keeps_the_others(tiny_bundle_fp32):
-    pipe = LCMPipeline.from_pretrained(tiny_bundle_fp32, precision="f32", cache_dir=False,
-                                       release_after_use=["text_encoder"])
+    pipe = LCMPipeline.from_pretrained(
+        tiny_bundle_fp32, precision="f32", cache_dir=False, release_after_use=["text_encoder"]
+    )
     first = pipe("a red cube", **CALL)
     assert sorted(pipe.models.in_memory()) == ["unet", "vae_decoder"]
     second = pipe("a red cube", **CALL)
@@ -53,11 +55,16 @@ def test_kept_models_compile_once_per_size(tiny_bundle_fp32):
 
 def test_one_call_frees_the_text_encoder_and_before_a_full_vae_decode_the_unet(tiny_bundle_fp32):
     kept = LCMPipeline.from_pretrained(tiny_bundle_fp32, precision="f32", cache_dir=False)
-    one_call = LCMPipeline.from_pretrained(tiny_bundle_fp32, precision="f32", cache_dir=False, release_after_use="one-call")
+    one_call = LCMPipeline.from_pretrained(
+        tiny_bundle_fp32, precision="f32", cache_dir=False, release_after_use="one-call"
+    )
     np.testing.assert_array_equal(one_call("a red cube", **CALL).images, kept("a red cube", **CALL).images)
     assert one_call.models.in_memory() == ["vae_decoder"]
     assert one_call_releases("full") == ("text_encoder", "vae_encoder", "unet")
-    assert one_call_releases("tiny") == ("text_encoder", "vae_encoder")  # TAESD's few pages do not repay freeing the UNet
+    assert one_call_releases("tiny") == (
+        "text_encoder",
+        "vae_encoder",
+    )  # TAESD's few pages do not repay freeing the UNet
 
 
 @pytest.mark.parametrize("names", [["vae"], "unet"])
@@ -80,8 +87,26 @@ SPY = (
 def test_lcm_run_frees_what_its_one_call_no_longer_needs(tiny_bundle_fp32, tmp_path, options):
     """With the full VAE only the VAE decoder, used last, is left, --low-memory or not."""
     held = ["vae_decoder"]
-    result = subprocess.run([sys.executable, "-c", SPY, "a cat", "--model", str(tiny_bundle_fp32), "--seed", "1",
-                             "--steps", "1", "--no-cache", "--output", str(tmp_path / "cat.png"), *options],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SPY,
+            "a cat",
+            "--model",
+            str(tiny_bundle_fp32),
+            "--seed",
+            "1",
+            "--steps",
+            "1",
+            "--no-cache",
+            "--output",
+            str(tmp_path / "cat.png"),
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert f"IN MEMORY {held}" in result.stdout and (tmp_path / "cat.png").is_file()

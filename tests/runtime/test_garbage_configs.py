@@ -43,12 +43,17 @@ def _no_hang():
 
 
 leaves = (
-    st.none() | st.booleans() | st.integers() | st.integers(min_value=-(2**300), max_value=2**300)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**300), max_value=2**300)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
     | st.sampled_from(["", "..", "/etc/hostname", "\ud800", "\x00", "é" * 3, "1000", "NaN", "true"])
 )
 json_values = st.recursive(
-    leaves, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    leaves,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8,
 )
 
@@ -89,23 +94,59 @@ def mutations_of(draw: Any, base: Any, most: int = 3) -> Any:
 
 # --- manifest.json ----------------------------------------------------------------------------
 
+
 def valid_manifest() -> dict[str, Any]:
-    facts = bundle.ModelFacts(latent_channels=4, vae_scale_factor=8, vae_scaling_factor=0.18215, sample_size=64,
-                              text_max_length=77, time_cond_proj_dim=256)
+    facts = bundle.ModelFacts(
+        latent_channels=4,
+        vae_scale_factor=8,
+        vae_scaling_factor=0.18215,
+        sample_size=64,
+        text_max_length=77,
+        time_cond_proj_dim=256,
+    )
     return bundle.Manifest(
-        source={"kind": "hub", "id": "x/y"}, versions={"openvino": "2026.4"},
-        components={"unet": {"precision": "fp16", "file": "unet/openvino_model.xml"}}, model=facts,
-        files={"unet/openvino_model.bin": {"size": 7, "sha256": "ab" * 32},
-               "scheduler/c_out.npy": {"size": 0, "sha256": ""}},
+        source={"kind": "hub", "id": "x/y"},
+        versions={"openvino": "2026.4"},
+        components={"unet": {"precision": "fp16", "file": "unet/openvino_model.xml"}},
+        model=facts,
+        files={
+            "unet/openvino_model.bin": {"size": 7, "sha256": "ab" * 32},
+            "scheduler/c_out.npy": {"size": 0, "sha256": ""},
+        },
         calibration={"samples": 4},
     ).to_dict()
 
 
-path_segments = st.sampled_from(["..", ".", "", "unet", "a b", "C:", "c:\\x", "\\", "é", "\x00", "\n", "\ud800", "~",
-                                 "...", "manifest.json", "x" * 300]) | st.text(max_size=5)
+path_segments = st.sampled_from(
+    [
+        "..",
+        ".",
+        "",
+        "unet",
+        "a b",
+        "C:",
+        "c:\\x",
+        "\\",
+        "é",
+        "\x00",
+        "\n",
+        "\ud800",
+        "~",
+        "...",
+        "manifest.json",
+        "x" * 300,
+    ]
+) | st.text(max_size=5)
 bundle_paths = st.lists(path_segments, min_size=1, max_size=4).map("/".join) | st.sampled_from(
-    ["/etc/hostname", "../../../etc/hostname", "C:\\Windows\\win.ini", "\\\\server\\share", "unet/../../x",
-     "//x", "./x"]
+    [
+        "/etc/hostname",
+        "../../../etc/hostname",
+        "C:\\Windows\\win.ini",
+        "\\\\server\\share",
+        "unet/../../x",
+        "//x",
+        "./x",
+    ]
 )
 file_entries = st.fixed_dictionaries({"size": st.integers(0, 2**70), "sha256": st.text(max_size=64)}) | json_values
 
@@ -114,8 +155,16 @@ def _stays_inside(name: str) -> bool:
     """An independent check of what an accepted manifest path must be."""
     parts = PurePosixPath(name).parts
     joined = os.path.normpath(os.path.join("/bundle", name))
-    return (not name.startswith("/") and ".." not in parts and str(PurePosixPath(name)) == name and "\\" not in name
-            and ":" not in name and "\x00" not in name and "\n" not in name and joined.startswith("/bundle/"))
+    return (
+        not name.startswith("/")
+        and ".." not in parts
+        and str(PurePosixPath(name)) == name
+        and "\\" not in name
+        and ":" not in name
+        and "\x00" not in name
+        and "\n" not in name
+        and joined.startswith("/bundle/")
+    )
 
 
 def _check_accepted(manifest: bundle.Manifest) -> None:
@@ -153,8 +202,10 @@ def test_mutated_manifests_load_or_fail_cleanly(data):
 
 
 @FAST
-@given(st.dictionaries(bundle_paths, file_entries, max_size=4),
-       st.dictionaries(st.text(max_size=8), json_values, max_size=2))
+@given(
+    st.dictionaries(bundle_paths, file_entries, max_size=4),
+    st.dictionaries(st.text(max_size=8), json_values, max_size=2),
+)
 def test_manifest_file_lists_load_or_fail_cleanly(files, component):
     data = valid_manifest()
     data["files"] = files
@@ -182,31 +233,34 @@ def _with(path: str, value: Any) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize("path,value,words", [
-    ("format_version", True, ["format version"]),
-    ("format_version", float("nan"), ["format version"]),
-    ("files", [["a", {"size": 1, "sha256": ""}]], ["files", "not an object"]),
-    ("files>unet/openvino_model.bin", {"size": "7", "sha256": "ab"}, ["unet/openvino_model.bin", "size"]),
-    ("files>unet/openvino_model.bin", {"size": True, "sha256": "ab"}, ["unet/openvino_model.bin"]),
-    ("files>unet/openvino_model.bin", {"size": -1, "sha256": "ab"}, ["unet/openvino_model.bin"]),
-    ("files>unet/openvino_model.bin", {"size": 7}, ["unet/openvino_model.bin", "sha256"]),
-    ("files>unet/openvino_model.bin", [7, "ab"], ["unet/openvino_model.bin"]),
-    ("files>../../../etc/hostname", {"size": 7, "sha256": "ab"}, ["'../../../etc/hostname'", "re-download"]),
-    ("model", [1, 2], ["model", "not an object"]),
-    ("model>latent_channels", "4", ["latent_channels"]),
-    ("model>latent_channels", 4.0, ["latent_channels"]),
-    ("model>latent_channels", 0, ["latent_channels"]),
-    ("model>sample_size", 10**400, ["sample_size", "huge"]),
-    ("model>vae_scaling_factor", float("inf"), ["vae_scaling_factor"]),
-    ("model>default_guidance_scale", float("nan"), ["default_guidance_scale"]),
-    ("model>guidance_embedding", [], ["guidance_embedding"]),
-    ("model>unknown_fact", 1, ["model facts"]),
-    ("components>unet", "fp16", ["unet", "not an object"]),
-    ("components>unet>file", "../../etc/hostname", ["'../../etc/hostname'"]),
-    ("components>unet>file", 7, ["unet"]),
-    ("source", "hub", ["source"]),
-    ("calibration", "yes", ["calibration"]),
-])
+@pytest.mark.parametrize(
+    "path,value,words",
+    [
+        ("format_version", True, ["format version"]),
+        ("format_version", float("nan"), ["format version"]),
+        ("files", [["a", {"size": 1, "sha256": ""}]], ["files", "not an object"]),
+        ("files>unet/openvino_model.bin", {"size": "7", "sha256": "ab"}, ["unet/openvino_model.bin", "size"]),
+        ("files>unet/openvino_model.bin", {"size": True, "sha256": "ab"}, ["unet/openvino_model.bin"]),
+        ("files>unet/openvino_model.bin", {"size": -1, "sha256": "ab"}, ["unet/openvino_model.bin"]),
+        ("files>unet/openvino_model.bin", {"size": 7}, ["unet/openvino_model.bin", "sha256"]),
+        ("files>unet/openvino_model.bin", [7, "ab"], ["unet/openvino_model.bin"]),
+        ("files>../../../etc/hostname", {"size": 7, "sha256": "ab"}, ["'../../../etc/hostname'", "re-download"]),
+        ("model", [1, 2], ["model", "not an object"]),
+        ("model>latent_channels", "4", ["latent_channels"]),
+        ("model>latent_channels", 4.0, ["latent_channels"]),
+        ("model>latent_channels", 0, ["latent_channels"]),
+        ("model>sample_size", 10**400, ["sample_size", "huge"]),
+        ("model>vae_scaling_factor", float("inf"), ["vae_scaling_factor"]),
+        ("model>default_guidance_scale", float("nan"), ["default_guidance_scale"]),
+        ("model>guidance_embedding", [], ["guidance_embedding"]),
+        ("model>unknown_fact", 1, ["model facts"]),
+        ("components>unet", "fp16", ["unet", "not an object"]),
+        ("components>unet>file", "../../etc/hostname", ["'../../etc/hostname'"]),
+        ("components>unet>file", 7, ["unet"]),
+        ("source", "hub", ["source"]),
+        ("calibration", "yes", ["calibration"]),
+    ],
+)
 def test_malformed_manifest_values_name_the_problem(path, value, words):
     with pytest.raises(BundleError) as error:
         bundle.Manifest.from_dict(_with(path, value))
@@ -225,8 +279,12 @@ def test_pathological_json_is_a_bundle_error(tmp_path, content):
 
 # --- the UNet and VAE configs a folder without manifest is described by ------------------------------
 
-UNET_CONFIG = {"in_channels": 4, "sample_size": 96, "time_cond_proj_dim": 256,
-               "block_out_channels": [320, 640, 1280, 1280]}
+UNET_CONFIG = {
+    "in_channels": 4,
+    "sample_size": 96,
+    "time_cond_proj_dim": 256,
+    "block_out_channels": [320, 640, 1280, 1280],
+}
 VAE_CONFIG = {"block_out_channels": [128, 256, 512, 512], "scaling_factor": 0.18215, "latent_channels": 4}
 
 
@@ -249,11 +307,25 @@ def test_model_facts_from_garbage_configs_work_or_fail_cleanly(unet_config, vae_
 # --- scheduler/scheduler_config.json ------------------------------------------------------------
 
 VALID_SCHEDULER = {  # what lcm-export writes (diffusers' LCMScheduler config), plus keys we ignore
-    "_class_name": "LCMScheduler", "_diffusers_version": "0.42.1", "beta_end": 0.012, "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085, "clip_sample": False, "clip_sample_range": 1.0, "dynamic_thresholding_ratio": 0.995,
-    "num_train_timesteps": 1000, "original_inference_steps": 50, "prediction_type": "epsilon",
-    "rescale_betas_zero_snr": False, "sample_max_value": 1.0, "set_alpha_to_one": True, "steps_offset": 0,
-    "thresholding": False, "timestep_scaling": 10.0, "timestep_spacing": "leading", "trained_betas": None,
+    "_class_name": "LCMScheduler",
+    "_diffusers_version": "0.42.1",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "clip_sample_range": 1.0,
+    "dynamic_thresholding_ratio": 0.995,
+    "num_train_timesteps": 1000,
+    "original_inference_steps": 50,
+    "prediction_type": "epsilon",
+    "rescale_betas_zero_snr": False,
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": True,
+    "steps_offset": 0,
+    "thresholding": False,
+    "timestep_scaling": 10.0,
+    "timestep_spacing": "leading",
+    "trained_betas": None,
 }
 
 
@@ -284,8 +356,9 @@ numbers = st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan
 
 
 @FAST
-@given(st.dictionaries(st.sampled_from(sorted(LCMSchedulerConfig.__dataclass_fields__)), numbers | json_values,
-                       max_size=5))
+@given(
+    st.dictionaries(st.sampled_from(sorted(LCMSchedulerConfig.__dataclass_fields__)), numbers | json_values, max_size=5)
+)
 def test_scheduler_fields_of_any_value_work_or_fail_cleanly(config):
     _works_or_lcm_error(_run_scheduler, config)
 
@@ -321,16 +394,37 @@ def test_every_scheduler_field_has_a_rule():
     assert LCMSchedulerConfig.from_dict(VALID_SCHEDULER) == LCMSchedulerConfig()
 
 
-@pytest.mark.parametrize("field,value", [
-    ("num_train_timesteps", 0), ("num_train_timesteps", -1000), ("num_train_timesteps", "1000"),
-    ("num_train_timesteps", 1000.0), ("num_train_timesteps", True), ("num_train_timesteps", 10**30),
-    ("num_train_timesteps", float("nan")), ("original_inference_steps", 0), ("original_inference_steps", 2000),
-    ("beta_start", "0.00085"), ("beta_start", float("nan")), ("beta_start", -0.1), ("beta_end", float("inf")),
-    ("beta_end", 1.5), ("beta_schedule", "cosine"), ("beta_schedule", ["linear"]), ("beta_schedule", None),
-    ("prediction_type", "noise"), ("clip_sample", "false"), ("clip_sample", 0), ("clip_sample_range", 0),
-    ("thresholding", None), ("dynamic_thresholding_ratio", 2), ("sample_max_value", -1), ("timestep_scaling", 0),
-    ("timestep_scaling", {"x": 1}),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("num_train_timesteps", 0),
+        ("num_train_timesteps", -1000),
+        ("num_train_timesteps", "1000"),
+        ("num_train_timesteps", 1000.0),
+        ("num_train_timesteps", True),
+        ("num_train_timesteps", 10**30),
+        ("num_train_timesteps", float("nan")),
+        ("original_inference_steps", 0),
+        ("original_inference_steps", 2000),
+        ("beta_start", "0.00085"),
+        ("beta_start", float("nan")),
+        ("beta_start", -0.1),
+        ("beta_end", float("inf")),
+        ("beta_end", 1.5),
+        ("beta_schedule", "cosine"),
+        ("beta_schedule", ["linear"]),
+        ("beta_schedule", None),
+        ("prediction_type", "noise"),
+        ("clip_sample", "false"),
+        ("clip_sample", 0),
+        ("clip_sample_range", 0),
+        ("thresholding", None),
+        ("dynamic_thresholding_ratio", 2),
+        ("sample_max_value", -1),
+        ("timestep_scaling", 0),
+        ("timestep_scaling", {"x": 1}),
+    ],
+)
 def test_garbage_scheduler_values_name_the_field(field, value):
     with pytest.raises(BundleError) as error:
         LCMSchedulerConfig.from_dict({**VALID_SCHEDULER, field: value})
@@ -347,18 +441,34 @@ def test_a_scheduler_config_that_is_not_an_object_is_a_bundle_error(config):
 
 # --- tokenizer/tokenizer.json ---------------------------------------------------------------------
 
+
 def small_tokenizer_json() -> str:
     """A small CLIP-like `tokenizers` file (BPE, lower-casing, start/end tokens, padding, truncation)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "c": 3, "a": 4, "t</w>": 5, "at</w>": 6,
-             "cat</w>": 7, "d": 8, "o": 9, "g</w>": 10, "og</w>": 11, "dog</w>": 12, "!</w>": 13}
+    vocab = {
+        "<|startoftext|>": 0,
+        "<|endoftext|>": 1,
+        "a</w>": 2,
+        "c": 3,
+        "a": 4,
+        "t</w>": 5,
+        "at</w>": 6,
+        "cat</w>": 7,
+        "d": 8,
+        "o": 9,
+        "g</w>": 10,
+        "og</w>": 11,
+        "dog</w>": 12,
+        "!</w>": 13,
+    }
     merges = [("a", "t</w>"), ("c", "at</w>"), ("o", "g</w>"), ("d", "og</w>")]
     tokenizer = Tokenizer(models.BPE(vocab, merges, unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)])
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)]
+    )
     tokenizer.decoder = decoders.BPEDecoder(suffix="</w>")
     tokenizer.enable_truncation(8)
     tokenizer.enable_padding(length=8, pad_id=1, pad_token="<|endoftext|>")
@@ -399,13 +509,15 @@ def test_raw_tokenizer_bytes_work_or_fail_cleanly(content):
 
 # --- through lcm-run, on a real bundle whose manifest vouches for the garbage ---------------------------
 
+
 def _lcm_run(*args: object) -> Any:
     import subprocess
     import sys
 
     env = {**os.environ, "LCM_CACHE_DIR": "off", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "lcm_runtime.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "lcm_runtime.cli", *map(str, args)], capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def _rewrite(root: Path, name: str, edit: Any) -> None:
@@ -418,15 +530,21 @@ def _rewrite(root: Path, name: str, edit: Any) -> None:
     manifest_path.write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("name,edit,words", [
-    (bundle.SCHEDULER_CONFIG, lambda c: {**c, "num_train_timesteps": "lots"}, ["num_train_timesteps", "'lots'"]),
-    (bundle.SCHEDULER_CONFIG, lambda c: {**c, "beta_schedule": "cosine"}, ["beta_schedule", "'cosine'"]),
-    (bundle.SCHEDULER_CONFIG, lambda c: [c], ["scheduler_config.json", "not a JSON object"]),
-    # A post-processor template naming a token it does not define: tokenizers panics (in Rust) on the first prompt.
-    (bundle.TOKENIZER_JSON,
-     lambda t: {**t, "post_processor": {**VALID_TOKENIZER["post_processor"], "special_tokens": {}}},
-     ["cannot load the tokenizer", "re-export"]),
-], ids=["steps-string", "unknown-schedule", "not-an-object", "tokenizer-panic"])
+@pytest.mark.parametrize(
+    "name,edit,words",
+    [
+        (bundle.SCHEDULER_CONFIG, lambda c: {**c, "num_train_timesteps": "lots"}, ["num_train_timesteps", "'lots'"]),
+        (bundle.SCHEDULER_CONFIG, lambda c: {**c, "beta_schedule": "cosine"}, ["beta_schedule", "'cosine'"]),
+        (bundle.SCHEDULER_CONFIG, lambda c: [c], ["scheduler_config.json", "not a JSON object"]),
+        # A post-processor template naming a token it does not define: tokenizers panics (in Rust) on the first prompt.
+        (
+            bundle.TOKENIZER_JSON,
+            lambda t: {**t, "post_processor": {**VALID_TOKENIZER["post_processor"], "special_tokens": {}}},
+            ["cannot load the tokenizer", "re-export"],
+        ),
+    ],
+    ids=["steps-string", "unknown-schedule", "not-an-object", "tokenizer-panic"],
+)
 def test_lcm_run_reports_garbage_configs_in_one_line(tiny_bundle_fp32, tmp_path, name, edit, words):
     import shutil
 
@@ -442,18 +560,25 @@ def test_lcm_run_reports_garbage_configs_in_one_line(tiny_bundle_fp32, tmp_path,
     assert not (tmp_path / "png").exists() or not any((tmp_path / "png").iterdir())
 
 
-@pytest.mark.parametrize("name,edit,words", [
-    ("unet/config.json", lambda c: {**c, "block_out_channels": 4}, ["unet/config.json", "block_out_channels"]),
-    ("vae_decoder/config.json", lambda c: {**c, "block_out_channels": []},
-     ["vae_decoder/config.json", "block_out_channels"]),
-    ("vae_decoder/config.json", lambda c: {**c, "block_out_channels": [128, "256"]}, ["block_out_channels"]),
-    ("unet/config.json", lambda c: {**c, "in_channels": "four"}, ["config.json", "'four'"]),
-    ("unet/config.json", lambda c: {**c, "sample_size": []}, ["config.json"]),
-    ("vae_decoder/config.json", lambda c: {**c, "scaling_factor": float("nan")}, ["vae_scaling_factor"]),
-    ("text_encoder/config.json", lambda c: {**c, "max_position_embeddings": None}, ["config.json", "NoneType"]),
-])
-def test_garbage_in_the_configs_of_a_folder_without_manifest_is_a_bundle_error(tiny_bundle_fp32, tmp_path, name, edit,
-                                                                              words):
+@pytest.mark.parametrize(
+    "name,edit,words",
+    [
+        ("unet/config.json", lambda c: {**c, "block_out_channels": 4}, ["unet/config.json", "block_out_channels"]),
+        (
+            "vae_decoder/config.json",
+            lambda c: {**c, "block_out_channels": []},
+            ["vae_decoder/config.json", "block_out_channels"],
+        ),
+        ("vae_decoder/config.json", lambda c: {**c, "block_out_channels": [128, "256"]}, ["block_out_channels"]),
+        ("unet/config.json", lambda c: {**c, "in_channels": "four"}, ["config.json", "'four'"]),
+        ("unet/config.json", lambda c: {**c, "sample_size": []}, ["config.json"]),
+        ("vae_decoder/config.json", lambda c: {**c, "scaling_factor": float("nan")}, ["vae_scaling_factor"]),
+        ("text_encoder/config.json", lambda c: {**c, "max_position_embeddings": None}, ["config.json", "NoneType"]),
+    ],
+)
+def test_garbage_in_the_configs_of_a_folder_without_manifest_is_a_bundle_error(
+    tiny_bundle_fp32, tmp_path, name, edit, words
+):
     """No manifest (an optimum-cli folder): the facts come from the configs, so their garbage must stop there."""
     import shutil
 

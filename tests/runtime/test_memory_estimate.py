@@ -27,12 +27,17 @@ def test_estimate_within_its_stated_error_of_the_measured_peak(tiny_bundle_fp32,
     from lcm_runtime.loading import open_model_folder
     from lcm_runtime.memory import ESTIMATE_ERROR, estimate_peak
 
-    run = subprocess.run([sys.executable, "-c", MEASURE, str(tiny_bundle_fp32), str(side), str(batch)],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(tiny_bundle_fp32), str(side), str(batch)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     measured = json.loads(run.stdout.strip().splitlines()[-1])
-    estimate = estimate_peak(open_model_folder(tiny_bundle_fp32), "full", batch, side, side, "f32",
-                             ["text_encoder", "unet", "vae_decoder"])
+    estimate = estimate_peak(
+        open_model_folder(tiny_bundle_fp32), "full", batch, side, side, "f32", ["text_encoder", "unet", "vae_decoder"]
+    )
     assert abs(estimate / measured - 1) <= ESTIMATE_ERROR, (estimate, measured)
 
 

@@ -4,7 +4,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from test_run_cli import assert_one_line_error, lcm_run
 
 

@@ -15,7 +15,7 @@ def test_default_names_go_to_outputs_and_carry_the_seed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     paths = plan_output_paths(None, seed=42, count=2)
     assert [p.parent for p in paths] == [tmp_path.joinpath("outputs").relative_to(tmp_path)] * 2
-    assert all(p.name.endswith(f"-42-{i}.png") for i, p in zip((1, 2), paths))
+    assert all(p.name.endswith(f"-42-{i}.png") for i, p in zip((1, 2), paths, strict=True))
 
 
 def test_existing_files_are_never_reused(tmp_path):
@@ -73,8 +73,20 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
 
 def test_parameters_are_a1111_style():
-    text = png_parameters("a cat, 8k", steps=4, guidance=8.0, seed=5, width=512, height=768, model="m",
-                          model_hash="abc", precision="f32", device="CPU", index=0, count=1)
+    text = png_parameters(
+        "a cat, 8k",
+        steps=4,
+        guidance=8.0,
+        seed=5,
+        width=512,
+        height=768,
+        model="m",
+        model_hash="abc",
+        precision="f32",
+        device="CPU",
+        index=0,
+        count=1,
+    )
     prompt, fields = text.split("\n")
     assert prompt == "a cat, 8k"
     assert "Steps: 4" in fields and "CFG scale: 8.0" in fields and "Seed: 5" in fields and "Size: 512x768" in fields

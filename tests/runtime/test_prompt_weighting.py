@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from lcm_runtime import validation
 from lcm_runtime.errors import InputError
 from lcm_runtime.prompt_weighting import (
@@ -35,9 +36,10 @@ IDS = [case["name"] for case in CASES]
 def tokenizer() -> PromptTokenizer:
     """The tokenizer.json lcm-export writes into a bundle, from the real CLIP vocabulary."""
     pytest.importorskip("transformers")
+    from tokenizers import Tokenizer
+
     from lcm_export.tiny import build_clip_tokenizer
     from lcm_export.tokenizer import configured_tokenizer_json
-    from tokenizers import Tokenizer
 
     return PromptTokenizer(Tokenizer.from_str(configured_tokenizer_json(build_clip_tokenizer(), 77)), 77)
 
@@ -62,8 +64,10 @@ def test_fragment_tokens_and_chunks_equal_a1111(case, tokenizer, special):
     assert tokenizer.fragment_ids([text for text, _ in case["fragments"]]) == case["fragment_ids"]
     assert as_golden(prompt_chunks(case["prompt"], tokenizer, special)) == case["chunks"]
     # The chunking alone, from A1111's own token ids.
-    tokenized = [(None if (text, weight) == ("BREAK", -1) else ids, weight)
-                 for ids, (text, weight) in zip(case["fragment_ids"], case["fragments"])]
+    tokenized = [
+        (None if (text, weight) == ("BREAK", -1) else ids, weight)
+        for ids, (text, weight) in zip(case["fragment_ids"], case["fragments"], strict=True)
+    ]
     assert as_golden(chunk_fragments(tokenized, special)) == case["chunks"]
 
 
@@ -85,8 +89,19 @@ def test_fragment_tokenising_leaves_diffusers_reading_as_it_was(tokenizer):
 
 def test_golden_covers_what_the_issue_lists():
     names = " ".join(IDS)
-    for topic in ("nesting", "explicit weight", "square", "unclosed", "escapes", "BREAK", "runs merged",
-                  "backtrack", "unicode", "empty", "300 tokens"):
+    for topic in (
+        "nesting",
+        "explicit weight",
+        "square",
+        "unclosed",
+        "escapes",
+        "BREAK",
+        "runs merged",
+        "backtrack",
+        "unicode",
+        "empty",
+        "300 tokens",
+    ):
         assert topic in names, topic
     assert max(case["token_count"] for case in CASES) >= 300
 
@@ -131,7 +146,7 @@ def test_emphasis_equals_a1111_formula():
     rng = np.random.default_rng(0)
     z = rng.normal(0.1, 1.0, (1, 77, 768)).astype(np.float32)
     multipliers = np.ones((1, 77))
-    multipliers[0, 5:9] = 1.1 ** 3
+    multipliers[0, 5:9] = 1.1**3
     multipliers[0, 20:30] = 1 / 1.1
     multipliers[0, 40] = 1.5
     ours = apply_emphasis(z, multipliers)
@@ -157,7 +172,7 @@ def test_mean_is_restored_per_chunk_not_over_the_prompt(special):
     for index, chunk in enumerate(chunks):
         z = encode(np.array([chunk.tokens])).astype(np.float64)
         expected = a1111_emphasis(z, np.array([chunk.multipliers]))
-        np.testing.assert_allclose(embeddings[:, 77 * index:77 * (index + 1)], expected, rtol=2e-6, atol=1e-6)
+        np.testing.assert_allclose(embeddings[:, 77 * index : 77 * (index + 1)], expected, rtol=2e-6, atol=1e-6)
 
 
 def test_prompts_are_padded_to_one_length_and_chunks_encoded_once(tokenizer, special):

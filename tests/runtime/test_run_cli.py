@@ -12,8 +12,14 @@ from PIL import Image
 
 def lcm_run(*args, cwd=None, env_extra=None):
     env = {**os.environ, "LCM_CACHE_DIR": "off", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "lcm_runtime.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "lcm_runtime.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=env,
+    )
 
 
 def assert_one_line_error(result, *words):
@@ -33,8 +39,9 @@ def bundle_copy(tiny_bundle_fp32, tmp_path):
 
 
 def test_generates_pngs_that_never_overwrite(tiny_bundle_fp32, tmp_path):
-    first = lcm_run("a cat", "--model", tiny_bundle_fp32, "--seed", "5", "--steps", "2", "-n", "2",
-                    "--output", tmp_path / "cat.png")
+    first = lcm_run(
+        "a cat", "--model", tiny_bundle_fp32, "--seed", "5", "--steps", "2", "-n", "2", "--output", tmp_path / "cat.png"
+    )
     assert first.returncode == 0, first.stderr
     written = first.stdout.split()
     assert written == [str(tmp_path / "cat-1.png"), str(tmp_path / "cat-2.png")]
@@ -42,13 +49,25 @@ def test_generates_pngs_that_never_overwrite(tiny_bundle_fp32, tmp_path):
     params = Image.open(written[1]).text["parameters"]
     assert "Batch pos: 1" in params and "Batch size: 2" in params
 
-    again = lcm_run("a dog", "--model", tiny_bundle_fp32, "--seed", "6", "--steps", "1", "--output", tmp_path / "cat-1.png")
+    again = lcm_run(
+        "a dog", "--model", tiny_bundle_fp32, "--seed", "6", "--steps", "1", "--output", tmp_path / "cat-1.png"
+    )
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == str(tmp_path / "cat-1_1.png")
     assert Image.open(tmp_path / "cat-1.png").text["parameters"].startswith("a cat\n")
 
-    replaced = lcm_run("a dog", "--model", tiny_bundle_fp32, "--seed", "6", "--steps", "1", "--overwrite",
-                       "--output", tmp_path / "cat-1.png")
+    replaced = lcm_run(
+        "a dog",
+        "--model",
+        tiny_bundle_fp32,
+        "--seed",
+        "6",
+        "--steps",
+        "1",
+        "--overwrite",
+        "--output",
+        tmp_path / "cat-1.png",
+    )
     assert replaced.returncode == 0 and Image.open(tmp_path / "cat-1.png").text["parameters"].startswith("a dog\n")
 
 
@@ -68,7 +87,9 @@ def test_random_seed_is_printed_and_recorded(tiny_bundle_fp32, tmp_path):
 
 
 def test_model_from_environment(tiny_bundle_fp32, tmp_path):
-    result = lcm_run("a cat", "--seed", "1", "--output", tmp_path / "x.png", env_extra={"LCM_MODEL": str(tiny_bundle_fp32)})
+    result = lcm_run(
+        "a cat", "--seed", "1", "--output", tmp_path / "x.png", env_extra={"LCM_MODEL": str(tiny_bundle_fp32)}
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -114,8 +135,9 @@ def test_bad_arguments(tiny_bundle_fp32, tmp_path, args, words):
 
 def test_unwritable_output(tiny_bundle_fp32, tmp_path):
     (tmp_path / "file").write_text("x")
-    assert_one_line_error(lcm_run("a cat", "--model", tiny_bundle_fp32, "--output", tmp_path / "file" / "a.png"),
-                          "cannot create")
+    assert_one_line_error(
+        lcm_run("a cat", "--model", tiny_bundle_fp32, "--output", tmp_path / "file" / "a.png"), "cannot create"
+    )
     assert_one_line_error(lcm_run("a cat", "--model", tiny_bundle_fp32, "--output", tmp_path / "a.jpg"), ".png")
 
 
@@ -150,8 +172,9 @@ def test_corrupted_and_future_manifest(bundle_copy):
 
 def test_interrupt_exits_130_and_leaves_no_image(tiny_bundle_fp32, tmp_path, monkeypatch, capsys):
     """Ctrl-C while the PNG is being written: exit 130, one line, no file and no temporary left."""
-    from lcm_runtime import cli
     from PIL import Image as PILImage
+
+    from lcm_runtime import cli
 
     def interrupted(self, fp, *args, **kwargs):
         fp.write(b"\x89PNG partial")

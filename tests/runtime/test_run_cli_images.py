@@ -30,8 +30,21 @@ def parameters(path):
 def test_image_to_image_and_inpainting_write_their_parameters(tiny_bundle_fp32, inputs, tmp_path):
     from lcm_runtime.image_input import digest
 
-    img2img = lcm_run("a watercolor fox", "--model", tiny_bundle_fp32, "--image", inputs / "rgba.png", "--strength",
-                      "0.5", "--seed", "3", "--steps", "2", "--output", tmp_path / "fox.png")
+    img2img = lcm_run(
+        "a watercolor fox",
+        "--model",
+        tiny_bundle_fp32,
+        "--image",
+        inputs / "rgba.png",
+        "--strength",
+        "0.5",
+        "--seed",
+        "3",
+        "--steps",
+        "2",
+        "--output",
+        tmp_path / "fox.png",
+    )
     assert img2img.returncode == 0, img2img.stderr
     written = Image.open(tmp_path / "fox.png")
     assert written.size == (80, 72)  # the picture's own size, a multiple of 8
@@ -39,14 +52,40 @@ def test_image_to_image_and_inpainting_write_their_parameters(tiny_bundle_fp32, 
     assert "Denoising strength: 0.5" in text and f"Init image hash: {digest(str(inputs / 'rgba.png'))}" in text
     assert "Mask hash" not in text and "VAE encode" in img2img.stderr
 
-    inpaint = lcm_run("a red door", "--model", tiny_bundle_fp32, "--image", inputs / "in.png", "--mask",
-                      inputs / "mask.png", "--seed", "3", "--steps", "2", "--output", tmp_path / "door.png")
+    inpaint = lcm_run(
+        "a red door",
+        "--model",
+        tiny_bundle_fp32,
+        "--image",
+        inputs / "in.png",
+        "--mask",
+        inputs / "mask.png",
+        "--seed",
+        "3",
+        "--steps",
+        "2",
+        "--output",
+        tmp_path / "door.png",
+    )
     assert inpaint.returncode == 0, inpaint.stderr
     text = parameters(tmp_path / "door.png")
     assert "Denoising strength: 1.0" in text and f"Mask hash: {digest(str(inputs / 'mask.png'))}" in text
 
-    again = lcm_run("a watercolor fox", "--model", tiny_bundle_fp32, "--image", inputs / "rgba.png", "--strength",
-                    "0.5", "--seed", "3", "--steps", "2", "--output", tmp_path / "fox-again.png")
+    again = lcm_run(
+        "a watercolor fox",
+        "--model",
+        tiny_bundle_fp32,
+        "--image",
+        inputs / "rgba.png",
+        "--strength",
+        "0.5",
+        "--seed",
+        "3",
+        "--steps",
+        "2",
+        "--output",
+        tmp_path / "fox-again.png",
+    )
     assert again.returncode == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "fox-again.png")), np.asarray(written))
 
@@ -80,7 +119,16 @@ def test_a_picture_too_large_for_free_memory_is_refused(tiny_bundle_fp32, tmp_pa
     monkeypatch.setenv("LCM_CACHE_DIR", "off")
     monkeypatch.setattr(memory, "available_memory", lambda: 64 << 20)
     with pytest.raises(SystemExit) as exited:
-        cli.main(["a cat", "--model", str(tiny_bundle_fp32), "--image", str(tmp_path / "big.png"),
-                  "--output", str(tmp_path / "out")])
+        cli.main(
+            [
+                "a cat",
+                "--model",
+                str(tiny_bundle_fp32),
+                "--image",
+                str(tmp_path / "big.png"),
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
     assert exited.value.code == 2
     assert "smaller size" in capsys.readouterr().err

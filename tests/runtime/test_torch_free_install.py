@@ -20,14 +20,19 @@ def runtime_only_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("runtime-venv")
     venv.create(root, with_pip=True)
     python = root / "bin" / "python"
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(REPO)],
-                   check=True, timeout=900)
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(REPO)], check=True, timeout=900
+    )
     return root
 
 
 def test_runtime_only_install_has_no_export_dependencies(runtime_only_env):
-    listed = subprocess.run([runtime_only_env / "bin" / "python", "-m", "pip", "list", "--format=freeze"],
-                            capture_output=True, text=True, check=True).stdout.lower()
+    listed = subprocess.run(
+        [runtime_only_env / "bin" / "python", "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.lower()
     installed = {line.split("==")[0] for line in listed.splitlines()}
     assert "openvino" in installed and "tokenizers" in installed
     assert not installed & set(EXPORT_SIDE), installed & set(EXPORT_SIDE)
@@ -37,9 +42,23 @@ def test_lcm_run_writes_png_with_metadata_without_torch(runtime_only_env, tiny_b
     output = tmp_path / "unicorn.png"
     env = {**os.environ, "LCM_CACHE_DIR": str(tmp_path / "cache")}
     result = subprocess.run(
-        [runtime_only_env / "bin" / "lcm-run", "a beautiful pink unicorn, 8k", "--model", str(tiny_bundle_fp32),
-         "--seed", "42", "--steps", "2", "--output", str(output)],
-        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+        [
+            runtime_only_env / "bin" / "lcm-run",
+            "a beautiful pink unicorn, 8k",
+            "--model",
+            str(tiny_bundle_fp32),
+            "--seed",
+            "42",
+            "--steps",
+            "2",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(output)
@@ -51,7 +70,11 @@ def test_lcm_run_writes_png_with_metadata_without_torch(runtime_only_env, tiny_b
     assert any((tmp_path / "cache").iterdir()), "the compiled-model cache was not filled"
 
     # lcm-export in that environment says how to get the extra, in one line.
-    export = subprocess.run([runtime_only_env / "bin" / "lcm-export", "--tiny-random", str(tmp_path / "b")],
-                            capture_output=True, text=True, timeout=120)
+    export = subprocess.run(
+        [runtime_only_env / "bin" / "lcm-export", "--tiny-random", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert export.returncode != 0 and "Traceback" not in export.stderr
     assert "lcm-openvino[export]" in export.stderr and len(export.stderr.strip().splitlines()) == 1

@@ -11,17 +11,19 @@ def test_tiles_cover_everything_and_end_flush(length, tile, overlap):
     starts = tile_starts(length, tile, overlap)
     covered = np.zeros(length, bool)
     for start in starts:
-        covered[start:start + min(tile, length)] = True
+        covered[start : start + min(tile, length)] = True
     assert covered.all()
     assert starts[0] == 0 and starts[-1] + min(tile, length) == length
-    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))  # neighbours overlap
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))  # neighbours overlap
 
 
 def upsample_decoder(scale):
     """A decoder whose output pixel depends only on its own latent: tiling must not change it."""
+
     def decode(latents):
         rgb = np.tanh(latents[:, :3] * 0.7 + latents[:, 3:4])
         return np.repeat(np.repeat(rgb, scale, axis=2), scale, axis=3)
+
     return decode
 
 

@@ -7,8 +7,9 @@ here in NumPy, which drifts by ~2e-5 over 8 steps (see lcm-numerics.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,18 +30,24 @@ def _is_int(value: Any) -> bool:
 
 # Each field's rule and what it must be: where the scheduler's formulas are defined, not just "a number".
 _FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "num_train_timesteps": (lambda v: _is_int(v) and 1 <= v <= MAX_TRAIN_TIMESTEPS,
-                            f"an integer from 1 to {MAX_TRAIN_TIMESTEPS}"),
-    "original_inference_steps": (lambda v: _is_int(v) and 1 <= v <= MAX_TRAIN_TIMESTEPS,
-                                 f"an integer from 1 to {MAX_TRAIN_TIMESTEPS}"),
+    "num_train_timesteps": (
+        lambda v: _is_int(v) and 1 <= v <= MAX_TRAIN_TIMESTEPS,
+        f"an integer from 1 to {MAX_TRAIN_TIMESTEPS}",
+    ),
+    "original_inference_steps": (
+        lambda v: _is_int(v) and 1 <= v <= MAX_TRAIN_TIMESTEPS,
+        f"an integer from 1 to {MAX_TRAIN_TIMESTEPS}",
+    ),
     "beta_start": (lambda v: is_finite_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "beta_end": (lambda v: is_finite_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "beta_schedule": (lambda v: isinstance(v, str) and v in BETA_SCHEDULES, f"one of {', '.join(BETA_SCHEDULES)}"),
     "clip_sample": (lambda v: isinstance(v, bool), "true or false"),
     "clip_sample_range": (lambda v: is_finite_number(v) and v > 0, "a positive number"),
     "set_alpha_to_one": (lambda v: isinstance(v, bool), "true or false"),
-    "prediction_type": (lambda v: isinstance(v, str) and v in PREDICTION_TYPES,
-                        f"one of {', '.join(PREDICTION_TYPES)}"),
+    "prediction_type": (
+        lambda v: isinstance(v, str) and v in PREDICTION_TYPES,
+        f"one of {', '.join(PREDICTION_TYPES)}",
+    ),
     "thresholding": (lambda v: isinstance(v, bool), "true or false"),
     "dynamic_thresholding_ratio": (lambda v: is_finite_number(v) and 0 < v <= 1, "a number in (0, 1]"),
     "sample_max_value": (lambda v: is_finite_number(v) and v > 0, "a positive number"),
@@ -65,7 +72,7 @@ class LCMSchedulerConfig:
     timestep_scaling: float = 10.0
 
     @classmethod
-    def from_dict(cls, config: Mapping[str, Any]) -> "LCMSchedulerConfig":
+    def from_dict(cls, config: Mapping[str, Any]) -> LCMSchedulerConfig:
         """The known fields of a diffusers scheduler config, each checked (BundleError naming the field)."""
         if not isinstance(config, Mapping):
             raise BundleError(f"{SCHEDULER_CONFIG} is {describe_value(config)}, not an object; re-export the bundle")
@@ -74,12 +81,15 @@ class LCMSchedulerConfig:
         for key, value in values.items():
             accepts, wanted = _FIELD_RULES[key]
             if not accepts(value):
-                raise BundleError(f"{SCHEDULER_CONFIG} has {key} = {describe_value(value)}, not {wanted}; "
-                                  "re-export the bundle")
+                raise BundleError(
+                    f"{SCHEDULER_CONFIG} has {key} = {describe_value(value)}, not {wanted}; re-export the bundle"
+                )
         parsed = cls(**values)
         if parsed.original_inference_steps > parsed.num_train_timesteps:
-            raise BundleError(f"{SCHEDULER_CONFIG} has original_inference_steps = {parsed.original_inference_steps}, "
-                              f"more than num_train_timesteps = {parsed.num_train_timesteps}; re-export the bundle")
+            raise BundleError(
+                f"{SCHEDULER_CONFIG} has original_inference_steps = {parsed.original_inference_steps}, "
+                f"more than num_train_timesteps = {parsed.num_train_timesteps}; re-export the bundle"
+            )
         return parsed
 
 
@@ -135,10 +145,14 @@ class LCMScheduler:
         if (num_inference_steps is None) == (timesteps is None):
             raise InputError("give either a number of steps or a list of timesteps, not both")
         train_steps = self.config.num_train_timesteps
-        original = original_inference_steps if original_inference_steps is not None else self.config.original_inference_steps
+        original = (
+            original_inference_steps if original_inference_steps is not None else self.config.original_inference_steps
+        )
         if not 1 <= original <= train_steps:
-            raise InputError(f"original_inference_steps must be between 1 and {train_steps}, got {original}",
-                             argument="original_inference_steps")
+            raise InputError(
+                f"original_inference_steps must be between 1 and {train_steps}, got {original}",
+                argument="original_inference_steps",
+            )
         if not 0.0 < strength <= 1.0:
             raise InputError(f"strength must be in (0, 1], got {strength}", argument="strength")
         k = train_steps // original
@@ -154,23 +168,28 @@ class LCMScheduler:
                 raise InputError(f"timesteps must lie in [0, {train_steps - 1}]")
             self.num_inference_steps = len(custom)
             init_timestep = min(int(self.num_inference_steps * strength), self.num_inference_steps)
-            chosen = custom[max(self.num_inference_steps - init_timestep, 0):]
+            chosen = custom[max(self.num_inference_steps - init_timestep, 0) :]
         else:
             most = self.max_inference_steps(original, strength)
             if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
-                raise InputError(f"num_inference_steps must be a whole number, got {num_inference_steps!r}",
-                                 argument="num_inference_steps")
+                raise InputError(
+                    f"num_inference_steps must be a whole number, got {num_inference_steps!r}",
+                    argument="num_inference_steps",
+                )
             if strength < 1 and 1 <= num_inference_steps <= self.max_inference_steps(original):
                 if num_inference_steps > most:
                     raise InputError(
                         f"strength={strength:g} keeps int({original} x {strength:g}) = {most} of the model's "
                         f"{original} original steps, fewer than num_inference_steps={num_inference_steps}; "
-                        f"use strength >= {num_inference_steps / original:g} or fewer steps", argument="strength")
+                        f"use strength >= {num_inference_steps / original:g} or fewer steps",
+                        argument="strength",
+                    )
             elif not 1 <= num_inference_steps <= most:
                 raise InputError(
                     f"num_inference_steps (steps) must be between 1 and {most} for this model "
                     f"(original_inference_steps {original}), got {num_inference_steps}",
-                    argument="num_inference_steps")
+                    argument="num_inference_steps",
+                )
             origin = origin[::-1].copy()
             indices = np.floor(np.linspace(0, len(origin), num=num_inference_steps, endpoint=False)).astype(np.int64)
             chosen = origin[indices]
@@ -189,11 +208,13 @@ class LCMScheduler:
     @property
     def remaining_timesteps(self) -> np.ndarray:
         """The timesteps still to run, from the begin index on."""
-        return self.timesteps[self._step_index:]
+        return self.timesteps[self._step_index :]
 
     def add_noise(self, original: np.ndarray, noise: np.ndarray, timestep: int) -> np.ndarray:
         """``original`` noised to ``timestep``: sqrt(a_t) x + sqrt(1 - a_t) noise, from torch's tables."""
-        noisy = self.sqrt_alphas_cumprod[timestep] * original + self.sqrt_one_minus_alphas_cumprod[timestep] * noise
+        noisy: np.ndarray = (
+            self.sqrt_alphas_cumprod[timestep] * original + self.sqrt_one_minus_alphas_cumprod[timestep] * noise
+        )
         return noisy.astype(np.float32, copy=False)
 
     def step(
@@ -245,4 +266,5 @@ class LCMScheduler:
         flat = sample.reshape(batch, -1)
         limit = np.quantile(np.abs(flat), self.config.dynamic_thresholding_ratio, axis=1)
         limit = np.clip(limit, 1.0, self.config.sample_max_value).astype(np.float32)[:, None]
-        return (np.clip(flat, -limit, limit) / limit).reshape(sample.shape)
+        clipped: np.ndarray = np.clip(flat, -limit, limit) / limit
+        return clipped.reshape(sample.shape)

@@ -31,8 +31,11 @@ OLD_WEIGHT, NEW_WEIGHT = r":([+-]?[.\d]+)\)", r":\s*([+-]?[.\d]+)\s*\)"
 def definitions(source: str, names: set[str], namespace: dict) -> dict:
     """exec the top-level assignments, functions and classes of ``source`` named in ``names``."""
     for node in ast.parse(source).body:
-        name = (node.targets[0].id if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-                else getattr(node, "name", None))
+        name = (
+            node.targets[0].id
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+            else getattr(node, "name", None)
+        )
         if name in names:
             exec(compile(ast.Module([node], []), f"<a1111 {name}>", "exec"), namespace)
             names = names - {name}
@@ -52,12 +55,14 @@ def methods(source: str, class_name: str, names: set[str], namespace: dict) -> d
 
 def single_token_words(tokenizer, count: int) -> list[str]:
     """``count`` distinct plain words that are one CLIP token each, so prompts can be built to a length."""
-    candidates = ("cat dog red blue house tree river sky moon sun star city road car boat bird fish horse "
-                  "green white black gold light dark night day rain snow fire water stone wood glass paper "
-                  "flower garden forest mountain lake sea cloud wind storm bridge tower castle window door "
-                  "wall roof street field farm village king queen girl boy man woman child old young small "
-                  "big tall short long round soft hard warm cold happy sad quiet loud fast slow bright "
-                  "clean wet dry sweet fresh wild calm deep high low open empty full rich poor").split()
+    candidates = (
+        "cat dog red blue house tree river sky moon sun star city road car boat bird fish horse "
+        "green white black gold light dark night day rain snow fire water stone wood glass paper "
+        "flower garden forest mountain lake sea cloud wind storm bridge tower castle window door "
+        "wall roof street field farm village king queen girl boy man woman child old young small "
+        "big tall short long round soft hard warm cold happy sad quiet loud fast slow bright "
+        "clean wet dry sweet fresh wild calm deep high low open empty full rich poor"
+    ).split()
     words = [word for word in candidates if len(tokenizer(word, add_special_tokens=False)["input_ids"]) == 1]
     assert len(words) >= count, len(words)
     return words[:count]
@@ -91,8 +96,11 @@ def cases(words: list[str]) -> list[dict]:
         {"name": "empty", "prompt": ""},
         {"name": "whitespace only", "prompt": "  \t\n "},
         {"name": "brackets only", "prompt": "()[]([])"},
-        {"name": "space around the weight (A1111 >= 1.6)", "prompt": "(cat : 1.2) (dog: 0.8 ) (bird :1.1)",
-         "newer_syntax": True},
+        {
+            "name": "space around the weight (A1111 >= 1.6)",
+            "prompt": "(cat : 1.2) (dog: 0.8 ) (bird :1.1)",
+            "newer_syntax": True,
+        },
         {"name": "75 tokens: one chunk", "prompt": run(0, 75)},
         {"name": "76 tokens: two chunks", "prompt": run(0, 76)},
         {"name": "BREAK right after 75 tokens", "prompt": run(0, 75) + " BREAK " + run(3, 5)},
@@ -101,8 +109,10 @@ def cases(words: list[str]) -> list[dict]:
         {"name": "comma 21 from the edge: no backtrack", "prompt": run(0, 54) + ", " + run(54, 30)},
         {"name": "comma as the 76th token", "prompt": run(0, 75) + ", " + run(75, 10)},
         {"name": "comma as the 75th token", "prompt": run(0, 74) + ", " + run(74, 10)},
-        {"name": "weighted words carried by the backtrack",
-         "prompt": run(0, 65) + ", (" + run(65, 8) + ":1.4) " + run(3, 10)},
+        {
+            "name": "weighted words carried by the backtrack",
+            "prompt": run(0, 65) + ", (" + run(65, 8) + ":1.4) " + run(3, 10),
+        },
         {"name": "BREAK after a comma near the edge", "prompt": run(0, 62) + ", " + run(62, 5) + " BREAK " + run(1, 4)},
         {"name": "300 tokens", "prompt": long_tail},
     ]
@@ -126,13 +136,20 @@ def main(a1111: Path) -> None:
     clip["prompt_parser"] = SimpleNamespace(parse_prompt_attention=newer)
     found = methods(clip_source, "FrozenCLIPEmbedderWithCustomWordsBase", {"empty_chunk", "tokenize_line"}, clip)
     no_embeddings = SimpleNamespace(find_embedding_at_position=lambda tokens, position: (None, None))
-    embedder = type("Embedder", (), {
-        "chunk_length": 75, "id_start": tokenizer.bos_token_id, "id_end": tokenizer.eos_token_id,
-        "comma_token": vocab.get(",</w>"), "hijack": SimpleNamespace(embedding_db=no_embeddings),
-        # FrozenCLIPEmbedderWithCustomWords.tokenize
-        "tokenize": lambda self, texts: tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"],
-        **found,
-    })()
+    embedder = type(
+        "Embedder",
+        (),
+        {
+            "chunk_length": 75,
+            "id_start": tokenizer.bos_token_id,
+            "id_end": tokenizer.eos_token_id,
+            "comma_token": vocab.get(",</w>"),
+            "hijack": SimpleNamespace(embedding_db=no_embeddings),
+            # FrozenCLIPEmbedderWithCustomWords.tokenize
+            "tokenize": lambda self, texts: tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"],
+            **found,
+        },
+    )()
 
     results = []
     for case in cases(single_token_words(tokenizer, 90)):
@@ -140,22 +157,30 @@ def main(a1111: Path) -> None:
         if not case.get("newer_syntax"):
             assert as_is(case["prompt"]) == fragments, case["name"]
         chunks, token_count = embedder.tokenize_line(case["prompt"])
-        results.append({**case, "fragments": fragments, "fragment_ids": embedder.tokenize([t for t, _ in fragments]),
-                        "token_count": token_count,
-                        "chunks": [{"tokens": c.tokens, "multipliers": c.multipliers} for c in chunks]})
+        results.append(
+            {
+                **case,
+                "fragments": fragments,
+                "fragment_ids": embedder.tokenize([t for t, _ in fragments]),
+                "token_count": token_count,
+                "chunks": [{"tokens": c.tokens, "multipliers": c.multipliers} for c in chunks],
+            }
+        )
     empty = embedder.empty_chunk()
     document = {
         "how": "tests/runtime/data/README.md",
-        "a1111": {"prompt_parser.py": PARSER_COMMIT, "sd_hijack_clip.py": CLIP_COMMIT,
-                  "weight pattern": NEW_WEIGHT},
+        "a1111": {"prompt_parser.py": PARSER_COMMIT, "sd_hijack_clip.py": CLIP_COMMIT, "weight pattern": NEW_WEIGHT},
         "tokenizer": f"transformers {sys.modules['transformers'].__version__} CLIPTokenizer "
-                     "(lcm_export.tiny.build_clip_tokenizer)",
+        "(lcm_export.tiny.build_clip_tokenizer)",
         "special": {"bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id, "comma": vocab.get(",</w>")},
         "empty_chunk": {"tokens": empty.tokens, "multipliers": empty.multipliers},
         "cases": results,
     }
-    lines = ["{"] + [f" {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}," for key, value in document.items()
-                     if key != "cases"]
+    lines = ["{"] + [
+        f" {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)},"
+        for key, value in document.items()
+        if key != "cases"
+    ]
     lines += [' "cases": ['] + [f"  {json.dumps(case, ensure_ascii=False)}," for case in results]
     lines[-1] = lines[-1].rstrip(",")
     OUT.write_text("\n".join(lines + [" ]", "}"]) + "\n", encoding="utf-8")
