@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 COMPONENTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
 QUANTIZE_OPTIONS = ("int8",)
 TOKEN_DOWNSAMPLING_FACTORS = (1, 2, 4)  # lcm-export --token-downsampling; 1 is exact attention
-# nncf.quantize of the SD1.5 UNet peaked near 14 GiB with 16 samples (lcm-numerics.md).
+# nncf.quantize of the SD1.5 UNet peaked near 14 GiB with 16 samples (docs/numerics.md).
 DEFAULT_CALIBRATION_SIZE = 16
 VERSIONED_PACKAGES = ("lcm-openvino", "openvino", "openvino-tokenizers", "diffusers", "torch", "transformers", "nncf")
 # Approximate bytes per parameter on disk, for the free-space check (plus a fixed margin).

@@ -1,6 +1,6 @@
 """The scheduler's float32 tables, computed with torch exactly as diffusers' LCMScheduler does.
 
-NumPy cannot reproduce torch's linspace/cumprod/sqrt bit for bit (lcm-numerics.md), so the
+NumPy cannot reproduce torch's linspace/cumprod/sqrt bit for bit (docs/numerics.md), so the
 runtime indexes these tables instead of recomputing them.
 """
 

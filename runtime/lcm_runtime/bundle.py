@@ -78,7 +78,7 @@ SAFETY_CONCEPT_TENSORS = (
 FEATURE_EXTRACTOR_CONFIG = "feature_extractor/preprocessor_config.json"
 
 # Scheduler tables, one float32 .npy of shape [num_train_timesteps] each, computed with torch
-# exactly as diffusers' LCMScheduler does, so that a NumPy step() is bit-exact (lcm-numerics.md).
+# exactly as diffusers' LCMScheduler does, so that a NumPy step() is bit-exact (docs/numerics.md).
 SCHEDULER_TABLES = (
     "alphas_cumprod",
     "sqrt_alphas_cumprod",

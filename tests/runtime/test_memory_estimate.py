@@ -22,7 +22,7 @@ print(json.dumps(status("VmHWM") - before))
 """
 
 
-@pytest.mark.parametrize("side,batch", [(512, 1), (1024, 1), (1024, 4)])
+@pytest.mark.parametrize("side,batch", [(512, 1), (1024, 4)])
 def test_estimate_within_its_stated_error_of_the_measured_peak(tiny_bundle_fp32, side, batch):
     from lcm_runtime.loading import open_model_folder
     from lcm_runtime.memory import ESTIMATE_ERROR, estimate_peak

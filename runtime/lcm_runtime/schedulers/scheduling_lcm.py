@@ -2,7 +2,7 @@
 
 Bit-exact with diffusers when given the float32 tables that lcm-export computes with torch
 (``scheduler/*.npy`` in a bundle); without them (a folder from optimum-cli) the tables are computed
-here in NumPy, which drifts by ~2e-5 over 8 steps (see lcm-numerics.md).
+here in NumPy, which drifts by ~2e-5 over 8 steps (see docs/numerics.md).
 """
 
 from __future__ import annotations
