@@ -25,7 +25,7 @@ STORE = Path(__file__).resolve().parent / "flops.json"
 
 def downsampling_factors() -> tuple[int, ...]:
     """lcm-export's --token-downsampling factors that change the UNet (all but 1)."""
-    from lcm_export.exporter import TOKEN_DOWNSAMPLING_FACTORS
+    from lcm_export.options import TOKEN_DOWNSAMPLING_FACTORS
 
     return tuple(factor for factor in TOKEN_DOWNSAMPLING_FACTORS if factor > 1)
 

@@ -65,7 +65,7 @@ def build_modules(
 def build_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
     from diffusers import LCMScheduler
 
-    from lcm_export.source import assemble_pipeline
+    from lcm_export.assemble import assemble_pipeline
     from lcm_export.tiny import DREAMSHAPER_SCHEDULER_CONFIG, build_clip_tokenizer
 
     modules = build_modules(load_configs(), seed)

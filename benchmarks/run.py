@@ -153,7 +153,7 @@ class Benchmark:
             self.export(source, paths[BUNDLE_TAESD], ["--tiny-vae", str(self.taesd_folder(model_dir))])
         # --fast's factor, so that the rows compare. Imported here: the report renders in the harness
         # environment, which has no lcm_export.
-        from lcm_export.cli import FAST_TOKEN_DOWNSAMPLING
+        from lcm_export.options import FAST_TOKEN_DOWNSAMPLING
 
         if BUNDLE_TODO in wanted:
             paths[BUNDLE_TODO] = model_dir / "bundle-todo"

@@ -20,10 +20,11 @@ import numpy as np
 from lcm_runtime.bundle import SCHEDULER_TABLES, component_xml, read_json, scheduler_table_file
 from lcm_runtime.errors import InputError
 
+from .options import ExportOptions
+
 if TYPE_CHECKING:
     from diffusers import LatentConsistencyModelPipeline
 
-    from .exporter import ExportOptions
 
 DEFAULT_PROMPTS_FILE = "calibration_prompts.txt"
 CALIBRATION_STEPS = 4

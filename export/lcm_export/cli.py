@@ -18,11 +18,9 @@ import typer
 from lcm_runtime.cli_errors import run_app
 from lcm_runtime.errors import InputError
 
+from .options import DEFAULT_CALIBRATION_SIZE, DEFAULT_TINY_VAE, FAST_TOKEN_DOWNSAMPLING, ExportOptions
 from .source import DEFAULT_SOURCE
 
-FAST_TOKEN_DOWNSAMPLING = 2
-DEFAULT_TINY_VAE = "madebyollin/taesd"  # keep equal to tiny_vae.DEFAULT_TINY_VAE (not imported: --help stays light)
-DEFAULT_CALIBRATION_SIZE = 16  # keep equal to exporter.DEFAULT_CALIBRATION_SIZE (not imported: --help stays light)
 DEFAULT_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"  # = safety_checker.DEFAULT_SAFETY_CHECKER
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -111,7 +109,6 @@ def export(
     ),
 ) -> None:
     """Export a diffusers Latent Consistency Model to a verified OpenVINO bundle at OUT."""
-    from .exporter import ExportOptions
 
     source, out = _split_paths(paths, tiny_random)
     if revision is not None and tiny_random:
@@ -167,7 +164,7 @@ def _split_paths(paths: list[str], tiny_random: bool) -> tuple[str | None, str]:
 def run_export(
     source: str | None,
     out: Path,
-    options: ExportOptions,  # noqa: F821 - imported lazily
+    options: ExportOptions,
     revision: str | None = None,
     allow_pickle: bool = False,
     tiny_random: bool = False,
@@ -180,7 +177,8 @@ def run_export(
     from rich.console import Console
 
     from .exporter import Progress, export_bundle
-    from .source import load_source, load_tiny_random
+    from .source import load_source
+    from .tiny import load_tiny_random
     from .writer import check_output, remove_abandoned_staging
 
     console = Console(stderr=True, highlight=False)

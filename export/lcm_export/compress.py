@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from lcm_runtime.bundle import INT8_PTQ
 
+from .options import WEIGHT_OPTIONS
+
 if TYPE_CHECKING:
     import numpy as np
     import openvino as ov
 
-WEIGHT_OPTIONS = ("fp32", "fp16", "bf16", "int8", "int4")
 # The ops whose FP16 weights the CPU plugin converts to bf16 itself; biases and norms stay FP16.
 BF16_WEIGHT_CONSUMERS = frozenset({"MatMul", "Convolution"})
 INT4_GROUP_SIZE = 64

@@ -17,7 +17,7 @@ import torch
 
 from lcm_runtime.bundle import COMPONENT_IO
 
-from .exporter import TOKEN_DOWNSAMPLING_FACTORS
+from .options import TOKEN_DOWNSAMPLING_FACTORS
 
 if TYPE_CHECKING:
     import openvino as ov

@@ -7,7 +7,6 @@ before it is renamed into place.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,9 +36,10 @@ from lcm_runtime.bundle import (
 )
 from lcm_runtime.errors import LCMError
 
-from .compress import WEIGHT_OPTIONS, component_precision, compress_weights, compression_details, save_ir
+from .compress import component_precision, compress_weights, compression_details, save_ir
+from .options import ExportOptions
 from .source import LoadedSource
-from .writer import check_free_space, check_output, staged_output
+from .writer import check_free_space, check_output, clean_config, staged_output, write_text
 
 if TYPE_CHECKING:
     from diffusers import LatentConsistencyModelPipeline
@@ -48,10 +48,6 @@ if TYPE_CHECKING:
     from .tiny_vae import LoadedTinyVae
 
 COMPONENTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
-QUANTIZE_OPTIONS = ("int8",)
-TOKEN_DOWNSAMPLING_FACTORS = (1, 2, 4)  # lcm-export --token-downsampling; 1 is exact attention
-# nncf.quantize of the SD1.5 UNet peaked near 14 GiB with 16 samples (docs/numerics.md).
-DEFAULT_CALIBRATION_SIZE = 16
 VERSIONED_PACKAGES = ("lcm-openvino", "openvino", "openvino-tokenizers", "diffusers", "torch", "transformers", "nncf")
 # Approximate bytes per parameter on disk, for the free-space check (plus a fixed margin).
 BYTES_PER_PARAMETER = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.1, "int4": 0.7}
@@ -60,33 +56,6 @@ SPACE_MARGIN = 64 << 20
 
 class ExportError(LCMError):
     """The export produced something unusable (a bug or a broken environment, reported in one line)."""
-
-
-@dataclass
-class ExportOptions:
-    weights: str = "fp16"
-    quantize_unet: str | None = None
-    calibration_dataset: str | None = None
-    calibration_size: int = DEFAULT_CALIBRATION_SIZE
-    token_downsampling: int = 1
-    force: bool = False
-
-    def validate(self) -> None:
-        from lcm_runtime.errors import InputError
-
-        if self.weights not in WEIGHT_OPTIONS:
-            raise InputError(f"unknown --weights {self.weights!r}; choose one of {', '.join(WEIGHT_OPTIONS)}")
-        if self.quantize_unet is not None and self.quantize_unet not in QUANTIZE_OPTIONS:
-            raise InputError(f"unknown --quantize-unet {self.quantize_unet!r}; the only choice is int8")
-        if self.token_downsampling not in TOKEN_DOWNSAMPLING_FACTORS:
-            raise InputError(
-                f"--token-downsampling must be one of {', '.join(map(str, TOKEN_DOWNSAMPLING_FACTORS))} "
-                f"(1 = exact attention), got {self.token_downsampling}"
-            )
-        if self.calibration_size < 1:
-            raise InputError(f"--calibration-size must be at least 1, got {self.calibration_size}")
-        if self.quantize_unet is None and self.calibration_dataset is not None:
-            raise InputError("--calibration-dataset only applies with --quantize-unet int8; add it or drop the dataset")
 
 
 @dataclass
@@ -130,14 +99,6 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def clean_config(config_json: str) -> dict[str, Any]:
-    """A component config as JSON data, minus where it was loaded from (an absolute path)."""
-    data = json.loads(config_json)
-    for key in ("_name_or_path", "_commit_hash", "_use_default_values"):
-        data.pop(key, None)
-    return data
-
-
 def model_index(pipeline: LatentConsistencyModelPipeline) -> dict[str, Any]:
     """diffusers' model_index.json for the exported pipeline (what optimum-intel ships too)."""
     import diffusers
@@ -176,11 +137,6 @@ def estimate_bundle_bytes(pipeline: LatentConsistencyModelPipeline, weights: str
         p.numel() for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder) for p in module.parameters()
     )
     return int(parameters * BYTES_PER_PARAMETER[weights]) + SPACE_MARGIN
-
-
-def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
 
 
 def export_bundle(

@@ -36,7 +36,7 @@ from lcm_runtime.bundle import (
 )
 from lcm_runtime.errors import BundleError
 
-from .source import HUB_ID, PICKLE_WEIGHTS, SAFE_WEIGHTS, SourceError, download_from_hub, weights_sha256
+from .hub import HUB_ID, PICKLE_WEIGHTS, SAFE_WEIGHTS, SourceError, download_from_hub, weights_sha256
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -277,7 +277,7 @@ def convert_safety_checker(loaded: LoadedSafetyChecker) -> ov.Model:
 
 def checker_config(loaded: LoadedSafetyChecker) -> dict[str, Any]:
     """The checker's transformers config as the bundle ships it (like the text encoder's: float32, named class)."""
-    from .exporter import clean_config
+    from .writer import clean_config
 
     config = clean_config(loaded.checker.config.to_json_string(use_diff=False))
     config["architectures"] = [CHECKER_CLASS]
@@ -288,7 +288,7 @@ def checker_config(loaded: LoadedSafetyChecker) -> dict[str, Any]:
 def write_safety_checker(loaded: LoadedSafetyChecker, staging: Path, precision: str, weights: str) -> None:
     """Everything of the checker in the bundle: config, concept tensors, preprocessor config and IR."""
     from .compress import compress_weights, save_ir
-    from .exporter import write_text
+    from .writer import write_text
 
     write_text(staging / SAFETY_CHECKER / CONFIG_FILE, dumps_json(checker_config(loaded)))
     write_text(staging / FEATURE_EXTRACTOR_CONFIG, dumps_json(loaded.preprocessor_config))

@@ -6,15 +6,12 @@ gets a one-line SourceError naming the problem and the fix.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lcm_runtime.bundle import sha256_file
-from lcm_runtime.errors import LCMError
+from .hub import HUB_ID, PICKLE_WEIGHTS, SAFE_WEIGHTS, SourceError, download_from_hub, weights_sha256
 
 if TYPE_CHECKING:
     from diffusers import LatentConsistencyModelPipeline
@@ -24,13 +21,6 @@ if TYPE_CHECKING:
 DEFAULT_SOURCE = "SimianLuo/LCM_Dreamshaper_v7"
 MODEL_COMPONENTS = ("unet", "vae", "text_encoder")
 REQUIRED_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-SAFE_WEIGHTS = ("*.safetensors",)
-PICKLE_WEIGHTS = ("*.bin", "*.ckpt", "*.pt", "*.pth")
-
-
-class SourceError(LCMError):
-    """The SOURCE cannot be exported (missing, unreachable, not a diffusers LCM pipeline...)."""
 
 
 @dataclass
@@ -63,59 +53,6 @@ def resolve_source_folder(
         raise SourceError(f"{source} is neither an existing folder nor a hub id like {DEFAULT_SOURCE}; check the path")
     folder = download_from_hub(source, revision, allow_pickle, safety_checker)
     return folder, {"kind": "hub", "id": source, "revision": revision or "main", "commit": folder.name}
-
-
-def download_from_hub(repo_id: str, revision: str | None, allow_pickle: bool, safety_checker: bool = True) -> Path:
-    """Download (or find in the cache) only what the export reads: configs, tokenizer, weights, and the
-    safety checker with its feature extractor unless ``safety_checker`` is False."""
-    try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import (
-            EntryNotFoundError,
-            GatedRepoError,
-            LocalEntryNotFoundError,
-            RepositoryNotFoundError,
-            RevisionNotFoundError,
-        )
-    except ImportError:  # pragma: no cover - huggingface_hub comes with diffusers
-        raise SourceError("huggingface_hub is not installed; pip install 'lcm-openvino[export]'") from None
-
-    ignore = ["*.fp16.*", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.ckpt"]
-    if not safety_checker:
-        ignore += ["safety_checker/*", "feature_extractor/*"]
-    if not allow_pickle:
-        ignore += ["*.bin", "*.pt", "*.pth"]
-    try:
-        return Path(snapshot_download(repo_id, revision=revision, ignore_patterns=ignore))
-    except GatedRepoError:
-        raise SourceError(
-            f"{repo_id} is gated on the hub; accept its licence and log in (hf auth login), or pass a local folder"
-        ) from None
-    except RepositoryNotFoundError:
-        raise SourceError(
-            f"{repo_id} was not found on the hub (or is private); check the id, or pass a local folder"
-        ) from None
-    except RevisionNotFoundError:
-        raise SourceError(f"revision {revision!r} of {repo_id} was not found on the hub; check --revision") from None
-    except OSError as error:
-        from .writer import is_no_space
-
-        if not is_no_space(error):
-            raise _unreachable(repo_id, error) from None
-        raise SourceError(
-            f"no space left on the device of the hub cache while downloading {repo_id}; "
-            "free some space or point HF_HUB_CACHE to a bigger disk"
-        ) from None
-    except (LocalEntryNotFoundError, EntryNotFoundError) as error:
-        raise _unreachable(repo_id, error) from None
-
-
-def _unreachable(repo_id: str, error: BaseException) -> SourceError:
-    # Offline (HF_HUB_OFFLINE=1 or no network) and not in the local cache.
-    return SourceError(
-        f"cannot reach the Hugging Face hub to download {repo_id} and it is not in the local cache "
-        f"({type(error).__name__}); connect to the internet, or pass a local diffusers folder as SOURCE"
-    )
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -185,14 +122,6 @@ def _component_weights(folder: Path, component: str, allow_pickle: bool) -> list
     raise SourceError(f"{directory} has no weights (no .safetensors file); the pipeline folder is incomplete")
 
 
-def weights_sha256(folder: Path, weight_files: list[Path]) -> str:
-    """One hash over every weight file (path relative to the folder, and content)."""
-    digest = hashlib.sha256()
-    for path in sorted(weight_files):
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
-    return digest.hexdigest()
-
-
 def load_pipeline_folder(folder: Path, allow_pickle: bool) -> LatentConsistencyModelPipeline:
     """Load the components one by one (float32) and assemble an LCM pipeline.
 
@@ -222,28 +151,9 @@ def load_pipeline_folder(folder: Path, allow_pickle: bool) -> LatentConsistencyM
         raise SourceError(
             f"cannot load the pipeline in {folder}: {first_line}; check the folder is a complete diffusers pipeline"
         ) from None
+    from .assemble import assemble_pipeline
+
     return assemble_pipeline(unet, vae, text_encoder, tokenizer, scheduler)
-
-
-def assemble_pipeline(
-    unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any
-) -> LatentConsistencyModelPipeline:
-    """An LCM pipeline of these components, in eval mode, without safety checker."""
-    from diffusers import LatentConsistencyModelPipeline
-
-    pipeline = LatentConsistencyModelPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    for module in (unet, vae, text_encoder):
-        module.eval()
-    return pipeline
 
 
 def load_source(
@@ -266,9 +176,3 @@ def load_source(
 
         loaded.safety_checker = load_pipeline_safety_checker(checker_files, allow_pickle)
     return loaded
-
-
-def load_tiny_random(seed: int = 0) -> LoadedSource:
-    from .tiny import build_tiny_pipeline
-
-    return LoadedSource(pipeline=build_tiny_pipeline(seed), info={"kind": "tiny-random", "seed": int(seed)})

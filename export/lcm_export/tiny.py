@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from diffusers import LatentConsistencyModelPipeline
     from transformers import CLIPTokenizer
 
+    from .source import LoadedSource
+
 CLIP_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 # OpenAI CLIP uses the first 49152 - 256 - 2 merges of the file (the rest were never trained).
 CLIP_MERGE_COUNT = 49152 - 256 - 2
@@ -153,7 +155,7 @@ def build_tiny_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
         )
     )
     scheduler = LCMScheduler(**DREAMSHAPER_SCHEDULER_CONFIG)
-    from .source import assemble_pipeline
+    from .assemble import assemble_pipeline
 
     return assemble_pipeline(unet, vae, text_encoder, build_clip_tokenizer(), scheduler)
 
@@ -180,3 +182,10 @@ def _pickle_remaining_safetensors(folder: Path) -> None:
         legacy = "pytorch_model.bin" if path.name == "model.safetensors" else path.name.replace(".safetensors", ".bin")
         torch.save(load_file(path), path.with_name(legacy))
         path.unlink()
+
+
+def load_tiny_random(seed: int = 0) -> LoadedSource:
+    """The tiny random pipeline as an export source (lcm-export --tiny-random)."""
+    from .source import LoadedSource
+
+    return LoadedSource(pipeline=build_tiny_pipeline(seed), info={"kind": "tiny-random", "seed": int(seed)})

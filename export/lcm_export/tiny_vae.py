@@ -17,13 +17,13 @@ import torch
 
 from lcm_runtime.bundle import OPTIONAL_COMPONENT_IO, TINY_VAE_DECODER
 
-from .source import HUB_ID, SourceError, download_from_hub, weights_sha256
+from .hub import HUB_ID, SourceError, download_from_hub, weights_sha256
+from .options import DEFAULT_TINY_VAE
 
 if TYPE_CHECKING:
     import openvino as ov
     from diffusers import AutoencoderTiny
 
-DEFAULT_TINY_VAE = "madebyollin/taesd"
 SAFE_WEIGHTS = ("diffusion_pytorch_model.safetensors",)
 PICKLE_WEIGHTS = ("diffusion_pytorch_model.bin",)
 

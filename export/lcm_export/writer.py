@@ -8,12 +8,14 @@ in OUT's parent so the final rename is on one filesystem (atomic on POSIX for th
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from lcm_runtime.errors import LCMError
 
@@ -151,3 +153,16 @@ def staged_output(out: Path, force: bool = False) -> Iterator[Path]:
             os.rename(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def clean_config(config_json: str) -> dict[str, Any]:
+    """A component config as JSON data, minus where it was loaded from (an absolute path)."""
+    data = json.loads(config_json)
+    for key in ("_name_or_path", "_commit_hash", "_use_default_values"):
+        data.pop(key, None)
+    return data
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")

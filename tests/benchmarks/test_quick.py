@@ -54,7 +54,7 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
     assert runs["lcm-run"]["process"]["first_png_seconds"] > 0
     for run in results["runs"]:
         assert run["status"] in ("ok", "skipped"), run  # a peer installed here must not fail
-    from lcm_export.exporter import TOKEN_DOWNSAMPLING_FACTORS
+    from lcm_export.options import TOKEN_DOWNSAMPLING_FACTORS
 
     flops = results["flops"]  # a step counted for every factor lcm-export offers
     assert set(flops) == {

@@ -1,0 +1,42 @@
+"""lcm-export's options, presets and their constants, in one import-light module (no torch, no
+openvino): the CLI (whose --help must stay instant), the exporter, the converters, the calibration
+and the benchmarks all read them from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lcm_runtime.errors import InputError
+
+WEIGHT_OPTIONS = ("fp32", "fp16", "bf16", "int8", "int4")  # lcm-export --weights
+QUANTIZE_OPTIONS = ("int8",)  # lcm-export --quantize-unet
+TOKEN_DOWNSAMPLING_FACTORS = (1, 2, 4)  # lcm-export --token-downsampling; 1 is exact attention
+FAST_TOKEN_DOWNSAMPLING = 2  # what --fast uses unless --token-downsampling is given
+DEFAULT_TINY_VAE = "madebyollin/taesd"  # what --fast exports unless --tiny-vae is given
+# nncf.quantize of the SD1.5 UNet peaked near 14 GiB with 16 samples (docs/numerics.md).
+DEFAULT_CALIBRATION_SIZE = 16
+
+
+@dataclass
+class ExportOptions:
+    weights: str = "fp16"
+    quantize_unet: str | None = None
+    calibration_dataset: str | None = None
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE
+    token_downsampling: int = 1
+    force: bool = False
+
+    def validate(self) -> None:
+        if self.weights not in WEIGHT_OPTIONS:
+            raise InputError(f"unknown --weights {self.weights!r}; choose one of {', '.join(WEIGHT_OPTIONS)}")
+        if self.quantize_unet is not None and self.quantize_unet not in QUANTIZE_OPTIONS:
+            raise InputError(f"unknown --quantize-unet {self.quantize_unet!r}; the only choice is int8")
+        if self.token_downsampling not in TOKEN_DOWNSAMPLING_FACTORS:
+            raise InputError(
+                f"--token-downsampling must be one of {', '.join(map(str, TOKEN_DOWNSAMPLING_FACTORS))} "
+                f"(1 = exact attention), got {self.token_downsampling}"
+            )
+        if self.calibration_size < 1:
+            raise InputError(f"--calibration-size must be at least 1, got {self.calibration_size}")
+        if self.quantize_unet is None and self.calibration_dataset is not None:
+            raise InputError("--calibration-dataset only applies with --quantize-unet int8; add it or drop the dataset")
