@@ -7,6 +7,8 @@ import platform
 import re
 from typing import Any
 
+from lcm_runtime.meminfo import meminfo_bytes
+
 FLAGS_THAT_MATTER = (
     "avx2",
     "avx512f",
@@ -32,17 +34,6 @@ def _cpuinfo() -> dict[str, str]:
     return facts
 
 
-def _memory_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def machine_facts() -> dict[str, Any]:
     cpu = _cpuinfo()
     flags = set(cpu.get("flags", "").split())
@@ -52,7 +43,7 @@ def machine_facts() -> dict[str, Any]:
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "cores_per_socket": int(cpu["cpu cores"]) if cpu.get("cpu cores", "").isdigit() else None,
         "flags": {flag: flag in flags for flag in FLAGS_THAT_MATTER},
-        "memory_bytes": _memory_bytes(),
+        "memory_bytes": meminfo_bytes("MemTotal"),
         "kernel": platform.release(),
         "hypervisor": "hypervisor" in flags,
     }

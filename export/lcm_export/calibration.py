@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lcm_runtime.bundle import SCHEDULER_TABLES, component_xml, read_json, scheduler_table_file
-from lcm_runtime.errors import InputError
+from lcm_runtime.errors import InputError, first_line
 
 from .options import ExportOptions
 
@@ -89,9 +89,9 @@ def _prompts_from_datasets(name: str, path: Path, count: int) -> list[str]:
     except InputError:
         raise
     except Exception as error:  # datasets raises many unrelated types for "not found"/"offline"
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        detail = first_line(error)
         raise InputError(
-            f"cannot load the calibration dataset {name!r} ({first_line[:160]}); "
+            f"cannot load the calibration dataset {name!r} ({detail[:160]}); "
             "check the name, connect to the internet, or pass a local .txt/.jsonl/.csv file"
         ) from None
 

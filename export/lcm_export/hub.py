@@ -5,8 +5,10 @@ safety-checker loaders (source.py, tiny_vae.py, safety_checker.py)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 from lcm_runtime.bundle import sha256_file
 from lcm_runtime.errors import LCMError
@@ -79,3 +81,14 @@ def weights_sha256(folder: Path, weight_files: list[Path]) -> str:
     for path in sorted(weight_files):
         digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
     return digest.hexdigest()
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from a source file, or a one-line SourceError naming what is corrupted."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise SourceError(f"{path} is not valid JSON; the {what} is corrupted, re-download it") from None
+    if not isinstance(data, dict):
+        raise SourceError(f"{path} is not a JSON object; the {what} is corrupted, re-download it")
+    return data

@@ -34,9 +34,9 @@ from lcm_runtime.bundle import (
     dumps_json,
     safety_concept_file,
 )
-from lcm_runtime.errors import BundleError
+from lcm_runtime.errors import BundleError, first_line
 
-from .hub import HUB_ID, PICKLE_WEIGHTS, SAFE_WEIGHTS, SourceError, download_from_hub, weights_sha256
+from .hub import HUB_ID, PICKLE_WEIGHTS, SAFE_WEIGHTS, SourceError, download_from_hub, read_json_object, weights_sha256
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -143,16 +143,6 @@ def load_pipeline_safety_checker(files: _CheckerFiles, allow_pickle: bool) -> Lo
     return _load(files, allow_pickle)
 
 
-def _read_json_object(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise SourceError(f"{path} is not valid JSON; the {what} is corrupted, re-download it") from None
-    if not isinstance(data, dict):
-        raise SourceError(f"{path} is not a JSON object; the {what} is corrupted, re-download it")
-    return data
-
-
 def _checker_files(
     folder: Path,
     preprocessor_candidates: list[Path],
@@ -166,7 +156,7 @@ def _checker_files(
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise SourceError(f"{folder} has no {CONFIG_FILE}: not a safety checker folder; {hint}")
-    config = _read_json_object(config_path, "safety checker config")
+    config = read_json_object(config_path, "safety checker config")
     architectures = config.get("architectures") or []
     if CHECKER_CLASS not in architectures or not isinstance(config.get("vision_config"), dict):
         found = (
@@ -180,7 +170,7 @@ def _checker_files(
     weights = _weight_files(folder, allow_pickle, hint)
     for candidate in preprocessor_candidates:
         if candidate.is_file():
-            preprocessor, where = _read_json_object(candidate, "feature extractor config"), str(candidate)
+            preprocessor, where = read_json_object(candidate, "feature extractor config"), str(candidate)
             info = {**info, "preprocessor_config": "source"}
             break
     else:
@@ -231,8 +221,8 @@ def _load(files: _CheckerFiles, allow_pickle: bool) -> LoadedSafetyChecker:
             files.folder, dtype=torch.float32, use_safetensors=None if allow_pickle else True, output_loading_info=True
         )
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SourceError(f"cannot load the safety checker in {files.folder}: {first_line}") from None
+        detail = first_line(error)
+        raise SourceError(f"cannot load the safety checker in {files.folder}: {detail}") from None
     missing = sorted(loading.get("missing_keys") or [])
     if missing:
         # transformers would fill them in (the thresholds with ones): a checker that checks nothing.

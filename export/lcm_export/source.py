@@ -6,12 +6,13 @@ gets a one-line SourceError naming the problem and the fix.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .hub import HUB_ID, PICKLE_WEIGHTS, SAFE_WEIGHTS, SourceError, download_from_hub, weights_sha256
+from lcm_runtime.errors import first_line
+
+from .hub import HUB_ID, PICKLE_WEIGHTS, SAFE_WEIGHTS, SourceError, download_from_hub, read_json_object, weights_sha256
 
 if TYPE_CHECKING:
     from diffusers import LatentConsistencyModelPipeline
@@ -55,16 +56,6 @@ def resolve_source_folder(
     return folder, {"kind": "hub", "id": source, "revision": revision or "main", "commit": folder.name}
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise SourceError(f"{path} is not valid JSON; the {what} is corrupted, re-download it") from None
-    if not isinstance(data, dict):
-        raise SourceError(f"{path} is not a JSON object; the {what} is corrupted, re-download it")
-    return data
-
-
 def validate_pipeline_folder(folder: Path, allow_pickle: bool) -> list[Path]:
     """Check the folder is an exportable diffusers LCM pipeline; return the weight files to load."""
     if (folder / "manifest.json").is_file() and (folder / "unet" / "openvino_model.xml").is_file():
@@ -77,14 +68,14 @@ def validate_pipeline_folder(folder: Path, allow_pickle: bool) -> list[Path]:
             f"{folder} is not a diffusers pipeline folder (no model_index.json); "
             "pass a folder written by DiffusionPipeline.save_pretrained, or a hub id"
         )
-    _read_json(folder / "model_index.json", "pipeline index")
+    read_json_object(folder / "model_index.json", "pipeline index")
     missing = [name for name in REQUIRED_SUBFOLDERS if not (folder / name).is_dir()]
     if missing:
         raise SourceError(
             f"{folder} is missing the {', '.join(missing)} folder(s) of a Stable Diffusion pipeline; "
             "lcm-export needs unet, vae, text_encoder, tokenizer and scheduler"
         )
-    unet_config = _read_json(_config_path(folder, "unet"), "UNet config")
+    unet_config = read_json_object(_config_path(folder, "unet"), "UNet config")
     if not unet_config.get("time_cond_proj_dim"):
         raise SourceError(
             f"the UNet in {folder} has no time_cond_proj_dim: this is not an LCM-distilled model; "
@@ -147,9 +138,9 @@ def load_pipeline_folder(folder: Path, allow_pickle: bool) -> LatentConsistencyM
         tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
         scheduler = LCMScheduler.from_pretrained(folder, subfolder="scheduler")
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        detail = first_line(error)
         raise SourceError(
-            f"cannot load the pipeline in {folder}: {first_line}; check the folder is a complete diffusers pipeline"
+            f"cannot load the pipeline in {folder}: {detail}; check the folder is a complete diffusers pipeline"
         ) from None
     from .assemble import assemble_pipeline
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lcm_runtime.bundle import OPTIONAL_COMPONENT_IO, TINY_VAE_DECODER
+from lcm_runtime.errors import first_line
 
 from .hub import HUB_ID, SourceError, download_from_hub, weights_sha256
 from .options import DEFAULT_TINY_VAE
@@ -88,8 +89,8 @@ def load_tiny_vae(source: str, allow_pickle: bool = False) -> LoadedTinyVae:
             folder, torch_dtype=torch.float32, use_safetensors=None if allow_pickle else True
         )
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SourceError(f"cannot load the tiny VAE in {folder}: {first_line}") from None
+        detail = first_line(error)
+        raise SourceError(f"cannot load the tiny VAE in {folder}: {detail}") from None
     if info["kind"] == "local":
         info["weights_sha256"] = weights_sha256(folder, weights)
     return LoadedTinyVae(vae=vae.eval(), info=info)

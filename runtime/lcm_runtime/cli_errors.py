@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from .errors import LCMError
+from .errors import LCMError, first_line
 
 INTERRUPTED = 130
 
@@ -38,7 +38,7 @@ def run_app(
             _fail(f"error: {format_message()} (see {prog_name} --help)", exit_code or 2)
         if os.environ.get(debug_variable):
             raise
-        detail = (str(error).strip().splitlines() or [""])[0][:200]
+        detail = first_line(error)
         _fail(
             f"error: {failure_message} ({type(error).__name__}: {detail}); "
             f"rerun with {debug_variable}=1 and report the traceback",

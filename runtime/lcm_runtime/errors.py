@@ -32,3 +32,9 @@ class InputError(LCMError):
 
 class NonFiniteError(LCMError):
     """A model produced NaN or infinity (usually reduced precision overflowing): no image is made."""
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message, or its type's name when it has none."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:limit]

@@ -18,7 +18,7 @@ from typing import cast
 import numpy as np
 from PIL import Image
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 ImageLike = Image.Image | np.ndarray | str | os.PathLike[str]
 ImageInput = ImageLike | Sequence[ImageLike]
@@ -41,7 +41,7 @@ def open_image(path: str | os.PathLike[str], argument: str) -> Image.Image:
             f"{argument}: {path} has too many pixels to be a picture to edit; resize it first", argument=argument
         ) from None
     except (OSError, ValueError, SyntaxError) as error:
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        detail = first_line(error, 120)
         raise InputError(
             f"{argument}: cannot read {path} as an image ({detail}); pass a PNG, JPEG or WebP file", argument=argument
         ) from None

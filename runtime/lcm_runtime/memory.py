@@ -17,25 +17,13 @@ from collections.abc import Collection
 from . import bundle
 from .errors import InputError
 from .loading import ModelFolder
+from .meminfo import meminfo_bytes
 
-MEMINFO = "/proc/meminfo"
 ESTIMATE_ERROR = 0.20  # the estimate's stated relative error against the measured peak
 UNET_ELEMENTS = 60  # activation elements kept per latent pixel, per image, per channel of the UNet's first block
 VAE_ELEMENTS = 7  # per image pixel, per channel of the VAE's first (widest) block, decode or encode
 OVERHEAD = 64 << 20  # OpenVINO's per-model bookkeeping and the call's own arrays
 STORED_BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int8-ptq": 1.0, "int4": 0.5}
-
-
-def meminfo_bytes(field: str, path: str = MEMINFO) -> int | None:
-    """One field of /proc/meminfo (e.g. "MemAvailable") in bytes, or None where there is none."""
-    try:
-        with open(path, encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def available_memory() -> int | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from .errors import BundleError
+from .errors import BundleError, first_line
 
 
 class PromptTruncatedWarning(UserWarning):
@@ -45,7 +45,7 @@ class PromptTokenizer:
         except BaseException as error:  # plain Exceptions for I/O and JSON; PanicException when Rust panics
             if not isinstance(error, Exception) and type(error).__name__ != "PanicException":
                 raise  # Ctrl-C, exit
-            detail = (str(error).splitlines() or [type(error).__name__])[0][:200]  # some carry no message
+            detail = first_line(error)
             raise BundleError(f"cannot load the tokenizer {path} ({detail}); re-export the bundle") from None
 
     def _pad_token(self) -> str:
