@@ -12,13 +12,9 @@ import pytest
 
 pytest.importorskip("torch")
 
+from cli_helpers import lcm_export
+
 from lcm_runtime.bundle import read_manifest, verify_files  # noqa: E402
-
-
-def lcm_export(*args, env_extra=None, timeout=300):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
-    command = [sys.executable, "-m", "lcm_export.entry", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def assert_one_line_error(returncode, stderr, *words):

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from images import box_mask, picture  # noqa: E402
+from pictures import box_mask, picture  # noqa: E402
 from test_pipeline_parity import assert_same_image  # noqa: E402
 
 from lcm_runtime import LCMImg2ImgPipeline, LCMInpaintPipeline  # noqa: E402

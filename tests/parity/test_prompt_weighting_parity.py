@@ -2,9 +2,6 @@
 ``prompt_syntax="a1111"``: what follows the 77th token, and brackets, change nothing (so parity holds);
 with A1111's syntax, and in lcm-run by default, they change the image."""
 
-import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -13,7 +10,8 @@ from PIL import Image
 
 pytest.importorskip("torch")
 
-from images import box_mask, picture  # noqa: E402
+from cli_helpers import lcm_run
+from pictures import box_mask, picture  # noqa: E402
 
 from lcm_runtime import LCMImg2ImgPipeline, LCMInpaintPipeline, LCMPipeline  # noqa: E402
 from lcm_runtime.errors import InputError  # noqa: E402
@@ -112,13 +110,6 @@ def test_an_unknown_prompt_syntax_is_one_input_error(pipe):
     with pytest.raises(InputError, match="prompt_syntax must be 'diffusers'") as error:
         pipe("a cat", prompt_syntax="A1111")
     assert error.value.argument == "prompt_syntax" and len(str(error.value).splitlines()) == 1
-
-
-def lcm_run(*args):
-    env = {**os.environ, "LCM_CACHE_DIR": "off"}
-    return subprocess.run(
-        [sys.executable, "-m", "lcm_runtime.cli", *map(str, args)], capture_output=True, text=True, timeout=300, env=env
-    )
 
 
 def test_lcm_run_reads_a1111_syntax_unless_plain_prompt(tiny_bundle_fp32, tmp_path):

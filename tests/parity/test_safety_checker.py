@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
+from cli_helpers import lcm_export
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -379,17 +380,6 @@ def pipeline_with_checker(tiny_pipeline_dir, designed, tmp_path):
     (folder / "feature_extractor").mkdir()
     (folder / "feature_extractor" / "preprocessor_config.json").write_text(json.dumps(shipped_preprocessor_config()))
     return folder
-
-
-def lcm_export(*args):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "lcm_export.entry", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
 
 
 class ExportCalled(Exception):

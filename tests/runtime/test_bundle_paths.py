@@ -11,36 +11,15 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import assert_one_line_error, lcm_run
 
 from lcm_runtime import bundle, loading
 from lcm_runtime.errors import BundleError
 
 REFETCH = "re-export or re-download the bundle"
-
-
-def lcm_run(*args: object) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LCM_CACHE_DIR": "off", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "lcm_runtime.cli", *map(str, args)], capture_output=True, text=True, timeout=300, env=env
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
-
-
-# --- the lexical check and resolve_inside, without a real bundle ----------------------------------
 
 
 @pytest.mark.parametrize(

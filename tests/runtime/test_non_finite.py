@@ -4,7 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
-from test_run_cli import assert_one_line_error, lcm_run
+from cli_helpers import assert_one_line_error, lcm_run
 
 
 def poisoned_bundle(source, target, component):

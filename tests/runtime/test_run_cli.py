@@ -1,34 +1,11 @@
 """`lcm-run` through a real process: images, metadata, verify/info, and every bad input."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
+from cli_helpers import assert_one_line_error, lcm_run
 from PIL import Image
-
-
-def lcm_run(*args, cwd=None, env_extra=None):
-    env = {**os.environ, "LCM_CACHE_DIR": "off", **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "lcm_runtime.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env=env,
-    )
-
-
-def assert_one_line_error(result, *words):
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 @pytest.fixture

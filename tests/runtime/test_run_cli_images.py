@@ -1,15 +1,10 @@
 """`lcm-run --image` (image-to-image) and `--image --mask` (inpainting) through a real process."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from cli_helpers import assert_one_line_error, lcm_run
+from pictures import box_mask, picture
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "parity"))
-from images import box_mask, picture  # noqa: E402
-from test_run_cli import assert_one_line_error, lcm_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
