@@ -281,6 +281,7 @@ def _generate(
             mask_hash=hashes.get("mask"),
             safety_checker=("on" if pipe.safety_checker else "off" if pipe.parts.safety else None),
             flagged=flagged[index] if flagged else None,
+            prompt_syntax="diffusers" if plain_prompt else "a1111",
         )
         written.append(save_png(picture, path, {"parameters": text}, overwrite=overwrite))
     saved = time.perf_counter() - started

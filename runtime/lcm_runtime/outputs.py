@@ -73,15 +73,18 @@ def png_parameters(
     mask_hash: str | None = None,
     safety_checker: str | None = None,
     flagged: bool | None = None,
+    prompt_syntax: str = "a1111",
 ) -> str:
     """The A1111 ``parameters`` chunk: the prompt on the first line, then key: value pairs. Image-to-image
     and inpainting add A1111's ``Denoising strength`` and the input picture's and mask's sha256 (12 hex);
-    ``safety_checker`` is "on" or "off" for a bundle that has one (None: it has none)."""
+    ``safety_checker`` is "on" or "off" for a bundle that has one (None: it has none). A prompt read as
+    diffusers reads it (``--plain-prompt``) says so, since A1111's reading is what the CLI assumes."""
     optional = {
         "Denoising strength": strength,
         "Init image hash": image_hash,
         "Mask hash": mask_hash,
         "Safety checker": None if safety_checker is None else f"{safety_checker}{' (flagged)' if flagged else ''}",
+        "Prompt syntax": None if prompt_syntax == "a1111" else prompt_syntax,
     }
     fields = {
         "Steps": steps,

@@ -136,6 +136,7 @@ def test_lcm_run_reads_a1111_syntax_unless_plain_prompt(tiny_bundle_fp32, tmp_pa
         assert ("dropped" in result.stderr) == (name == "long-plain"), result.stderr  # the truncation warning
         written = Image.open(tmp_path / f"{name}.png")
         assert written.text["parameters"].startswith(prompt + "\n")  # the prompt as given
+        assert ("Prompt syntax: diffusers" in written.text["parameters"]) == name.endswith("-plain")
         pixels[name] = np.asarray(written)
     assert not np.array_equal(pixels["long"], pixels["head"])
     assert np.array_equal(pixels["long-plain"], pixels["head-plain"])
