@@ -1,7 +1,15 @@
-"""Session-wide fixtures shared by the export and runtime tests.
+"""Session-wide fixtures shared by the export and runtime tests, and the test tiers.
 
 Building a tiny pipeline and exporting it takes seconds, so each is done once per session.
-Fixtures that need torch skip (rather than fail) when the [export] extra is not installed.
+Fixtures that need torch skip (rather than fail) when the [export] extra is not installed;
+``LCM_TEST_BUNDLE=/path/to/tiny-fp32-bundle`` hands the bundle tier a bundle, so a torch-free
+environment runs it too.
+
+Every test gets one tier marker (``pytest -m unit`` runs in seconds):
+- ``install``: builds fresh virtual environments or runs the benchmark harness end to end;
+- ``parity``: compares with diffusers (tests/parity);
+- ``bundle``: needs a tiny exported bundle or torch (the bundle fixtures, tests/export);
+- ``unit``: everything else: no model, no torch.
 """
 
 from __future__ import annotations
@@ -34,11 +42,35 @@ def tiny_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle_fp32(tiny_pipeline_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tiny_pipeline_dir exported with --weights fp32."""
+def tiny_bundle_fp32(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_pipeline_dir exported with --weights fp32, or the bundle $LCM_TEST_BUNDLE names."""
+    given = os.environ.get("LCM_TEST_BUNDLE")
+    if given:
+        return Path(given)
     from lcm_export.exporter import ExportOptions, export_bundle
     from lcm_export.source import load_source
 
+    tiny_pipeline_dir = request.getfixturevalue("tiny_pipeline_dir")
     out = tmp_path_factory.mktemp("tiny-bundle-fp32") / "bundle"
     export_bundle(load_source(str(tiny_pipeline_dir)), out, ExportOptions(weights="fp32"))
     return out
+
+
+INSTALL_TESTS = ("test_torch_free_install.py", "test_quick.py::test_quick_run_writes_results_and_page")
+BUNDLE_FIXTURES = {"tiny_bundle_fp32", "tiny_pipeline_dir", "export_tiny", "reference_pipeline"}
+
+
+def tier(item: pytest.Item) -> str:
+    path = Path(str(item.fspath))
+    if any(item.nodeid.endswith(name) or path.name == name for name in INSTALL_TESTS):
+        return "install"
+    if "parity" in path.parts:
+        return "parity"
+    if "export" in path.parts or BUNDLE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return "bundle"
+    return "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(tier(item))

@@ -131,6 +131,8 @@ def test_picture_arguments(pipelines, image, mask, strength, steps, inpaint):
         )
 
 
-def test_the_properties_saw_both_images_and_errors():
+def test_the_properties_saw_both_images_and_errors(pipelines):
     """Runs after the two above (file order): a strategy that only ever errs would prove nothing."""
+    if not OUTCOMES:
+        pytest.skip("run with the property tests above")
     assert "image" in OUTCOMES and "InputError" in OUTCOMES, OUTCOMES
