@@ -11,6 +11,7 @@ import pytest
 
 from lcm_runtime import LCMPipeline
 from lcm_runtime.compile_cache import INDEX_FOLDER, CompileCache, plugin_stream_offset
+from lcm_runtime.errors import NonFiniteError
 
 COMPONENTS = {"text_encoder", "unet", "vae_decoder"}
 CALL = dict(num_inference_steps=2, height=64, width=64, generator=0, output_type="np")
@@ -81,8 +82,15 @@ def test_another_size_or_precision_gets_its_own_entry(tiny_bundle_fp32, tmp_path
     assert pipe.started_from_cache_index() == {"text_encoder": True, "unet": False, "vae_decoder": False}
     assert len(index_entries(cache)) == 5
     bf16 = LCMPipeline.from_pretrained(tiny_bundle_fp32, precision="bf16", cache_dir=cache)
-    bf16("a red cube", **CALL)
+    try:
+        bf16("a red cube", **CALL)
+    except NonFiniteError:
+        # OpenVINO 2026.4's CPU cache leaves INFERENCE_PRECISION_HINT out of its hash: the bf16 compile
+        # imports the f32 blob, and its output can be NaN (now an error instead of a black image).
+        # This test is about the index; the OpenVINO behaviour is in docs/performance.md.
+        pass
     assert not any(bf16.started_from_cache_index().values())
+    assert "unet" in bf16.models.facts  # it was compiled, at its own entry
 
 
 def test_no_cache_means_no_index(tiny_bundle_fp32, tmp_path, monkeypatch):
