@@ -52,9 +52,10 @@ OPTION_FOR_ARGUMENT = {
 }
 
 
-def _with_option(error: InputError) -> InputError:
-    option = OPTION_FOR_ARGUMENT.get(error.argument or "")
-    return InputError(f"{error} (lcm-run {option})", argument=error.argument) if option else error
+def _describe(error: LCMError) -> str:
+    """The library names Python arguments (``strength=``); a user of lcm-run also needs the option."""
+    option = OPTION_FOR_ARGUMENT.get(getattr(error, "argument", None) or "")
+    return f"{error} (lcm-run {option})" if option else str(error)
 
 
 @generate_app.command(
@@ -125,36 +126,6 @@ def generate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files instead of picking a new name"),
 ) -> None:
     """Generate images from PROMPT with an exported LCM bundle and write them as PNG."""
-    try:
-        _generate(**locals())
-    except InputError as error:
-        raise _with_option(error) from None
-
-
-def _generate(
-    prompt: str,
-    model: str | None,
-    steps: int | None,
-    guidance: float | None,
-    seed: int | None,
-    height: int | None,
-    width: int | None,
-    num_images: int,
-    image: Path | None,
-    strength: float | None,
-    mask: Path | None,
-    output: Path | None,
-    device: str,
-    precision: str,
-    vae: str | None,
-    fast: bool,
-    tiled_vae: bool | None,
-    low_memory: bool,
-    no_safety_checker: bool,
-    plain_prompt: bool,
-    no_cache: bool,
-    overwrite: bool,
-) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -429,6 +400,7 @@ def main(argv: list[str] | None = None) -> None:
         interrupted_message="interrupted: no image was written",
         failure_message="lcm-run failed unexpectedly",
         debug_variable="LCM_RUN_DEBUG",
+        describe=_describe,
     )
 
 

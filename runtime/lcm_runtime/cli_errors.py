@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .errors import LCMError, first_line
@@ -13,9 +14,16 @@ INTERRUPTED = 130
 
 
 def run_app(
-    app: Any, args: list[str], prog_name: str, interrupted_message: str, failure_message: str, debug_variable: str
+    app: Any,
+    args: list[str],
+    prog_name: str,
+    interrupted_message: str,
+    failure_message: str,
+    debug_variable: str,
+    describe: Callable[[LCMError], str] = str,
 ) -> None:
-    """Run a typer app in non-standalone mode and turn every way it can end into an exit."""
+    """Run a typer app in non-standalone mode and turn every way it can end into an exit; ``describe``
+    words the one line of the project's own errors (lcm-run adds its option to a Python argument's name)."""
     try:
         # Non-standalone typer returns 130 on Ctrl-C instead of raising KeyboardInterrupt.
         code = app(args=args, prog_name=prog_name, standalone_mode=False)
@@ -24,7 +32,7 @@ def run_app(
         if isinstance(code, int) and code != 0:
             sys.exit(code)
     except LCMError as error:
-        _fail(f"error: {error}", error.exit_code)
+        _fail(f"error: {describe(error)}", error.exit_code)
     except KeyboardInterrupt:
         _fail(interrupted_message, INTERRUPTED)
     except SystemExit:
