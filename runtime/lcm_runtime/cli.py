@@ -353,32 +353,39 @@ def cache(
 
     lcm-run deletes stale blobs by itself whenever it writes a new one; --prune does it now.
     """
-    from .compile_cache import CompileCache
+    from .compile_cache import CompileCache, cache_folders
     from .models import resolve_cache_dir
 
     if prune and clear:
         raise LCMError("--prune and --clear do not go together; --clear already deletes everything")
-    folder = resolve_cache_dir(None)
-    if folder is None:
+    root = resolve_cache_dir(None)
+    if root is None:
         raise LCMError("the compiled-model cache is off (LCM_CACHE_DIR); unset LCM_CACHE_DIR to use the default folder")
-    compile_cache = CompileCache(folder)
+    caches = [CompileCache(folder) for folder in cache_folders(root)]  # one per execution precision
     if clear:
-        typer.echo(f"deleted {_gib(compile_cache.clear())} of compiled models from {folder}")
+        freed = sum(compile_cache.clear() for compile_cache in caches)
+        typer.echo(f"deleted {_gib(freed)} of compiled models from {root}")
         return
     if prune:
-        dropped, freed = compile_cache.prune_stale()
-        typer.echo(f"deleted {dropped} stale entries and {_gib(freed)} of blobs from {folder}")
+        results = [compile_cache.prune_stale() for compile_cache in caches]
+        dropped, freed = sum(r[0] for r in results), sum(r[1] for r in results)
+        typer.echo(f"deleted {dropped} stale entries and {_gib(freed)} of blobs from {root}")
         return
-    entries = compile_cache.entries()
-    typer.echo(f"cache: {folder}")
-    for entry in entries:
-        size = _gib(entry.blob_bytes) if entry.blob_bytes is not None else "blob gone"
-        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
-        state = "  (stale: its bundle files are gone or changed)" if entry.stale else ""
-        typer.echo(f"{size:>10}  last used {used}  {entry.model or '(model not recorded)'}{state}")
-    indexed = {entry.blob for entry in entries}
+    typer.echo(f"cache: {root}")
+    total_bytes = indexed = 0
+    for compile_cache in caches:
+        entries = compile_cache.entries()
+        label = compile_cache.folder.name if compile_cache.folder != root else "(older, one folder for all)"
+        typer.echo(f"{label}:")
+        for entry in entries:
+            size = _gib(entry.blob_bytes) if entry.blob_bytes is not None else "blob gone"
+            used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
+            state = "  (stale: its bundle files are gone or changed)" if entry.stale else ""
+            typer.echo(f"{size:>10}  last used {used}  {entry.model or '(model not recorded)'}{state}")
+        total_bytes += compile_cache.blob_bytes()
+        indexed += len({entry.blob for entry in entries})
     typer.echo(
-        f"total: {_gib(compile_cache.blob_bytes())} in blobs, {len(indexed)} indexed; "
+        f"total: {_gib(total_bytes)} in blobs, {indexed} indexed; "
         "`lcm-run cache --prune` deletes stale ones, `--clear` everything"
     )
 

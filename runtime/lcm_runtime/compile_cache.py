@@ -15,6 +15,11 @@ failed import) drops the index entry, and the model is compiled the usual way.
 OpenVINO never deletes a blob, and a UNet's is 1.7 GB: every re-export of a bundle would leave
 one behind for good. An entry whose IR files are gone or changed can never be imported again, so
 whenever a new blob is written, the blobs only such stale entries use are deleted (``prune_stale``).
+
+Each execution precision has a folder of its own under the cache root (``precision_folder``):
+OpenVINO 2026.4's CPU plugin leaves INFERENCE_PRECISION_HINT out of its blob hash, so an f32 and a
+bf16 compile of one IR in one CACHE_DIR would share a blob, and the bf16 run of the f32 blob can give
+NaN (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -105,6 +110,22 @@ def plugin_stream_offset(head: bytes) -> int | None:
     if end < 0 or not header.startswith(HEADER_START) or HEADER_TAG not in header or UNPADDED_HEADER not in header:
         return None
     return end + 1
+
+
+def precision_folder(root: Path, execution_precision: str) -> Path:
+    """Where the blobs compiled to run at this precision (f32, bf16, f16) live under the cache root."""
+    return Path(root) / execution_precision
+
+
+def cache_folders(root: Path) -> list[Path]:
+    """Every folder under the cache root that holds blobs or an index: the per-precision folders, and
+    the root itself where an older lcm-openvino wrote its blobs there."""
+    root = Path(root)
+    try:
+        candidates = [root, *sorted(path for path in root.iterdir() if path.is_dir() and path.name != INDEX_FOLDER)]
+    except OSError:
+        return []
+    return [folder for folder in candidates if (folder / INDEX_FOLDER).is_dir() or CompileCache(folder)._blob_files()]
 
 
 class CompileCache:

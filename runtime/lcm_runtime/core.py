@@ -20,7 +20,7 @@ from PIL import Image
 
 from . import validation
 from .bundle import TINY_VAE_DECODER
-from .compile_cache import CompileCache
+from .compile_cache import CompileCache, precision_folder
 from .compiled_models import CompiledModels
 from .denoise import AfterStep, Denoised, StepCallback, check_finite, denoise
 from .guidance import guidance_scale_embedding
@@ -124,8 +124,10 @@ class LCMPipelineBase:
         core = ov.Core()
         check_device(core, device)
         config = compile_config(precision)
+        execution_default = execution_precision_of(core, device, precision)
         resolved_cache = resolve_cache_dir(cache_dir)
         if resolved_cache is not None:
+            resolved_cache = precision_folder(resolved_cache, execution_default)
             try:
                 resolved_cache.mkdir(parents=True, exist_ok=True)
                 core.set_property({"CACHE_DIR": str(resolved_cache)})
@@ -152,7 +154,7 @@ class LCMPipelineBase:
                 models=models,
                 tokenizer=tokenizer,
                 vae=vae,
-                execution_default=execution_precision_of(core, device, precision),
+                execution_default=execution_default,
                 safety=self._load_safety(folder),
             ),
             safety_checker,
