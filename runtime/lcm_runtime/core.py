@@ -22,7 +22,7 @@ from . import validation
 from .bundle import TINY_VAE_DECODER
 from .compile_cache import CompileCache, precision_folder
 from .compiled_models import CompiledModels
-from .denoise import AfterStep, Denoised, StepCallback, check_finite, denoise
+from .denoise import AfterStep, Denoised, StepCallback, StepEndCallback, check_finite, denoise
 from .guidance import guidance_scale_embedding
 from .image import to_pil, to_uint8, to_unit_range
 from .loading import ModelFolder, open_model_folder
@@ -342,6 +342,7 @@ class LCMPipelineBase:
         callback: StepCallback | None,
         run: Run,
         after_step: AfterStep | None = None,
+        callback_on_step_end: StepEndCallback | None = None,
     ) -> Denoised:
         """The consistency steps from ``latents`` with the prompt's embeddings and the guidance embedding."""
         batch, _, latent_h, latent_w = latents.shape
@@ -349,7 +350,15 @@ class LCMPipelineBase:
         timestep_cond = guidance_scale_embedding(guidance, self.facts.time_cond_proj_dim)
         unet = self.models.unet(batch, latent_h, latent_w, embeddings.shape[1])
         unet.bind_conditioning(embeddings, timestep_cond)
-        result = denoise(unet, self.scheduler, latents, noise, callback=callback, after_step=after_step)
+        result = denoise(
+            unet,
+            self.scheduler,
+            latents,
+            noise,
+            callback=callback,
+            after_step=after_step,
+            callback_on_step_end=callback_on_step_end,
+        )
         run.timings["unet"] = result.step_seconds
         del unet
         self.models.release("unet")

@@ -18,6 +18,8 @@ from .noise import NoiseSource
 from .schedulers.scheduling_lcm import LCMScheduler
 
 StepCallback = Callable[[int, int, int], None]  # (step index, number of steps, timestep)
+# (step index, number of steps, the step's denoised latents): for previews; raising stops the call there.
+StepEndCallback = Callable[[int, int, np.ndarray], None]
 AfterStep = Callable[[int, np.ndarray], np.ndarray]  # (step index, latents) -> latents, e.g. the inpainting blend
 UNetInputHook = Callable[[np.ndarray, int], None]  # (sample, timestep), before each UNet evaluation
 NON_FINITE_ADVICE = 'try precision="f32", another device, or fewer steps'
@@ -45,6 +47,7 @@ def denoise(
     callback: StepCallback | None = None,
     after_step: AfterStep | None = None,
     on_unet_input: UNetInputHook | None = None,
+    callback_on_step_end: StepEndCallback | None = None,
 ) -> Denoised:
     """Run the scheduler's remaining timesteps from ``latents`` (the UNet's conditioning already bound)."""
     timesteps = [int(timestep) for timestep in scheduler.remaining_timesteps]
@@ -66,4 +69,6 @@ def denoise(
         step_seconds.append(time.perf_counter() - started)
         if callback is not None:
             callback(index, len(timesteps), timestep)
+        if callback_on_step_end is not None:
+            callback_on_step_end(index, len(timesteps), denoised)
     return Denoised(latents=latents, denoised=denoised, step_seconds=step_seconds)

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import validation
 from .core import LCMPipelineBase, LCMPipelineOutput, Run
-from .denoise import StepCallback
+from .denoise import StepCallback, StepEndCallback
 from .errors import InputError
 from .image_input import ImageInput, default_size, preprocess_image
 from .noise import GeneratorLike, as_noise_source, draw_normal
@@ -47,6 +47,7 @@ class LCMImg2ImgPipeline(LCMPipelineBase):
         original_inference_steps: int | None = None,
         timesteps: Sequence[int] | None = None,
         callback: StepCallback | None = None,
+        callback_on_step_end: StepEndCallback | None = None,
         tiled_vae: bool | None = None,
         prompt_syntax: str = "diffusers",
     ) -> LCMPipelineOutput:
@@ -54,7 +55,10 @@ class LCMImg2ImgPipeline(LCMPipelineBase):
         picture of ``prompt``. The size is the first picture's, floored to the model's multiple.
         ``prompt_syntax="a1111"`` reads the prompt as AUTOMATIC1111 does: ``(word:1.3)``, ``(word)``,
         ``[word]`` weights, ``BREAK``, and no 77-token limit (chunks of 75 tokens); the default
-        ``"diffusers"`` truncates at 77 tokens and reads brackets as text, as diffusers."""
+        ``"diffusers"`` truncates at 77 tokens and reads brackets as text, as diffusers.
+        ``callback(index, steps, timestep)`` runs after each step; ``callback_on_step_end(index, steps,
+        denoised)`` also gets the step's denoised latents (for previews), and an exception it raises
+        stops the call there."""
         prompts, per_prompt, guidance_scale = self.check_request(
             prompt, num_images_per_prompt, guidance_scale, output_type, prompt_syntax
         )
@@ -73,6 +77,8 @@ class LCMImg2ImgPipeline(LCMPipelineBase):
         latents = self.scheduler.add_noise(
             image_latents, draw_normal(noise, image_latents.shape), int(self.scheduler.timesteps[0])
         )
-        result = self.denoise(latents, embeddings, guidance_scale, noise, callback, run)
+        result = self.denoise(
+            latents, embeddings, guidance_scale, noise, callback, run, callback_on_step_end=callback_on_step_end
+        )
         decoded = self.decode(result.denoised, tiled_vae, run)
         return self.postprocess(decoded, output_type, run)

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import validation
 from .core import LCMPipelineBase, LCMPipelineOutput, Run
-from .denoise import StepCallback
+from .denoise import StepCallback, StepEndCallback
 from .errors import BundleError, InputError
 from .image_input import ImageInput, latent_mask, preprocess_image, preprocess_mask
 from .img2img import repeat_to_batch
@@ -53,6 +53,7 @@ class LCMInpaintPipeline(LCMPipelineBase):
         generator: GeneratorLike = None,
         output_type: str = "pil",
         callback: StepCallback | None = None,
+        callback_on_step_end: StepEndCallback | None = None,
         tiled_vae: bool | None = None,
         paste_back: bool = False,
         prompt_syntax: str = "diffusers",
@@ -62,7 +63,10 @@ class LCMInpaintPipeline(LCMPipelineBase):
         back outside the mask (diffusers' apply_overlay, without its crop); off by default.
         ``prompt_syntax="a1111"`` reads the prompt as AUTOMATIC1111 does: ``(word:1.3)``, ``(word)``,
         ``[word]`` weights, ``BREAK``, and no 77-token limit (chunks of 75 tokens); the default
-        ``"diffusers"`` truncates at 77 tokens and reads brackets as text, as diffusers."""
+        ``"diffusers"`` truncates at 77 tokens and reads brackets as text, as diffusers.
+        ``callback(index, steps, timestep)`` runs after each step; ``callback_on_step_end(index, steps,
+        denoised)`` also gets the step's denoised latents (for previews), and an exception it raises
+        stops the call there."""
         if self.facts.latent_channels != 4:
             raise BundleError(
                 f"{self.folder.root} has a {self.facts.latent_channels}-channel UNet; inpainting "
@@ -106,7 +110,16 @@ class LCMInpaintPipeline(LCMPipelineBase):
             blended: np.ndarray = (np.float32(1) - repaint) * original + repaint * stepped
             return blended
 
-        result = self.denoise(latents, embeddings, guidance_scale, noise, callback, run, after_step=blend)
+        result = self.denoise(
+            latents,
+            embeddings,
+            guidance_scale,
+            noise,
+            callback,
+            run,
+            after_step=blend,
+            callback_on_step_end=callback_on_step_end,
+        )
         decoded = self.decode(result.latents, tiled_vae, run)
         if paste_back:
             decoded = paste_original(decoded, pixels, mask)

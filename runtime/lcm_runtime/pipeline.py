@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .core import LCMPipelineBase, LCMPipelineOutput, Run
-from .denoise import StepCallback
+from .denoise import StepCallback, StepEndCallback
 from .noise import GeneratorLike, as_noise_source, draw_normal
 from .release import ONE_CALL, one_call_releases
 from .vae_choice import VAE_CHOICES, choose_vae
@@ -31,6 +31,7 @@ class LCMPipeline(LCMPipelineBase):
         original_inference_steps: int | None = None,
         timesteps: Sequence[int] | None = None,
         callback: StepCallback | None = None,
+        callback_on_step_end: StepEndCallback | None = None,
         tiled_vae: bool | None = None,
         prompt_syntax: str = "diffusers",
     ) -> LCMPipelineOutput:
@@ -41,6 +42,9 @@ class LCMPipeline(LCMPipelineBase):
         ``prompt_syntax="a1111"`` reads the prompt as AUTOMATIC1111 does: ``(word:1.3)``, ``(word)``,
         ``[word]`` weights, ``BREAK``, and no 77-token limit (chunks of 75 tokens); the default
         ``"diffusers"`` truncates at 77 tokens and reads brackets as text, as diffusers.
+        ``callback(index, steps, timestep)`` runs after each step; ``callback_on_step_end(index, steps,
+        denoised)`` also gets the step's denoised latents (for previews), and an exception it raises
+        stops the call there.
         """
         prompts, per_prompt, guidance_scale = self.check_request(
             prompt, num_images_per_prompt, guidance_scale, output_type, prompt_syntax
@@ -55,6 +59,8 @@ class LCMPipeline(LCMPipelineBase):
 
         embeddings = self.encode_prompt(prompts, per_prompt, run, prompt_syntax)
         latents = draw_normal(noise, self.latent_shape(batch, height, width))
-        result = self.denoise(latents, embeddings, guidance_scale, noise, callback, run)
+        result = self.denoise(
+            latents, embeddings, guidance_scale, noise, callback, run, callback_on_step_end=callback_on_step_end
+        )
         decoded = self.decode(result.denoised, tiled_vae, run)
         return self.postprocess(decoded, output_type, run)
