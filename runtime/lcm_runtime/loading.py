@@ -17,6 +17,7 @@ import numpy as np
 from . import bundle
 from .bundle import Manifest, ModelFacts, resolve_inside
 from .errors import BundleError
+from .hub import resolve_model
 from .schedulers.scheduling_lcm import LCMSchedulerConfig
 
 
@@ -54,7 +55,8 @@ class ModelFolder:
 
 
 def open_model_folder(path: str | os.PathLike[str]) -> ModelFolder:
-    root = Path(path).expanduser()
+    """A bundle folder, or a hub id (``owner/name``) downloaded once into real files (hub.py)."""
+    root = resolve_model(path)
     if not root.exists():
         raise BundleError(f"model folder {root} does not exist; export one with `lcm-export` or pass --model")
     if not root.is_dir():
