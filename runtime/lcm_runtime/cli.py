@@ -390,13 +390,71 @@ def cache(
     )
 
 
+@tools_app.command()
+def serve(
+    model: str | None = typer.Option(
+        None, "--model", "-m", help=f"Bundle folder [default: $LCM_MODEL or {DEFAULT_MODEL}]"
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)"),
+    port: int = typer.Option(8000, "--port", help="Port to listen on"),
+    max_queue: int = typer.Option(16, "--max-queue", help="Requests that may wait; more are answered 429"),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds a request may wait for its images"),
+    max_body: float = typer.Option(32.0, "--max-body", help="Largest request body, in MB"),
+    max_images: int = typer.Option(4, "--max-images", help="Images per request at most (n, batch_size)"),
+    max_side: int = typer.Option(2048, "--max-side", help="Largest width or height a request may ask for"),
+    api_key: str | None = typer.Option(
+        None, "--api-key", envvar="LCM_API_KEY", help="Require Authorization: Bearer KEY [default: $LCM_API_KEY]"
+    ),
+    cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow this web origin (CORS); repeatable"),
+    device: str = typer.Option("CPU", "--device", help="OpenVINO device: CPU, GPU, NPU, AUTO..."),
+    precision: str = typer.Option("auto", "--precision", help="auto (the device's default), f32, bf16 or f16"),
+    no_safety_checker: bool = typer.Option(False, "--no-safety-checker", help="Do not run the bundle's safety checker"),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error"),
+) -> None:
+    """Serve the OpenAI images API, AUTOMATIC1111's /sdapi/v1 and a web page at http://HOST:PORT/."""
+    try:
+        from .serve.engine import Engine
+        from .serve.run import serve as run_server
+        from .serve.state import Settings
+    except ImportError as error:
+        from .serve import INSTALL_HINT
+
+        raise LCMError(f"{INSTALL_HINT} ({error.name} is missing)") from None
+    if not 1 <= port <= 65535:
+        raise InputError(f"--port must be from 1 to 65535, got {port}")
+    if max_queue < 0 or timeout <= 0 or max_body <= 0 or not 1 <= max_images <= 64 or max_side < 64:
+        raise InputError(
+            "--max-queue must be 0 or more, --timeout and --max-body above 0, --max-images from 1 to 64, "
+            "--max-side at least 64"
+        )
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise InputError(f"--log-level must be debug, info, warning or error, got {log_level!r}")
+    engine = Engine(
+        Path(model or _default_model()),
+        device=device,
+        precision=precision,
+        max_queue=max_queue,
+        max_images=max_images,
+        max_side=max_side,
+        safety_checker=not no_safety_checker,
+    )
+    settings = Settings(
+        api_key=api_key or None,
+        timeout=timeout,
+        max_body_bytes=int(max_body * 2**20),
+        cors_origins=tuple(cors_origin),
+    )
+    typer.echo(f"lcm-run serve: {engine.model_name} on http://{host}:{port}/ (loading the models)", err=True)
+    run_server(engine, settings, host=host, port=port, log_level=log_level)
+
+
 def _gib(size: int) -> str:
     return f"{size / 2**30:.2f} GiB" if size >= 2**28 else f"{size / 2**20:.1f} MiB"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    app = tools_app if args[:1] in (["verify"], ["info"], ["cache"]) else generate_app
+    app = tools_app if args[:1] in (["verify"], ["info"], ["cache"], ["serve"]) else generate_app
     if args[:1] == ["--version"]:
         print(f"lcm-run {__version__}")
         return

@@ -13,6 +13,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 EXPORT_SIDE = ("torch", "diffusers", "transformers", "nncf", "datasets", "optimum", "accelerate")
+SERVE_SIDE = ("fastapi", "uvicorn", "starlette", "prometheus-client", "prometheus_client")
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def test_runtime_only_install_has_no_export_dependencies(runtime_only_env):
     installed = {line.split("==")[0] for line in listed.splitlines()}
     assert "openvino" in installed and "tokenizers" in installed
     assert not installed & set(EXPORT_SIDE), installed & set(EXPORT_SIDE)
+    assert not installed & set(SERVE_SIDE), installed & set(SERVE_SIDE)
 
 
 def test_lcm_run_writes_png_with_metadata_without_torch(runtime_only_env, tiny_bundle_fp32, tmp_path):
@@ -78,3 +80,14 @@ def test_lcm_run_writes_png_with_metadata_without_torch(runtime_only_env, tiny_b
     )
     assert export.returncode != 0 and "Traceback" not in export.stderr
     assert "lcm-openvino[export]" in export.stderr and len(export.stderr.strip().splitlines()) == 1
+
+
+def test_lcm_run_serve_without_the_extra_says_how_to_install_it(runtime_only_env, tiny_bundle_fp32):
+    serve = subprocess.run(
+        [runtime_only_env / "bin" / "lcm-run", "serve", "--model", str(tiny_bundle_fp32)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert serve.returncode != 0 and "Traceback" not in serve.stderr
+    assert "lcm-openvino[serve]" in serve.stderr and len(serve.stderr.strip().splitlines()) == 1
