@@ -410,6 +410,14 @@ def serve(
     precision: str = typer.Option("auto", "--precision", help="auto (the device's default), f32, bf16 or f16"),
     no_safety_checker: bool = typer.Option(False, "--no-safety-checker", help="Do not run the bundle's safety checker"),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error"),
+    ray: bool = typer.Option(
+        False, "--ray", help="Run as a Ray Serve deployment (extra [ray]) on $RAY_ADDRESS or a local Ray instance"
+    ),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="With --ray: the cluster to join"),
+    replicas: int = typer.Option(1, "--replicas", help="With --ray: replicas, each with the bundle loaded"),
+    cpus_per_replica: float = typer.Option(
+        1.0, "--cpus-per-replica", help="With --ray: CPUs Ray reserves per replica (and OpenVINO's threads)"
+    ),
 ) -> None:
     """Serve the OpenAI images API, AUTOMATIC1111's /sdapi/v1 and a web page at http://HOST:PORT/."""
     try:
@@ -429,6 +437,34 @@ def serve(
         )
     if log_level not in ("debug", "info", "warning", "error"):
         raise InputError(f"--log-level must be debug, info, warning or error, got {log_level!r}")
+    if not ray and (ray_address is not None or replicas != 1 or cpus_per_replica != 1.0):
+        raise InputError("--ray-address, --replicas and --cpus-per-replica go with --ray; add --ray")
+    if replicas < 1 or cpus_per_replica <= 0:
+        raise InputError("--replicas must be 1 or more and --cpus-per-replica above 0")
+    if ray:
+        _serve_on_ray(
+            model or _default_model(),
+            host,
+            port,
+            replicas,
+            cpus_per_replica,
+            ray_address,
+            Settings(
+                api_key=api_key or None,
+                timeout=timeout,
+                max_body_bytes=int(max_body * 2**20),
+                cors_origins=tuple(cors_origin),
+            ),
+            dict(
+                device=device,
+                precision=precision,
+                max_queue=max_queue,
+                max_images=max_images,
+                max_side=max_side,
+                safety_checker=not no_safety_checker,
+            ),
+        )
+        return
     engine = Engine(
         Path(model or _default_model()),
         device=device,
@@ -446,6 +482,30 @@ def serve(
     )
     typer.echo(f"lcm-run serve: {engine.model_name} on http://{host}:{port}/ (loading the models)", err=True)
     run_server(engine, settings, host=host, port=port, log_level=log_level)
+
+
+def _serve_on_ray(
+    model: str,
+    host: str,
+    port: int,
+    replicas: int,
+    cpus_per_replica: float,
+    address: str | None,
+    settings: Any,
+    engine_options: dict[str, Any],
+) -> None:
+    try:
+        from .serve import ray_app
+    except ImportError as error:
+        raise LCMError(
+            "lcm-run serve --ray needs the [ray] extra: pip install 'lcm-openvino[serve,ray]' "
+            f"({error.name} is missing)"
+        ) from None
+    from .loading import open_model_folder
+
+    folder = open_model_folder(model)  # a bad bundle fails here, not in every replica
+    typer.echo(f"lcm-run serve: {folder.name} on Ray, {replicas} replicas (loading the models)", err=True)
+    ray_app.run(str(folder.root), settings, host, port, replicas, cpus_per_replica, address, **engine_options)
 
 
 def _gib(size: int) -> str:

@@ -139,12 +139,14 @@ class Engine:
         safety_checker: bool = True,
         cache_dir: str | Path | bool | None = None,
         on_step_seconds: Callable[[float], None] | None = None,
+        threads: int | None = None,
     ) -> None:
         self.bundle, self.device, self.precision = Path(bundle), device, precision
         self.folder = open_model_folder(self.bundle)  # a bad bundle fails here, before the server starts
         self.max_queue, self.max_images, self.max_side = max_queue, max_images, max_side
         self.safety_checker, self.cache_dir = safety_checker, cache_dir
         self.on_step_seconds = on_step_seconds
+        self.threads = threads  # OpenVINO's inference threads; None: every core (a replica of several gets fewer)
         self.ready = threading.Event()
         self.load_error: str | None = None
         self.text: LCMPipeline | None = None
@@ -173,6 +175,8 @@ class Engine:
             safety_checker=self.safety_checker,
             max_images_per_call=self.max_images,
         )
+        if self.threads is not None:
+            self.text.core.set_property(self.device, {"INFERENCE_NUM_THREADS": self.threads})
         self.img2img = LCMImg2ImgPipeline.from_pipe(self.text)
         self.inpaint = LCMInpaintPipeline.from_pipe(self.text)
         self.previewer = Previewer(self.text)
@@ -192,6 +196,10 @@ class Engine:
             from ..safety_checker import clip_input_shape
 
             pipe.models.safety_checker(clip_input_shape(pipe.parts.safety.preprocessor, 1))
+
+    def alive(self) -> bool:
+        """The worker thread runs (or has not been started yet)."""
+        return self._worker.is_alive() or not self.ready.is_set()
 
     def drain(self, reason: str = "the server is shutting down") -> None:
         """Stop taking jobs and cancel the queued ones; the running job finishes."""
