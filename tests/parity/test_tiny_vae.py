@@ -148,3 +148,25 @@ def test_lcm_export_cli_tiny_vae(tiny_vae_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "vae_decoder_tiny" in read_manifest(tmp_path / "b").components
+
+
+def test_server_previews_decode_each_step_with_the_bundles_taesd(bundle_with_tiny_vae):
+    from lcm_runtime.serve.preview import Previewer
+
+    pipe = LCMPipeline.from_pretrained(bundle_with_tiny_vae, precision="f32", vae="tiny", cache_dir=False)
+    steps: list[np.ndarray] = []
+    final = pipe(
+        "a cat",
+        num_inference_steps=2,
+        height=64,
+        width=64,
+        generator=0,
+        output_type="np",
+        callback_on_step_end=lambda index, total, denoised: steps.append(denoised.copy()),
+    ).images
+    previewer = Previewer(pipe)
+    assert previewer.kind == "taesd"
+    preview = np.asarray(previewer(steps[-1]))
+    assert preview.shape == (64, 64, 3)  # a real decode at the image's size, not the latent view
+    assert np.abs(preview.astype(int) - to_uint8(final)[0].astype(int)).max() <= 1
+    assert not np.array_equal(np.asarray(previewer(steps[0])), preview)

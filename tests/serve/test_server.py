@@ -237,3 +237,46 @@ def test_memory_after_200_requests_is_within_5_percent_of_after_10(small_queue_s
             assert answer.status_code == 200
     after_200 = rss_kib(server.process.pid)
     assert after_200 <= after_10 * 1.05, (after_10, after_200)
+
+
+def test_a_request_that_waits_longer_than_timeout_gets_503_and_its_job_is_dropped(tiny_bundle_fp32, tmp_path):
+    server = start_server(tiny_bundle_fp32, tmp_path / "server.log", "--timeout", "1")
+    try:
+        long = {"prompt": "a red cube", "size": "512x512", "num_inference_steps": 50}
+        answer = httpx.post(f"{server.url}/v1/images/generations", json=long, timeout=60)
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "timeout"
+        assert answer.headers["retry-after"]
+        wait_until(lambda: metric(server, "lcm_running") == 0, 30, "the timed-out job stopped")
+        assert metric(server, "lcm_images_total") == 0
+        assert httpx.post(f"{server.url}/v1/images/generations", json=SMALL, timeout=30).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_the_api_key_can_come_from_lcm_api_key(tiny_bundle_fp32, tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from servers import HOST, free_port
+
+    port = free_port()
+    env = {**os.environ, "LCM_API_KEY": "from-env"}
+    command = [sys.executable, "-m", "lcm_runtime.cli", "serve", "--model", str(tiny_bundle_fp32)]
+    process = subprocess.Popen([*command, "--host", HOST, "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://{HOST}:{port}"
+        wait_until(lambda: _answers(f"{url}/health"), 120, "healthy")
+        assert httpx.get(f"{url}/v1/models", timeout=10).status_code == 401
+        headers = {"Authorization": "Bearer from-env"}
+        assert httpx.get(f"{url}/v1/models", headers=headers, timeout=10).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
