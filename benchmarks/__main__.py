@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from . import report
-from .run import REPO_ROOT, Benchmark, Log, Settings, results_path, write_results
+from .results_file import write_results
+from .run import REPO_ROOT, Benchmark, Log, Settings, results_path
 from .systems import BY_KEY
 
 QUICK_SIZE = 256  # the tiny model at 512 spends most of the quick run in torch's f32 VAE
@@ -111,7 +112,9 @@ def report_only(args: list[str]) -> None:
     python = ensure_environment(ENVIRONMENTS["harness"], Settings.work_dir / "venvs")
     # From the caller's folder, so that relative paths mean what they meant; benchmarks/ from the repository.
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    subprocess.run([str(python), "-m", "benchmarks.report", *args], env=env, check=True)
+    completed = subprocess.run([str(python), "-m", "benchmarks.report", *args], env=env)
+    if completed.returncode != 0:
+        raise SystemExit(completed.returncode)  # the report said why on stderr, in one line
 
 
 def main(argv: list[str] | None = None) -> None:

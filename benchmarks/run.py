@@ -25,6 +25,7 @@ from .deviation import attach_deviations
 from .machine import machine_facts, machine_slug
 from .measure import ProcessResult, run_measured
 from .model import MODEL_NAME, configs_digest
+from .results_file import RESULTS_SCHEMA
 from .systems import (
     BASELINE,
     BUNDLE,
@@ -44,7 +45,6 @@ from .venvs import ENVIRONMENTS, ensure_environment, installed_size
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 WORKERS = PACKAGE_DIR / "workers"
-RESULTS_SCHEMA = 1
 FILLED_CACHE_STARTS = 3  # the median of three: a single start moves by ~0.5 s on this VM
 
 
@@ -549,7 +549,3 @@ def results_path(settings: Settings, results: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.fromisoformat(results["date"]).astimezone(datetime.timezone.utc)
     return directory / f"{slug}-{started:%Y-%m-%dT%H%MZ}.json"
-
-
-def write_results(results: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")

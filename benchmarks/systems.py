@@ -8,7 +8,7 @@ from dataclasses import dataclass
 # Which model files a measurement loads.
 BUNDLE = "bundle"  # the FP16 OpenVINO bundle from lcm-export
 BUNDLE_FAST = "bundle-fast"  # lcm-export --fast: the UNet INT8-quantized (--quantize-unet int8) plus a TAESD decoder
-INT8_UNET_BUNDLES = ("bundle-int8", BUNDLE_FAST)  # bundle-int8: results from before --fast existed
+INT8_UNET_BUNDLES = (BUNDLE_FAST,)  # bundles whose UNet is INT8-quantized
 BUNDLE_TAESD = "bundle-taesd"  # the FP16 bundle plus a TAESD decoder (lcm-export --tiny-vae)
 BUNDLE_TODO = "bundle-todo"  # the FP16 bundle with --fast's token downsampling (lcm-export --token-downsampling 2)
 BUNDLE_BF16 = (

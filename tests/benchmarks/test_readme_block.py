@@ -31,7 +31,7 @@ def test_readme_block_is_the_latest_results_rendered(benchmarks_package: ModuleT
 
 def test_benchmark_page_is_the_latest_results_rendered(benchmarks_package: ModuleType) -> None:
     from benchmarks import readme_block
-    from benchmarks.report import render_markdown
+    from benchmarks.report_markdown import render_markdown
 
     latest = readme_block.latest_results_file()
     plots = [f"benchmarks/{name}" for name in ("headline.png", "latency.png", "stages.png")]
@@ -75,7 +75,7 @@ def test_latest_results_file_goes_by_the_date_inside(tmp_path: Path, benchmarks_
 
 
 def test_block_numbers_come_from_the_results(tmp_path: Path, benchmarks_package: ModuleType) -> None:
-    from test_quick import fake_results, fake_run
+    from test_report import fake_results, fake_run
 
     from benchmarks import readme_block
 
