@@ -56,8 +56,22 @@ def tiny_bundle_fp32(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_cfg_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SD1.5-like pipeline (no time_cond_proj_dim, seed 0) exported at fp32 in "cfg" guidance
+    mode: what an SD1.5 checkpoint with LCM-LoRA fused becomes."""
+    pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from lcm_export.exporter import ExportOptions, export_bundle
+    from lcm_export.tiny import load_tiny_sd_random
+
+    out = tmp_path_factory.mktemp("tiny-cfg-bundle") / "bundle"
+    export_bundle(load_tiny_sd_random(0), out, ExportOptions(weights="fp32", guidance_mode="cfg"))
+    return out
+
+
 INSTALL_TESTS = ("test_torch_free_install.py", "test_quick.py::test_quick_run_writes_results_and_page")
-BUNDLE_FIXTURES = {"tiny_bundle_fp32", "tiny_pipeline_dir", "export_tiny", "reference_pipeline"}
+BUNDLE_FIXTURES = {"tiny_bundle_fp32", "tiny_pipeline_dir", "export_tiny", "reference_pipeline", "tiny_cfg_bundle"}
 
 
 def tier(item: pytest.Item) -> str:

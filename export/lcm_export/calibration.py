@@ -1,10 +1,11 @@
 """Post-training INT8 quantization of the UNet, calibrated on the UNet inputs it really sees.
 
 The inputs are captured by running the exported (floating-point) text encoder and UNet
-through the runtime's own tokenizer, guidance embedding and LCM scheduler, so that the
-activation statistics match deployment. Capture runs at f32 precision with fixed seeds:
-bf16 (the CPU default on some machines) would make the statistics, and therefore the
-quantized bundle's checksums, depend on the CPU.
+through the runtime's own tokenizer, guidance (guidance.py) and LCM scheduler, so that the
+activation statistics match deployment: an LCM at guidance 8 (its embedding bound), a cfg
+(LCM-LoRA) bundle at its default guidance 1, one UNet pass on the prompt. Capture runs at f32
+precision with fixed seeds: bf16 (the CPU default on some machines) would make the statistics, and
+therefore the quantized bundle's checksums, depend on the CPU.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lcm_runtime.bundle import SCHEDULER_TABLES, component_xml, read_json, scheduler_table_file
+from lcm_runtime.bundle import (
+    CFG,
+    EMBEDDED,
+    SCHEDULER_TABLES,
+    TIMESTEP_COND,
+    ModelFacts,
+    component_xml,
+    read_json,
+    scheduler_table_file,
+)
 from lcm_runtime.errors import InputError, first_line
 
 from .options import ExportOptions
@@ -29,6 +39,7 @@ if TYPE_CHECKING:
 DEFAULT_PROMPTS_FILE = "calibration_prompts.txt"
 CALIBRATION_STEPS = 4
 CALIBRATION_GUIDANCE_SCALE = 8.0
+CFG_CALIBRATION_GUIDANCE_SCALE = 1.0  # a cfg bundle's default (LCM-LoRA is meant for 1 to 2)
 CALIBRATION_SEED = 0
 PROMPT_COLUMNS = ("prompt", "Prompt", "text", "caption", "TEXT", "sentence")
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -106,11 +117,23 @@ def _prompt_column(columns: list[str], name: str) -> str:
     )
 
 
-def capture_unet_inputs(bundle_root: Path, prompts: list[str], size: int) -> list[dict[str, np.ndarray]]:
+def calibration_guidance_scale(guidance_mode: str) -> float:
+    return CFG_CALIBRATION_GUIDANCE_SCALE if guidance_mode == CFG else CALIBRATION_GUIDANCE_SCALE
+
+
+def capture_unet_inputs(
+    bundle_root: Path,
+    prompts: list[str],
+    size: int,
+    guidance_mode: str = EMBEDDED,
+    guidance_scale: float | None = None,
+) -> list[dict[str, np.ndarray]]:
     """Run the exported text encoder + UNet through the runtime's own denoising loop (denoise.denoise,
-    f32, fixed seeds); record every UNet call's inputs through its hook."""
+    f32, fixed seeds) and guidance (at ``guidance_scale``, the mode's calibration scale by default);
+    record every UNet call's inputs through its hook, as the UNet gets them: the doubled batch
+    [uncond, cond] when the guidance is classifier-free."""
     from lcm_runtime.denoise import denoise
-    from lcm_runtime.guidance import guidance_scale_embedding
+    from lcm_runtime.guidance import Guidance
     from lcm_runtime.models import TextEncoder, UNet
     from lcm_runtime.openvino_runtime import ov
     from lcm_runtime.schedulers.scheduling_lcm import LCMScheduler, LCMSchedulerConfig
@@ -119,10 +142,16 @@ def capture_unet_inputs(bundle_root: Path, prompts: list[str], size: int) -> lis
     root = Path(bundle_root)
     unet_config = read_json(root / "unet" / "config.json")
     text_config = read_json(root / "text_encoder" / "config.json")
+    vae_config = read_json(root / "vae_decoder" / "config.json")
     latent_channels = int(unet_config["in_channels"])
     sample_size = unet_config.get("sample_size", 64)
     latent_side = int(sample_size[0] if isinstance(sample_size, (list, tuple)) else sample_size)
     max_length = int(text_config["max_position_embeddings"])
+    facts = ModelFacts.from_configs(unet_config, vae_config, max_length, guidance_mode=guidance_mode)
+    guidance = Guidance.plan(
+        facts, calibration_guidance_scale(guidance_mode) if guidance_scale is None else guidance_scale
+    )
+    batch = guidance.unet_batch(1)
 
     tables = {name: np.load(root / scheduler_table_file(name)) for name in SCHEDULER_TABLES}
     scheduler = LCMScheduler(
@@ -131,42 +160,42 @@ def capture_unet_inputs(bundle_root: Path, prompts: list[str], size: int) -> lis
     tokenizer = PromptTokenizer.from_file(root / "tokenizer" / "tokenizer.json", max_length)
     core = ov.Core()
     text_encoder = TextEncoder(core, root / component_xml("text_encoder"), {"input_ids": [1, max_length]}, "CPU", F32)
-    cond_dim = int(unet_config["time_cond_proj_dim"])
-    unet = UNet(
-        core,
-        root / component_xml("unet"),
-        {
-            "sample": [1, latent_channels, latent_side, latent_side],
-            "timestep": [1],
-            "encoder_hidden_states": [1, max_length, -1],
-            "timestep_cond": [1, cond_dim],
-        },
-        "CPU",
-        F32,
+    shapes = {
+        "sample": [batch, latent_channels, latent_side, latent_side],
+        "timestep": [1],
+        "encoder_hidden_states": [batch, max_length, -1],
+    }
+    timestep_cond = guidance.timestep_cond(1)
+    if timestep_cond is not None:
+        shapes[TIMESTEP_COND] = [batch, timestep_cond.shape[1]]
+    unet = UNet(core, root / component_xml("unet"), shapes, "CPU", F32)
+    unconditional = (
+        [text_encoder(tokenizer([negative])) for negative in guidance.negative_prompts]
+        if guidance.negative_prompts is not None
+        else []
     )
-    timestep_cond = guidance_scale_embedding(np.array([CALIBRATION_GUIDANCE_SCALE - 1.0], dtype=np.float32), cond_dim)
 
     samples: list[dict[str, np.ndarray]] = []
     for index, prompt in enumerate(prompts):
         if len(samples) >= size:
             break
         rng = np.random.default_rng(CALIBRATION_SEED + index)
-        embeddings = text_encoder(tokenizer([prompt]))
+        embeddings = np.concatenate(unconditional + [text_encoder(tokenizer([prompt]))])
         unet.bind_conditioning(embeddings, timestep_cond)
 
         def record(sample: np.ndarray, timestep: int, embeddings: np.ndarray = embeddings) -> None:
-            samples.append(
-                {
-                    "sample": sample.copy(),
-                    "timestep": np.array([timestep], dtype=np.int64),
-                    "encoder_hidden_states": embeddings.copy(),
-                    "timestep_cond": timestep_cond.copy(),
-                }
-            )
+            inputs = {
+                "sample": np.concatenate([sample] * (batch // len(sample))),
+                "timestep": np.array([timestep], dtype=np.int64),
+                "encoder_hidden_states": embeddings.copy(),
+            }
+            if timestep_cond is not None:
+                inputs[TIMESTEP_COND] = timestep_cond.copy()
+            samples.append(inputs)
 
         latents = rng.standard_normal((1, latent_channels, latent_side, latent_side), dtype=np.float32)
         scheduler.set_timesteps(CALIBRATION_STEPS)
-        denoise(unet, scheduler, latents, rng, on_unet_input=record)
+        denoise(guidance.guided(unet), scheduler, latents, rng, on_unet_input=record)
     return samples[:size]
 
 
@@ -189,9 +218,9 @@ def quantize_unet(
     from .compress import save_ir
     from .convert import convert_component
 
-    samples = capture_unet_inputs(bundle_root, prompts, options.calibration_size)
+    samples = capture_unet_inputs(bundle_root, prompts, options.calibration_size, options.guidance_mode)
 
-    float_unet = convert_component(pipeline, "unet", options.token_downsampling)
+    float_unet = convert_component(pipeline, "unet", options.token_downsampling, options.guidance_mode)
     quantized = nncf.quantize(
         float_unet,
         nncf.Dataset(samples),
@@ -223,7 +252,7 @@ def quantize_unet(
         "prompts_sha256": hashlib.sha256("\n".join(used_prompts).encode()).hexdigest(),
         "samples": len(samples),
         "steps": CALIBRATION_STEPS,
-        "guidance_scale": CALIBRATION_GUIDANCE_SCALE,
+        "guidance_scale": calibration_guidance_scale(options.guidance_mode),
         "latent_size": int(samples[0]["sample"].shape[-1]) if samples else None,
         "seed": CALIBRATION_SEED,
         "inference_precision": "f32",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lcm_runtime.bundle import COMPONENT_IO
+from lcm_runtime.bundle import CFG, EMBEDDED, component_io
 
 from .options import TOKEN_DOWNSAMPLING_FACTORS
 
@@ -46,6 +46,20 @@ class UNetIO(torch.nn.Module):
         timestep_cond: torch.Tensor,
     ) -> torch.Tensor:
         return self.unet(sample, timestep, encoder_hidden_states, timestep_cond=timestep_cond, return_dict=False)[0]
+
+
+class CfgUNetIO(torch.nn.Module):
+    """A "cfg" bundle's UNet (no time_cond_proj_dim): no timestep_cond input; the runtime runs
+    classifier-free guidance around it."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor:
+        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
 
 
 class VaeDecoderIO(torch.nn.Module):
@@ -185,16 +199,16 @@ def unet_rewrites(unet: torch.nn.Module, token_downsampling: int = 1) -> Iterato
 
 
 def _example_and_shapes(
-    pipeline: LatentConsistencyModelPipeline, component: str
+    pipeline: LatentConsistencyModelPipeline, component: str, guidance_mode: str = EMBEDDED
 ) -> tuple[tuple[torch.Tensor, ...], list[Any]]:
-    """Small example inputs to trace with, and the dynamic shapes/types of each input."""
+    """Small example inputs to trace with, and the dynamic shapes/types of each input (a cfg UNet's
+    without timestep_cond)."""
     import openvino as ov
 
     unet_config = pipeline.unet.config
     latent_channels = int(unet_config.in_channels)
     text_dim = int(pipeline.text_encoder.config.hidden_size)
     max_length = int(pipeline.text_encoder.config.max_position_embeddings)
-    cond_dim = int(unet_config.time_cond_proj_dim)
     vae_scale = 2 ** (len(pipeline.vae.config.block_out_channels) - 1)
     # The UNet is traced at a latent side that is NOT a multiple of its total up-sampling factor:
     # diffusers then passes each skip connection's size to the up-samplers, and the traced graph
@@ -214,14 +228,16 @@ def _example_and_shapes(
             torch.randn(1, latent_channels, unet_side, unet_side, generator=torch.Generator().manual_seed(0)),
             torch.tensor([999], dtype=torch.int64),
             torch.randn(1, max_length, text_dim, generator=torch.Generator().manual_seed(1)),
-            torch.randn(1, cond_dim, generator=torch.Generator().manual_seed(2)),
         )
         shapes = [
             (ov.PartialShape([dynamic, latent_channels, dynamic, dynamic]), ov.Type.f32),
             (ov.PartialShape([1]), ov.Type.i64),
             (ov.PartialShape([dynamic, dynamic, text_dim]), ov.Type.f32),
-            (ov.PartialShape([dynamic, cond_dim]), ov.Type.f32),
         ]
+        if guidance_mode == EMBEDDED:
+            cond_dim = int(unet_config.time_cond_proj_dim)
+            example += (torch.randn(1, cond_dim, generator=torch.Generator().manual_seed(2)),)
+            shapes.append((ov.PartialShape([dynamic, cond_dim]), ov.Type.f32))
     elif component == "vae_decoder":
         latent_channels = int(pipeline.vae.config.latent_channels)
         example = (
@@ -245,26 +261,33 @@ WRAPPERS: dict[str, Callable[[LatentConsistencyModelPipeline], torch.nn.Module]]
 }
 
 
-def wrap_component(pipeline: LatentConsistencyModelPipeline, component: str) -> torch.nn.Module:
+def wrap_component(
+    pipeline: LatentConsistencyModelPipeline, component: str, guidance_mode: str = EMBEDDED
+) -> torch.nn.Module:
     """The torch module whose forward is exactly the component's bundle signature (float32, eval)."""
-    module = WRAPPERS[component](pipeline)
+    module = CfgUNetIO(pipeline.unet) if component == "unet" and guidance_mode == CFG else WRAPPERS[component](pipeline)
     return module.float().eval()
 
 
-def example_inputs(pipeline: LatentConsistencyModelPipeline, component: str) -> tuple[torch.Tensor, ...]:
-    return _example_and_shapes(pipeline, component)[0]
+def example_inputs(
+    pipeline: LatentConsistencyModelPipeline, component: str, guidance_mode: str = EMBEDDED
+) -> tuple[torch.Tensor, ...]:
+    return _example_and_shapes(pipeline, component, guidance_mode)[0]
 
 
 def convert_component(
-    pipeline: LatentConsistencyModelPipeline, component: str, token_downsampling: int = 1
+    pipeline: LatentConsistencyModelPipeline,
+    component: str,
+    token_downsampling: int = 1,
+    guidance_mode: str = EMBEDDED,
 ) -> ov.Model:
-    """Trace one component into an ov.Model named per bundle.COMPONENT_IO (the UNet through
-    unet_rewrites, with ``token_downsampling``)."""
+    """Trace one component into an ov.Model named per bundle.component_io (the UNet through
+    unet_rewrites, with ``token_downsampling``; a ``guidance_mode="cfg"`` UNet without timestep_cond)."""
     import openvino as ov
 
-    module = wrap_component(pipeline, component)
-    example, shapes = _example_and_shapes(pipeline, component)
-    input_names, output_names = COMPONENT_IO[component]
+    module = wrap_component(pipeline, component, guidance_mode)
+    example, shapes = _example_and_shapes(pipeline, component, guidance_mode)
+    input_names, output_names = component_io(component, guidance_mode)
     rewrites = unet_rewrites(pipeline.unet, token_downsampling) if component == "unet" else nullcontext()
     with torch.no_grad(), warnings.catch_warnings(), rewrites:
         # diffusers' shape checks (sizes divisible by the up-sampling factor, batch >= 64) become

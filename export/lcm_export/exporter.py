@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lcm_runtime.bundle import (
+    CFG,
     COMPONENT_IO,
     CONFIG_FILE,
+    EMBEDDED,
     FEATURE_EXTRACTOR_CONFIG,
     INT8_PTQ,
     MODEL_INDEX_FILE,
@@ -25,9 +27,11 @@ from lcm_runtime.bundle import (
     OPTIONAL_COMPONENT_IO,
     SAFETY_CHECKER,
     SCHEDULER_CONFIG,
+    TIMESTEP_COND,
     TINY_VAE_DECODER,
     Manifest,
     ModelFacts,
+    component_io,
     component_xml,
     dumps_json,
     read_manifest,
@@ -99,12 +103,14 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def model_index(pipeline: LatentConsistencyModelPipeline) -> dict[str, Any]:
-    """diffusers' model_index.json for the exported pipeline (what optimum-intel ships too)."""
+def model_index(pipeline: LatentConsistencyModelPipeline, guidance_mode: str = EMBEDDED) -> dict[str, Any]:
+    """diffusers' model_index.json for the exported pipeline (what optimum-intel ships too). A cfg bundle
+    is a StableDiffusionPipeline with LCMScheduler, as diffusers, optimum-intel and openvino.genai run
+    LCM-LoRA: classifier-free guidance, no guidance embedding."""
     import diffusers
 
     return {
-        "_class_name": "LatentConsistencyModelPipeline",
+        "_class_name": "StableDiffusionPipeline" if guidance_mode == CFG else "LatentConsistencyModelPipeline",
         "_diffusers_version": diffusers.__version__,
         "feature_extractor": [None, None],
         "requires_safety_checker": False,
@@ -130,6 +136,22 @@ def component_configs(pipeline: LatentConsistencyModelPipeline) -> dict[str, dic
         "vae_decoder": vae,
         "vae_encoder": vae,
     }
+
+
+def export_scheduler(pipeline: LatentConsistencyModelPipeline, guidance_mode: str) -> Any:
+    """The scheduler the bundle ships: the pipeline's LCMScheduler; in cfg mode, diffusers'
+    ``LCMScheduler.from_config(pipe.scheduler.config)`` of the SD checkpoint's scheduler (LCM-LoRA's recipe)."""
+    if guidance_mode != CFG:
+        return pipeline.scheduler
+    from diffusers import LCMScheduler
+    from diffusers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # "skip_prk_steps ... will be ignored": PNDM's keys mean nothing to LCM
+    try:
+        return LCMScheduler.from_config(pipeline.scheduler.config)
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def estimate_bundle_bytes(pipeline: LatentConsistencyModelPipeline, weights: str) -> int:
@@ -169,6 +191,11 @@ def export_bundle(
     check_free_space(out, estimate_bundle_bytes(pipeline, options.weights) + checker_bytes)
 
     max_length = text_max_length(pipeline.tokenizer, pipeline.text_encoder.config.max_position_embeddings)
+    # Before any work: refuses a UNet that does not fit the guidance mode (embedded needs time_cond_proj_dim).
+    facts = ModelFacts.from_configs(
+        dict(pipeline.unet.config), dict(pipeline.vae.config), max_length, guidance_mode=options.guidance_mode
+    )
+    scheduler = export_scheduler(pipeline, options.guidance_mode)
     precisions = {component: component_precision(options.weights, component) for component in COMPONENTS}
     if options.quantize_unet:
         precisions["unet"] = INT8_PTQ
@@ -187,12 +214,12 @@ def export_bundle(
 
     with staged_output(out, options.force) as staging:
         with progress.stage("configs"):
-            write_text(staging / MODEL_INDEX_FILE, dumps_json(model_index(pipeline)))
+            write_text(staging / MODEL_INDEX_FILE, dumps_json(model_index(pipeline, options.guidance_mode)))
             for component, config in component_configs(pipeline).items():
                 write_text(staging / component / CONFIG_FILE, dumps_json(config))
-            write_text(staging / SCHEDULER_CONFIG, dumps_json(clean_config(pipeline.scheduler.to_json_string())))
+            write_text(staging / SCHEDULER_CONFIG, dumps_json(clean_config(scheduler.to_json_string())))
         with progress.stage("scheduler tables"):
-            write_scheduler_tables(staging, pipeline.scheduler)
+            write_scheduler_tables(staging, scheduler)
         with progress.stage("tokenizer"):
             write_tokenizer_folder(staging, pipeline.tokenizer, max_length)
         for component in COMPONENTS:
@@ -221,7 +248,6 @@ def export_bundle(
         with progress.stage("manifest"):
             from .convert import downsampled_self_attentions
 
-            facts = ModelFacts.from_configs(dict(pipeline.unet.config), dict(pipeline.vae.config), max_length)
             manifest = Manifest(
                 source=loaded.info,
                 versions=package_versions(),
@@ -254,6 +280,7 @@ def export_bundle(
                 },
                 model=facts,
                 calibration=calibration,
+                loras=list(loaded.loras),  # fused before conversion (lora.fuse_loras)
             )
             write_manifest(staging, manifest)
         with progress.stage("verify"):
@@ -266,7 +293,7 @@ def _export_component(
 ) -> None:
     from .convert import convert_component
 
-    model = convert_component(pipeline, component, options.token_downsampling)
+    model = convert_component(pipeline, component, options.token_downsampling, options.guidance_mode)
     if precision != INT8_PTQ:  # PTQ replaces this IR later, starting from the float model
         model = compress_weights(model, precision)
     save_ir(model, staging / component_xml(component), options.weights)
@@ -283,14 +310,17 @@ def verify_bundle(root: Path) -> None:
         listing = ", ".join(f"{p.path} ({p.problem})" for p in problems[:3])
         raise ExportError(f"the written bundle does not verify: {listing}; check the disk and retry")
     core = ov.Core()
+    mode = manifest.model.guidance_mode
+    required = {component: component_io(component, mode) for component in COMPONENT_IO}
     present = {name: io for name, io in OPTIONAL_COMPONENT_IO.items() if name in manifest.components}
-    for component, (inputs, outputs) in {**COMPONENT_IO, **present}.items():
+    for component, (inputs, outputs) in {**required, **present}.items():
         model = core.read_model(root / component_xml(component))
         names = (
             {name for port in model.inputs for name in port.get_names()},
             {name for port in model.outputs for name in port.get_names()},
         )
-        if not set(inputs) <= names[0] or not set(outputs) <= names[1]:
+        unexpected = component == "unet" and mode == CFG and TIMESTEP_COND in names[0]
+        if not set(inputs) <= names[0] or not set(outputs) <= names[1] or unexpected:
             raise ExportError(
                 f"{component} IR has inputs {sorted(names[0])} / outputs {sorted(names[1])}, not {inputs} / {outputs}"
             )

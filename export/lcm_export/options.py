@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lcm_runtime.bundle import EMBEDDED, GUIDANCE_MODES
 from lcm_runtime.errors import InputError
 
 WEIGHT_OPTIONS = ("fp32", "fp16", "bf16", "int8", "int4")  # lcm-export --weights
@@ -25,6 +26,9 @@ class ExportOptions:
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
     token_downsampling: int = 1
     force: bool = False
+    # Internal (no CLI flag): "embedded" for an LCM-distilled UNet; "cfg" (classifier-free guidance,
+    # a UNet without time_cond_proj_dim, LCMScheduler) is what the LCM-LoRA path sets.
+    guidance_mode: str = EMBEDDED
 
     def validate(self) -> None:
         if self.weights not in WEIGHT_OPTIONS:
@@ -38,5 +42,7 @@ class ExportOptions:
             )
         if self.calibration_size < 1:
             raise InputError(f"--calibration-size must be at least 1, got {self.calibration_size}")
+        if self.guidance_mode not in GUIDANCE_MODES:
+            raise InputError(f"unknown guidance mode {self.guidance_mode!r}; one of {', '.join(GUIDANCE_MODES)}")
         if self.quantize_unet is None and self.calibration_dataset is not None:
             raise InputError("--calibration-dataset only applies with --quantize-unet int8; add it or drop the dataset")

@@ -3,7 +3,8 @@
 Users smoke-test deployments with it without downloading 4 GB, and the tests build it offline.
 The structure mirrors SD1.5/LCM_Dreamshaper_v7 (cross-attention UNet with time_cond_proj_dim,
 4-block VAE so vae_scale_factor is 8, CLIP text encoder with the 49,408-token BPE vocabulary);
-only the widths are shrunk.
+only the widths are shrunk. ``build_tiny_sd_pipeline`` is its SD1.5-like twin without
+time_cond_proj_dim (what an SD1.5 checkpoint with LCM-LoRA fused is), for the "cfg" guidance mode.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import tempfile
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from diffusers import LatentConsistencyModelPipeline
+    from diffusers import LatentConsistencyModelPipeline, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
     from .source import LoadedSource
@@ -49,6 +50,19 @@ DREAMSHAPER_SCHEDULER_CONFIG = {
     "timestep_spacing": "leading",
     "timestep_scaling": 10.0,
     "rescale_betas_zero_snr": False,
+}
+
+# stable-diffusion-v1-5's scheduler/scheduler_config.json (PNDM): what LCM-LoRA's recipe turns into an
+# LCMScheduler with LCMScheduler.from_config.
+SD15_SCHEDULER_CONFIG = {
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
 }
 
 TINY_TEXT_HIDDEN = 32
@@ -109,8 +123,40 @@ def build_clip_tokenizer() -> CLIPTokenizer:
 
 def build_tiny_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
     """A random-weight LCM pipeline; the same seed always gives the same weights."""
+    from diffusers import LCMScheduler
+
+    from .assemble import assemble_pipeline
+
+    unet, vae, text_encoder = _tiny_models(seed, TINY_TIME_COND_DIM)
+    scheduler = LCMScheduler(**DREAMSHAPER_SCHEDULER_CONFIG)
+    return assemble_pipeline(unet, vae, text_encoder, build_clip_tokenizer(), scheduler)
+
+
+def build_tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    """A random-weight SD1.5-like pipeline: the tiny LCM's architecture without time_cond_proj_dim, and
+    SD1.5's PNDM scheduler config (export it with guidance_mode="cfg"). Same seed, same weights."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    unet, vae, text_encoder = _tiny_models(seed, None)
+    pipeline = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=build_clip_tokenizer(),
+        unet=unet,
+        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    for module in (unet, vae, text_encoder):
+        module.eval()
+    return pipeline
+
+
+def _tiny_models(seed: int, time_cond_proj_dim: int | None) -> tuple[Any, Any, Any]:
+    """The tiny UNet, VAE and CLIP text encoder, drawn in that order after seeding torch."""
     import torch
-    from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -125,7 +171,7 @@ def build_tiny_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=TINY_TEXT_HIDDEN,
-        time_cond_proj_dim=TINY_TIME_COND_DIM,
+        time_cond_proj_dim=time_cond_proj_dim,
         attention_head_dim=8,
         norm_num_groups=8,
     )
@@ -154,10 +200,7 @@ def build_tiny_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
             pad_token_id=49407,
         )
     )
-    scheduler = LCMScheduler(**DREAMSHAPER_SCHEDULER_CONFIG)
-    from .assemble import assemble_pipeline
-
-    return assemble_pipeline(unet, vae, text_encoder, build_clip_tokenizer(), scheduler)
+    return unet, vae, text_encoder
 
 
 def save_tiny_pipeline(folder: Path | str, seed: int = 0, safe_serialization: bool = True) -> Path:
@@ -182,6 +225,13 @@ def _pickle_remaining_safetensors(folder: Path) -> None:
         legacy = "pytorch_model.bin" if path.name == "model.safetensors" else path.name.replace(".safetensors", ".bin")
         torch.save(load_file(path), path.with_name(legacy))
         path.unlink()
+
+
+def load_tiny_sd_random(seed: int = 0) -> LoadedSource:
+    """The tiny random SD1.5-like pipeline as an export source (export it with guidance_mode="cfg")."""
+    from .source import LoadedSource
+
+    return LoadedSource(pipeline=build_tiny_sd_pipeline(seed), info={"kind": "tiny-random-sd", "seed": int(seed)})
 
 
 def load_tiny_random(seed: int = 0) -> LoadedSource:

@@ -12,6 +12,7 @@ runtime needs to be exact and self-checking::
     tokenizer/openvino_tokenizer.xml     (and .bin) for openvino.genai
     text_encoder/openvino_model.xml      input_ids -> last_hidden_state
     unet/openvino_model.xml              sample, timestep, encoder_hidden_states, timestep_cond -> out_sample
+                                         (a "cfg" bundle's UNet has no timestep_cond: see GUIDANCE_MODES)
     vae_decoder/openvino_model.xml       latent_sample -> sample
     vae_encoder/openvino_model.xml       sample -> latent_parameters
     vae_decoder_tiny/openvino_model.xml  (optional, TAESD) latent_sample -> sample
@@ -42,7 +43,10 @@ from typing import Any
 from .errors import BundleError
 
 FORMAT_NAME = "lcm-openvino-bundle"
-FORMAT_VERSION = 1
+# 2: the model facts record the guidance mode (GUIDANCE_MODES); a version 1 manifest has none and reads as
+# "embedded", the only mode version 1 knew.
+FORMAT_VERSION = 2
+GUIDANCE_MODE_VERSION = 2  # the first version that may name a guidance mode other than "embedded"
 MANIFEST_FILE = "manifest.json"
 MODEL_INDEX_FILE = "model_index.json"
 MODEL_XML = "openvino_model.xml"
@@ -60,6 +64,13 @@ COMPONENT_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "vae_encoder": (("sample",), ("latent_parameters",)),
 }
 REQUIRED_COMPONENTS = ("text_encoder", "unet", "vae_decoder")
+# How the UNet is guided. "embedded": an LCM-distilled UNet (time_cond_proj_dim) takes the guidance
+# scale as its timestep_cond input, one pass per step. "cfg": a UNet without time_cond_proj_dim (an
+# SD1.5 checkpoint with LCM-LoRA fused), guided by classifier-free guidance: the UNet IR has no
+# timestep_cond input, and a guidance scale above 1 runs it on [unconditional, conditional].
+EMBEDDED, CFG = "embedded", "cfg"
+GUIDANCE_MODES = (EMBEDDED, CFG)
+TIMESTEP_COND = "timestep_cond"  # the UNet input only an embedded-guidance bundle has
 # Optional components: present only when the export asked for them.
 TINY_VAE_DECODER = "vae_decoder_tiny"  # TAESD (diffusers' AutoencoderTiny) decoder, lcm-export --tiny-vae
 SAFETY_CHECKER = "safety_checker"  # diffusers' StableDiffusionSafetyChecker, run by lcm_runtime.safety_checker
@@ -98,6 +109,14 @@ GUIDANCE_CONVENTIONS = {"w = guidance_scale - 1": -1.0, "w = guidance_scale": 0.
 DIFFUSERS_GUIDANCE_CONVENTION = "w = guidance_scale - 1"
 
 
+def component_io(component: str, guidance_mode: str = EMBEDDED) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A required component's input and output names in a bundle of this guidance mode."""
+    inputs, outputs = COMPONENT_IO[component]
+    if component == "unet" and guidance_mode == CFG:
+        inputs = tuple(name for name in inputs if name != TIMESTEP_COND)
+    return inputs, outputs
+
+
 def component_xml(component: str) -> str:
     return f"{component}/{MODEL_XML}"
 
@@ -119,10 +138,11 @@ class ModelFacts:
     vae_scaling_factor: float
     sample_size: int  # latent side; the native image side is sample_size * vae_scale_factor
     text_max_length: int
-    time_cond_proj_dim: int
+    time_cond_proj_dim: int | None  # the guidance embedding's size; None in "cfg" mode (no timestep_cond)
     guidance_embedding: str = DIFFUSERS_GUIDANCE_CONVENTION
     default_steps: int = 4
-    default_guidance_scale: float = 8.0
+    default_guidance_scale: float = 8.0  # 1.0 in "cfg" mode: one UNet pass, LCM-LoRA's recommendation
+    guidance_mode: str = EMBEDDED  # GUIDANCE_MODES
     # The UNet IR's own constraint on the latent side. lcm-export traces diffusers' general
     # up-sampling path, so any side works (1); an IR traced at a multiple of the UNet's up-sampling
     # factor (optimum-cli's) only accepts multiples of it.
@@ -142,15 +162,26 @@ class ModelFacts:
         unet_config: dict[str, Any],
         vae_config: dict[str, Any],
         text_max_length: int,
+        guidance_mode: str = EMBEDDED,
         **defaults: Any,
     ) -> ModelFacts:
-        """Derive the facts from diffusers' UNet and VAE configs (the ones the bundle ships)."""
+        """Derive the facts from diffusers' UNet and VAE configs (the ones the bundle ships). An "embedded"
+        UNet must have a time_cond_proj_dim (LCM-distilled); a "cfg" one must not."""
+        _check_guidance_mode(guidance_mode, where="the export")
         time_cond_proj_dim = unet_config.get("time_cond_proj_dim")
-        if not time_cond_proj_dim:
+        if guidance_mode == EMBEDDED and not time_cond_proj_dim:
             raise BundleError(
-                "the UNet has no time_cond_proj_dim: this is not an LCM-distilled model "
-                "(use an LCM such as SimianLuo/LCM_Dreamshaper_v7)"
+                "the UNet has no time_cond_proj_dim: this is not an LCM-distilled model; export an SD1.5 "
+                "checkpoint with `lcm-export --lcm-lora latent-consistency/lcm-lora-sdv1-5`, or use an LCM "
+                "such as SimianLuo/LCM_Dreamshaper_v7"
             )
+        if guidance_mode == CFG and time_cond_proj_dim is not None:
+            raise BundleError(
+                f"the UNet has time_cond_proj_dim {describe_value(time_cond_proj_dim)}: an LCM-distilled model "
+                "embeds its guidance and has no classifier-free guidance; export it without cfg mode"
+            )
+        if guidance_mode == CFG:
+            defaults = {"default_guidance_scale": 1.0, **defaults}
         sample_size = unet_config.get("sample_size", 64)
         if isinstance(sample_size, (list, tuple)) and sample_size:
             sample_size = sample_size[0]
@@ -161,7 +192,8 @@ class ModelFacts:
                 vae_scaling_factor=float(vae_config.get("scaling_factor", 0.18215)),
                 sample_size=int(sample_size),
                 text_max_length=int(text_max_length),
-                time_cond_proj_dim=int(time_cond_proj_dim),
+                time_cond_proj_dim=None if time_cond_proj_dim is None else int(time_cond_proj_dim),
+                guidance_mode=guidance_mode,
             )
         except (TypeError, ValueError, OverflowError) as error:
             raise BundleError(
@@ -174,7 +206,8 @@ class ModelFacts:
         return facts
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelFacts:
+    def from_dict(cls, data: dict[str, Any], format_version: int = FORMAT_VERSION) -> ModelFacts:
+        """The manifest's facts; a manifest of ``format_version`` 1 has no guidance mode: "embedded"."""
         try:
             facts = cls(**data)
         except TypeError as error:
@@ -185,6 +218,18 @@ class ModelFacts:
             raise BundleError(
                 f"manifest.json names an unknown guidance embedding {facts.guidance_embedding!r}; "
                 "upgrade lcm-openvino or re-export the bundle"
+            )
+        _check_guidance_mode(facts.guidance_mode)
+        if facts.guidance_mode != EMBEDDED and format_version < GUIDANCE_MODE_VERSION:
+            raise BundleError(
+                f"{MANIFEST_FILE} says format version {format_version} but names guidance mode "
+                f"{facts.guidance_mode!r}, which only version {GUIDANCE_MODE_VERSION} and later have; "
+                "re-export the bundle"
+            )
+        if (facts.time_cond_proj_dim is None) != (facts.guidance_mode == CFG):
+            raise BundleError(
+                f"{MANIFEST_FILE} has guidance mode {facts.guidance_mode!r} with time_cond_proj_dim "
+                f"{facts.time_cond_proj_dim}: an embedded-guidance UNet has one, a cfg UNet none; re-export the bundle"
             )
         return facts
 
@@ -199,6 +244,9 @@ class Manifest:
     model: ModelFacts
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None
+    # The LoRAs lcm-export fused into the UNet and text encoder before conversion (--lcm-lora, --lora), in
+    # order: {"name": hub id or file name, "sha256": of the file, "scale", "role": "lcm" or "style"}.
+    loras: list[dict[str, Any]] = field(default_factory=list)
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
@@ -229,13 +277,14 @@ class Manifest:
         try:
             source, versions = _object(data["source"], "source"), _object(data["versions"], "versions")
             components = _components(data["components"])
-            model = ModelFacts.from_dict(_object(data["model"], "model"))
+            model = ModelFacts.from_dict(_object(data["model"], "model"), version)
             files = _file_entries(data["files"])
         except KeyError as error:
             raise BundleError(f"{MANIFEST_FILE} is incomplete (missing {error}); re-export the bundle") from None
         calibration = data.get("calibration")
         if calibration is not None:
             _object(calibration, "calibration")
+        loras = _loras(data.get("loras", []))  # a manifest older than LoRA fusion has none
         return cls(
             source=dict(source),
             versions=dict(versions),
@@ -243,6 +292,7 @@ class Manifest:
             model=model,
             files=files,
             calibration=calibration,
+            loras=loras,
             format=data["format"],
             format_version=version,
         )
@@ -280,8 +330,18 @@ def is_finite_number(value: Any) -> bool:
         return False
 
 
+def _check_guidance_mode(mode: Any, where: str = MANIFEST_FILE) -> None:
+    if not isinstance(mode, str) or mode not in GUIDANCE_MODES:
+        raise BundleError(
+            f"{where} names an unknown guidance mode {describe_value(mode)} (this lcm-openvino knows "
+            f"{' and '.join(GUIDANCE_MODES)}); upgrade lcm-openvino or re-export the bundle"
+        )
+
+
 def _check_fact(name: str, kind: str, value: Any, where: str = MANIFEST_FILE) -> None:
-    if kind == "int":
+    if kind == "int | None" and value is None:
+        return
+    if kind in ("int", "int | None"):
         ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_FACT
         wanted = f"an integer from 1 to {MAX_FACT}"
     elif kind == "float":
@@ -363,6 +423,29 @@ def _file_entries(value: Any) -> dict[str, dict[str, Any]]:
                 'not {"size": bytes, "sha256": hex digest}; re-export or re-download the bundle'
             )
     return dict(files)
+
+
+def _loras(value: Any) -> list[dict[str, Any]]:
+    """The manifest's fused LoRAs: a list of {"name": text, "sha256": 64 hex digits, "scale": finite number}."""
+    if not isinstance(value, list):
+        raise BundleError(
+            f"{MANIFEST_FILE} is malformed: loras is {describe_value(value)}, not a list; re-export the bundle"
+        )
+    for entry in value:
+        digest = entry.get("sha256") if isinstance(entry, dict) else None
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("name"), str)
+            and isinstance(digest, str)
+            and len(digest) == 64
+            and all(char in "0123456789abcdef" for char in digest)
+            and is_finite_number(entry.get("scale"))
+        ):
+            raise BundleError(
+                f"{MANIFEST_FILE} is malformed: a fused LoRA is {describe_value(entry)}, not "
+                '{"name", "sha256", "scale"}; re-export or re-download the bundle'
+            )
+    return [dict(entry) for entry in value]
 
 
 # Symlinks followed while resolving one bundle path before it counts as a loop (Linux's limit).

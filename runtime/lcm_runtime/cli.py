@@ -49,6 +49,8 @@ OPTION_FOR_ARGUMENT = {
     "precision": "--precision",
     "device": "--device",
     "prompt_syntax": "--plain-prompt",
+    "negative_prompt": "--negative-prompt",
+    "guidance_rescale": "--guidance-rescale",
 }
 
 
@@ -71,7 +73,20 @@ def generate(
     ),
     steps: int | None = typer.Option(None, "--steps", "-s", help="Denoising steps [default: the bundle's, 4]"),
     guidance: float | None = typer.Option(
-        None, "--guidance", "-g", help="Guidance scale, diffusers' convention [default: the bundle's, 8.0]"
+        None,
+        "--guidance",
+        "-g",
+        help="Guidance scale, diffusers' convention [default: the bundle's: 8.0 for an LCM, 1.0 for LCM-LoRA (cfg)]",
+    ),
+    negative_prompt: str | None = typer.Option(
+        None,
+        "--negative-prompt",
+        help="What to steer away from; only LCM-LoRA (cfg) bundles with --guidance above 1 use it",
+    ),
+    guidance_rescale: float = typer.Option(
+        0.0,
+        "--guidance-rescale",
+        help="Rescale classifier-free guidance (diffusers' guidance_rescale, 0 to 1; 0.7 is typical); cfg bundles",
     ),
     seed: int | None = typer.Option(None, "--seed", help="Random seed [default: random, printed]"),
     height: int | None = typer.Option(
@@ -185,6 +200,17 @@ def generate(
     )
     opened = time.perf_counter() - started
     steps_total = steps or pipe.facts.default_steps
+    from .bundle import CFG
+    from .guidance import Guidance
+
+    planned = Guidance.plan(pipe.facts, guidance, guidance_rescale, negative_prompt)  # refuses what cannot apply
+    if (negative_prompt or guidance_rescale) and planned.mode == CFG and not planned.classifier_free:
+        console.print(
+            f"warning: --negative-prompt and --guidance-rescale have no effect at --guidance {planned.scale:g}: "
+            "classifier-free guidance runs above 1",
+            markup=False,
+            soft_wrap=True,
+        )
     # A1111's syntax by default: what users of a prompt box expect; the API keeps diffusers' reading.
     common: dict[str, Any] = dict(
         num_inference_steps=steps,
@@ -193,6 +219,8 @@ def generate(
         generator=seed,
         tiled_vae=tiled_vae,
         prompt_syntax="diffusers" if plain_prompt else "a1111",
+        negative_prompt=negative_prompt,
+        guidance_rescale=guidance_rescale,
     )
     arguments: dict[str, Any]
     if task is LCMPipeline:
@@ -253,6 +281,8 @@ def generate(
             safety_checker=("on" if pipe.safety_checker else "off" if pipe.parts.safety else None),
             flagged=flagged[index] if flagged else None,
             prompt_syntax="diffusers" if plain_prompt else "a1111",
+            negative_prompt=negative_prompt,
+            guidance_rescale=guidance_rescale,
         )
         written.append(save_png(picture, path, {"parameters": text}, overwrite=overwrite))
     saved = time.perf_counter() - started
@@ -332,9 +362,14 @@ def info(bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle 
     typer.echo(
         f"native size: {facts.default_image_size}x{facts.default_image_size}, sides multiple of {folder.size_multiple}"
     )
-    typer.echo(
-        f"defaults: {facts.default_steps} steps, guidance {facts.default_guidance_scale} ({facts.guidance_embedding})"
+    from .bundle import EMBEDDED
+
+    guided = (
+        f"embedded, {facts.guidance_embedding}"
+        if facts.guidance_mode == EMBEDDED
+        else f"{facts.guidance_mode}: classifier-free, negative prompts"
     )
+    typer.echo(f"defaults: {facts.default_steps} steps, guidance {facts.default_guidance_scale} ({guided})")
     from .openvino_runtime import ov
 
     core = ov.Core()

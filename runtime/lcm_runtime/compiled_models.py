@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from .bundle import EMBEDDED, TIMESTEP_COND
 from .compile_cache import CompileCache
 from .errors import BundleError, InputError
 from .file_pages import released_while_running
@@ -70,17 +71,21 @@ class CompiledModels:
         """``sequence_length``: of the text embeddings, 77 (the default) or 77 x chunks for long prompts;
         a new length compiles the UNet again, once, and the old one is freed."""
         facts = self.folder.facts
-        return self._get(
-            "unet",
-            UNet,
-            "unet",
-            {
-                "sample": [batch, facts.latent_channels, latent_h, latent_w],
-                "timestep": [1],
-                "encoder_hidden_states": [batch, sequence_length or facts.text_max_length, -1],
-                "timestep_cond": [batch, facts.time_cond_proj_dim],
-            },
-        )
+        shapes = {
+            "sample": [batch, facts.latent_channels, latent_h, latent_w],
+            "timestep": [1],
+            "encoder_hidden_states": [batch, sequence_length or facts.text_max_length, -1],
+        }
+        if facts.time_cond_proj_dim is not None:
+            shapes[TIMESTEP_COND] = [batch, facts.time_cond_proj_dim]
+        unet = self._get("unet", UNet, "unet", shapes)
+        if (TIMESTEP_COND in unet.input_types) != (facts.guidance_mode == EMBEDDED):
+            raise BundleError(
+                f"{self.folder.root}: the UNet IR {'has' if TIMESTEP_COND in unet.input_types else 'lacks'} a "
+                f"{TIMESTEP_COND} input, but the bundle says its guidance is {facts.guidance_mode!r}; "
+                "re-export the bundle"
+            )
+        return unet
 
     def vae_decoder(self, latent_h: int, latent_w: int) -> VAEDecoder:
         shapes = {"latent_sample": [1, self.folder.facts.latent_channels, latent_h, latent_w]}

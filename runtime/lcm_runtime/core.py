@@ -3,7 +3,8 @@
 
 A task (pipeline.py, img2img.py, inpaint.py) is a thin subclass whose ``__call__`` lists the stages
 in order. Policies live beside, not in the recipe: memory (memory.py), model release (release.py),
-the VAE and tiling (vae_choice.py), argument checks (validation.py).
+the VAE and tiling (vae_choice.py), argument checks (validation.py), guidance by the bundle's mode
+(guidance.py: the guidance embedding, or classifier-free guidance with negative prompts).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import numpy as np
 from PIL import Image
 
 from . import validation
-from .bundle import TINY_VAE_DECODER
+from .bundle import CFG, TINY_VAE_DECODER
 from .compile_cache import CompileCache, precision_folder
 from .compiled_models import CompiledModels
 from .denoise import AfterStep, Denoised, StepCallback, StepEndCallback, check_finite, denoise
-from .guidance import guidance_scale_embedding
+from .errors import InputError
+from .guidance import Guidance
 from .image import to_pil, to_uint8, to_unit_range
 from .loading import ModelFolder, open_model_folder
 from .memory import check_fits
@@ -46,6 +48,19 @@ from .vae_choice import choose_vae, choose_vae_tile, decoder_scaling_factor
 from .vae_tiling import decode_tiled
 
 Pipeline = TypeVar("Pipeline", bound="LCMPipelineBase")
+
+
+def steps_to_run(num_inference_steps: int, strength: float) -> int:
+    """diffusers' get_timesteps: the last int(n * strength) steps of the n-step schedule."""
+    kept = min(int(num_inference_steps * strength), num_inference_steps)
+    if kept < 1:
+        raise InputError(
+            f"strength={strength:g} runs int({num_inference_steps} x {strength:g}) = 0 of "
+            f"num_inference_steps={num_inference_steps} steps; use strength >= "
+            f"{1 / num_inference_steps:.3g} or more steps",
+            argument="strength",
+        )
+    return kept
 
 
 @dataclass
@@ -256,16 +271,23 @@ class LCMPipelineBase:
         guidance_scale: float | None,
         output_type: str,
         prompt_syntax: str = "diffusers",
-    ) -> tuple[list[str], int, float]:
-        """The prompts, images per prompt and guidance scale (the bundle's default when None)."""
+        negative_prompt: str | Sequence[str] | None = None,
+        guidance_rescale: float = 0.0,
+    ) -> tuple[list[str], int, Guidance]:
+        """The prompts, images per prompt and the call's guidance (guidance.py: the scale, the bundle's
+        default when None, and for classifier-free guidance the negative prompts)."""
         validation.prompt_syntax(prompt_syntax)
         prompts = validation.prompt_list(prompt, self.max_images_per_call)
         per_prompt = validation.image_count(num_images_per_prompt, len(prompts), self.max_images_per_call)
-        guidance = validation.guidance(self.facts.default_guidance_scale if guidance_scale is None else guidance_scale)
+        guidance = Guidance.plan(self.facts, guidance_scale, guidance_rescale, negative_prompt, len(prompts))
         validation.output_type(output_type)
         return prompts, per_prompt, guidance
 
-    def check_size(self, height: int | None, width: int | None, batch: int, encode: bool = False) -> tuple[int, int]:
+    def check_size(
+        self, height: int | None, width: int | None, batch: int, encode: bool = False, unet_batch: int | None = None
+    ) -> tuple[int, int]:
+        """The image size (the model's native one when None), refused when the call would not fit in
+        memory; ``unet_batch``: the UNet's batch when it is not ``batch`` (classifier-free guidance)."""
         height = self.facts.default_image_size if height is None else height
         width = self.facts.default_image_size if width is None else width
         height, width = validation.image_size(height, width, self.folder.size_multiple)
@@ -282,6 +304,7 @@ class LCMPipelineBase:
             self.execution_default,
             [component for component in needed if component not in loaded],
             encode=encode,
+            unet_batch=unet_batch,
         )
         return height, width
 
@@ -294,6 +317,35 @@ class LCMPipelineBase:
             return self.facts.default_steps
         return num_inference_steps
 
+    def schedule_last_steps(
+        self,
+        num_inference_steps: int | None,
+        strength: float,
+        original_inference_steps: int | None = None,
+        timesteps: Sequence[int] | None = None,
+    ) -> None:
+        """diffusers' get_timesteps (StableDiffusionImg2Img/InpaintPipeline): the full n-step schedule, of
+        which only the last int(n * strength) steps run."""
+        self.scheduler.set_timesteps(num_inference_steps, original_inference_steps, timesteps)
+        steps = self.scheduler.num_inference_steps
+        self.scheduler.set_begin_index(steps - steps_to_run(steps, strength))
+
+    def schedule_img2img(
+        self,
+        guidance: Guidance,
+        num_inference_steps: int | None,
+        strength: float,
+        original_inference_steps: int | None = None,
+        timesteps: Sequence[int] | None = None,
+    ) -> None:
+        """Image-to-image's schedule, as the diffusers pipeline of the bundle's guidance mode: embedded
+        (LatentConsistencyModelImg2ImgPipeline), all n steps on the origin grid shortened by strength;
+        cfg (StableDiffusionImg2ImgPipeline with LCMScheduler), the last int(n * strength) steps."""
+        if guidance.mode == CFG:
+            self.schedule_last_steps(num_inference_steps, strength, original_inference_steps, timesteps)
+        else:
+            self.scheduler.set_timesteps(num_inference_steps, original_inference_steps, timesteps, strength=strength)
+
     def latent_shape(self, batch: int, height: int, width: int) -> tuple[int, int, int, int]:
         scale = self.facts.vae_scale_factor
         return (batch, self.facts.latent_channels, height // scale, width // scale)
@@ -301,19 +353,31 @@ class LCMPipelineBase:
     # --- the stages --------------------------------------------------------------------------------
 
     def encode_prompt(
-        self, prompts: list[str], per_prompt: int, run: Run, prompt_syntax: str = "diffusers"
+        self,
+        prompts: list[str],
+        per_prompt: int,
+        run: Run,
+        prompt_syntax: str = "diffusers",
+        guidance: Guidance | None = None,
     ) -> np.ndarray:
         """Prompt -> tokens -> embeddings: one text-encoder pass per prompt, repeated per image. With
         ``prompt_syntax="a1111"``, one pass per 77-token chunk, weighted (prompt_weighting.py): the
-        embeddings are 77 x chunks long, every prompt padded to the longest's chunk count."""
+        embeddings are 77 x chunks long, every prompt padded to the longest's chunk count. With
+        classifier-free guidance the negative prompts are encoded too (padded to the same chunk count,
+        as A1111) and come first, [uncond; cond], as diffusers concatenates them."""
+        negatives = list(guidance.negative_prompts or ()) if guidance is not None else []
+        texts = prompts + negatives
         text_encoder = self.models.text_encoder()
         with run.timed("text_encoder"):
             if prompt_syntax == "a1111":
-                embeddings = encode_prompts(prompts, self.tokenizer, text_encoder)
+                embeddings = encode_prompts(texts, self.tokenizer, text_encoder)
             else:
-                token_ids = self.tokenizer(prompts)
+                token_ids = self.tokenizer(texts)
                 embeddings = np.concatenate([text_encoder(ids[None]) for ids in token_ids])
             embeddings = np.repeat(embeddings, per_prompt, axis=0)
+            if negatives:
+                conditional, unconditional = np.split(embeddings, [len(prompts) * per_prompt])
+                embeddings = np.concatenate([unconditional, conditional])
         del text_encoder
         self.models.release("text_encoder")
         return embeddings
@@ -337,21 +401,20 @@ class LCMPipelineBase:
         self,
         latents: np.ndarray,
         embeddings: np.ndarray,
-        guidance_scale: float,
+        guidance: Guidance,
         noise: NoiseSource,
         callback: StepCallback | None,
         run: Run,
         after_step: AfterStep | None = None,
         callback_on_step_end: StepEndCallback | None = None,
     ) -> Denoised:
-        """The consistency steps from ``latents`` with the prompt's embeddings and the guidance embedding."""
+        """The consistency steps from ``latents`` with the prompt's embeddings, guided as ``guidance`` says:
+        the guidance embedding bound (embedded), or the UNet on [uncond, cond] combined per step (cfg)."""
         batch, _, latent_h, latent_w = latents.shape
-        guidance = np.full(batch, guidance_scale + self.facts.guidance_offset, dtype=np.float32)
-        timestep_cond = guidance_scale_embedding(guidance, self.facts.time_cond_proj_dim)
-        unet = self.models.unet(batch, latent_h, latent_w, embeddings.shape[1])
-        unet.bind_conditioning(embeddings, timestep_cond)
+        unet = self.models.unet(guidance.unet_batch(batch), latent_h, latent_w, embeddings.shape[1])
+        unet.bind_conditioning(embeddings, guidance.timestep_cond(batch))
         result = denoise(
-            unet,
+            guidance.guided(unet),
             self.scheduler,
             latents,
             noise,

@@ -5,7 +5,8 @@ with LCMScheduler: only the last ``int(n * strength)`` steps of the n-step sched
 step the latents outside the mask are replaced by the picture's latents noised (with the first
 noise draw) to the next timestep, and the blended latents are decoded. Random draws in its order:
 the picture's posterior sample, the initial noise, the masked picture's posterior sample (which a
-4-channel UNet never uses: drawn, not computed), then one per step except the last.
+4-channel UNet never uses: drawn, not computed), then one per step except the last. A "cfg" bundle
+(LCM-LoRA on a 4-channel SD1.5 UNet) runs the same recipe with classifier-free guidance (guidance.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import validation
-from .core import LCMPipelineBase, LCMPipelineOutput, Run
+from .core import LCMPipelineBase, LCMPipelineOutput, Run, steps_to_run
 from .denoise import StepCallback, StepEndCallback
 from .errors import BundleError, InputError
 from .image_input import ImageInput, latent_mask, preprocess_image, preprocess_mask
@@ -24,18 +25,7 @@ from .noise import GeneratorLike, as_noise_source, draw_normal
 
 DEFAULT_STRENGTH = 1.0  # diffusers' default
 
-
-def steps_to_run(num_inference_steps: int, strength: float) -> int:
-    """diffusers' get_timesteps: the last int(n * strength) steps of the n-step schedule."""
-    kept = min(int(num_inference_steps * strength), num_inference_steps)
-    if kept < 1:
-        raise InputError(
-            f"strength={strength:g} runs int({num_inference_steps} x {strength:g}) = 0 of "
-            f"num_inference_steps={num_inference_steps} steps; use strength >= "
-            f"{1 / num_inference_steps:.3g} or more steps",
-            argument="strength",
-        )
-    return kept
+__all__ = ["DEFAULT_STRENGTH", "LCMInpaintPipeline", "paste_original", "steps_to_run"]
 
 
 class LCMInpaintPipeline(LCMPipelineBase):
@@ -57,6 +47,8 @@ class LCMInpaintPipeline(LCMPipelineBase):
         tiled_vae: bool | None = None,
         paste_back: bool = False,
         prompt_syntax: str = "diffusers",
+        negative_prompt: str | Sequence[str] | None = None,
+        guidance_rescale: float = 0.0,
     ) -> LCMPipelineOutput:
         """Repaint ``image`` where ``mask_image`` is white (>= 0.5 after resizing to height x width,
         the model's native size by default, as diffusers). ``paste_back`` copies the original pixels
@@ -66,18 +58,20 @@ class LCMInpaintPipeline(LCMPipelineBase):
         ``"diffusers"`` truncates at 77 tokens and reads brackets as text, as diffusers.
         ``callback(index, steps, timestep)`` runs after each step; ``callback_on_step_end(index, steps,
         denoised)`` also gets the step's denoised latents (for previews), and an exception it raises
-        stops the call there."""
+        stops the call there.
+        ``negative_prompt`` and ``guidance_rescale`` apply to a cfg bundle with ``guidance_scale`` > 1 (as
+        the text-to-image pipeline; diffusers' inpaint pipeline has no guidance_rescale)."""
         if self.facts.latent_channels != 4:
             raise BundleError(
                 f"{self.folder.root} has a {self.facts.latent_channels}-channel UNet; inpainting "
                 "runs 4-channel LCM UNets"
             )
-        prompts, per_prompt, guidance_scale = self.check_request(
-            prompt, num_images_per_prompt, guidance_scale, output_type, prompt_syntax
+        prompts, per_prompt, guidance = self.check_request(
+            prompt, num_images_per_prompt, guidance_scale, output_type, prompt_syntax, negative_prompt, guidance_rescale
         )
         batch = len(prompts) * per_prompt
         strength = validation.strength(strength)
-        height, width = self.check_size(height, width, batch, encode=True)
+        height, width = self.check_size(height, width, batch, encode=True, unet_batch=guidance.unet_batch(batch))
         pixels = preprocess_image(image, height, width)
         mask = preprocess_mask(mask_image, height, width)
         if len(mask) not in (1, len(pixels)) and len(pixels) != 1:
@@ -85,15 +79,12 @@ class LCMInpaintPipeline(LCMPipelineBase):
                 f"mask_image has {len(mask)} masks for {len(pixels)} pictures; pass one mask, or one per picture",
                 argument="mask_image",
             )
-        steps = self.default_steps(num_inference_steps, None)
-        self.scheduler.set_timesteps(steps)
-        first_step = steps - steps_to_run(steps, strength)
-        self.scheduler.set_begin_index(first_step)
+        self.schedule_last_steps(self.default_steps(num_inference_steps, None), strength)
         timesteps = [int(timestep) for timestep in self.scheduler.remaining_timesteps]
         noise = as_noise_source(generator)
         run = Run(self.models)
 
-        embeddings = self.encode_prompt(prompts, per_prompt, run, prompt_syntax)
+        embeddings = self.encode_prompt(prompts, per_prompt, run, prompt_syntax, guidance)
         image_latents = repeat_to_batch(self.encode_images(pixels, noise, run), batch, "image")
         initial_noise = draw_normal(noise, image_latents.shape)
         latents = (
@@ -113,7 +104,7 @@ class LCMInpaintPipeline(LCMPipelineBase):
         result = self.denoise(
             latents,
             embeddings,
-            guidance_scale,
+            guidance,
             noise,
             callback,
             run,

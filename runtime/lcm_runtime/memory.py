@@ -76,9 +76,11 @@ def estimate_peak(
     to_compile: Collection[str],
     encode: bool = False,
     decode_side: int | None = None,
+    unet_batch: int | None = None,
 ) -> int:
-    """The extra memory a call needs: the weights of ``to_compile``, the UNet's activations, and the
-    larger of the VAE decode (whole, or in tiles of ``decode_side`` pixels) and the whole-picture encode."""
+    """The extra memory a call needs: the weights of ``to_compile``, the UNet's activations (at
+    ``unet_batch``, default ``batch``: classifier-free guidance doubles it), and the larger of the VAE
+    decode (whole, or in tiles of ``decode_side`` pixels) and the whole-picture encode."""
     element = element_bytes(execution_precision)
     decode_h, decode_w = (height, width) if decode_side is None else (min(height, decode_side), min(width, decode_side))
     vae_pass = vae_activations(folder, vae, decode_h, decode_w, element)
@@ -86,7 +88,7 @@ def estimate_peak(
         vae_pass = max(vae_pass, vae_activations(folder, "full", height, width, element))
     return (
         weights_bytes(folder, to_compile, execution_precision)
-        + unet_activations(folder, batch, height, width, element)
+        + unet_activations(folder, batch if unet_batch is None else unet_batch, height, width, element)
         + vae_pass
         + OVERHEAD
     )
@@ -101,6 +103,7 @@ def check_fits(
     execution_precision: str,
     to_compile: Collection[str],
     encode: bool = False,
+    unet_batch: int | None = None,
 ) -> None:
     """Refuse a request whose estimated peak exceeds the free memory even with a tiled decode (tiles of
     the native size), before anything is compiled."""
@@ -114,6 +117,7 @@ def check_fits(
         to_compile,
         encode,
         decode_side=folder.facts.default_image_size,
+        unet_batch=unet_batch,
     )
     available = available_memory()
     if available is not None and needed > available:

@@ -91,9 +91,13 @@ class TextEncoder(CompiledComponent):
 
 
 class UNet(CompiledComponent):
-    def bind_conditioning(self, encoder_hidden_states: np.ndarray, timestep_cond: np.ndarray) -> None:
-        """Set the inputs that stay the same for every step, once, before the loop."""
-        self.set_inputs({"encoder_hidden_states": encoder_hidden_states, "timestep_cond": timestep_cond})
+    def bind_conditioning(self, encoder_hidden_states: np.ndarray, timestep_cond: np.ndarray | None = None) -> None:
+        """Set the inputs that stay the same for every step, once, before the loop (``timestep_cond``:
+        the guidance embedding of an embedded-guidance UNet; a cfg UNet has no such input)."""
+        inputs = {"encoder_hidden_states": encoder_hidden_states}
+        if timestep_cond is not None:
+            inputs["timestep_cond"] = timestep_cond
+        self.set_inputs(inputs)
 
     def __call__(self, sample: np.ndarray, timestep: int) -> np.ndarray:
         return self.run({"sample": sample, "timestep": np.array([timestep])})

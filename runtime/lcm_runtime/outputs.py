@@ -74,12 +74,17 @@ def png_parameters(
     safety_checker: str | None = None,
     flagged: bool | None = None,
     prompt_syntax: str = "a1111",
+    negative_prompt: str | None = None,
+    guidance_rescale: float = 0.0,
 ) -> str:
-    """The A1111 ``parameters`` chunk: the prompt on the first line, then key: value pairs. Image-to-image
-    and inpainting add A1111's ``Denoising strength`` and the input picture's and mask's sha256 (12 hex);
-    ``safety_checker`` is "on" or "off" for a bundle that has one (None: it has none). A prompt read as
-    diffusers reads it (``--plain-prompt``) says so, since A1111's reading is what the CLI assumes."""
+    """The A1111 ``parameters`` chunk: the prompt on the first line, A1111's ``Negative prompt: ...``
+    line when there is one, then key: value pairs. Image-to-image and inpainting add A1111's
+    ``Denoising strength`` and the input picture's and mask's sha256 (12 hex); ``Guidance rescale``
+    appears when it is not 0; ``safety_checker`` is "on" or "off" for a bundle that has one (None: it
+    has none). A prompt read as diffusers reads it (``--plain-prompt``) says so, since A1111's reading
+    is what the CLI assumes."""
     optional = {
+        "Guidance rescale": guidance_rescale or None,
         "Denoising strength": strength,
         "Init image hash": image_hash,
         "Mask hash": mask_hash,
@@ -103,4 +108,5 @@ def png_parameters(
         "Version": f"lcm-openvino {__version__}",
         **{key: value for key, value in optional.items() if value is not None},
     }
-    return prompt + "\n" + ", ".join(f"{key}: {value}" for key, value in fields.items())
+    negative = f"Negative prompt: {negative_prompt}\n" if negative_prompt else ""
+    return prompt + "\n" + negative + ", ".join(f"{key}: {value}" for key, value in fields.items())

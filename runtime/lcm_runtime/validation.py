@@ -87,6 +87,28 @@ def guidance(value: object) -> float:
     return real_number(value, "guidance_scale", 0.0, MAX_GUIDANCE, hint=" (8.0 is typical)")
 
 
+def guidance_rescale(value: object) -> float:
+    return real_number(value, "guidance_rescale", 0.0, 1.0, hint=" (0.7 is typical, 0 turns it off)")
+
+
+def negative_prompt_list(value: object, prompts: int) -> list[str] | None:
+    """None, one string for every prompt, or a list of one string per prompt."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value] * prompts
+    if not isinstance(value, (list, tuple)) or not all(isinstance(text, str) for text in value):
+        raise InputError(
+            "negative_prompt must be a string or a list of strings, one per prompt", argument="negative_prompt"
+        )
+    if len(value) != prompts:
+        raise InputError(
+            f"negative_prompt has {len(value)} prompts for {prompts} prompts; pass one string, or one per prompt",
+            argument="negative_prompt",
+        )
+    return list(value)
+
+
 def strength(value: object) -> float:
     return real_number(value, "strength", 0.0, 1.0, low_open=True)
 

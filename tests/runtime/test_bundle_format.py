@@ -1,5 +1,6 @@
 """The bundle contract: manifest round trip, version checks, checksum verification."""
 
+import dataclasses
 import json
 
 import pytest
@@ -112,3 +113,69 @@ def test_facts_from_configs_refuse_a_unet_that_is_not_lcm():
         77,
     )
     assert (facts.vae_scale_factor, facts.default_image_size, facts.vae_scaling_factor) == (8, 768, 0.13)
+
+
+def test_facts_refusal_names_the_lcm_lora_fix_and_cfg_mode_takes_that_unet():
+    unet, vae = {"in_channels": 4}, {"block_out_channels": [1, 2, 3, 4]}
+    with pytest.raises(BundleError, match="--lcm-lora latent-consistency/lcm-lora-sdv1-5") as error:
+        bundle.ModelFacts.from_configs(unet, vae, 77)
+    assert "\n" not in str(error.value)
+    facts = bundle.ModelFacts.from_configs(unet, vae, 77, guidance_mode=bundle.CFG)
+    assert (facts.guidance_mode, facts.time_cond_proj_dim) == ("cfg", None)
+    assert (facts.default_steps, facts.default_guidance_scale) == (4, 1.0)
+    with pytest.raises(BundleError, match="time_cond_proj_dim 256.*without cfg mode"):
+        bundle.ModelFacts.from_configs({"time_cond_proj_dim": 256}, vae, 77, guidance_mode=bundle.CFG)
+    with pytest.raises(BundleError, match="unknown guidance mode 'guided'"):
+        bundle.ModelFacts.from_configs(unet, vae, 77, guidance_mode="guided")
+
+
+def cfg_manifest():
+    facts = dataclasses.replace(make_manifest().model, time_cond_proj_dim=None, guidance_mode="cfg")
+    return make_manifest(model=dataclasses.replace(facts, default_guidance_scale=1.0))
+
+
+def test_a_cfg_manifest_round_trips_at_the_current_format_version(tmp_path):
+    write_files(tmp_path, {"a.bin": b"1"})
+    bundle.write_manifest(tmp_path, cfg_manifest())
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    assert data["format_version"] == bundle.FORMAT_VERSION == 2
+    assert data["model"]["guidance_mode"] == "cfg" and data["model"]["time_cond_proj_dim"] is None
+    assert bundle.read_manifest(tmp_path).model == cfg_manifest().model
+
+
+def test_a_version_1_manifest_without_the_mode_reads_as_embedded():
+    data = make_manifest().to_dict()
+    data["format_version"] = 1
+    del data["model"]["guidance_mode"]
+    manifest = bundle.Manifest.from_dict(data)
+    assert manifest.format_version == 1 and manifest.model.guidance_mode == bundle.EMBEDDED
+    assert manifest.model == make_manifest().model
+
+
+@pytest.mark.parametrize(
+    "version,changes,words",
+    [
+        (1, {"guidance_mode": "cfg", "time_cond_proj_dim": None}, ["format version 1", "'cfg'", "version 2"]),
+        (2, {"guidance_mode": "guided"}, ["unknown guidance mode 'guided'", "upgrade"]),
+        (2, {"guidance_mode": 3}, ["guidance_mode", "not a string"]),
+        (2, {"guidance_mode": "cfg"}, ["'cfg'", "time_cond_proj_dim 256"]),
+        (2, {"time_cond_proj_dim": None}, ["'embedded'", "time_cond_proj_dim None"]),
+        (2, {"guidance_mode": "cfg", "time_cond_proj_dim": 0}, ["time_cond_proj_dim"]),
+    ],
+)
+def test_guidance_mode_mismatches_are_one_line_errors(version, changes, words):
+    data = make_manifest().to_dict()
+    data["format_version"] = version
+    data["model"].update(changes)
+    with pytest.raises(BundleError) as error:
+        bundle.Manifest.from_dict(data)
+    message = str(error.value)
+    assert "\n" not in message, message
+    for word in words:
+        assert word in message, message
+
+
+def test_a_cfg_unet_has_no_timestep_cond_input():
+    assert "timestep_cond" in bundle.component_io("unet")[0]
+    assert bundle.component_io("unet", bundle.CFG)[0] == ("sample", "timestep", "encoder_hidden_states")
+    assert bundle.component_io("vae_decoder", bundle.CFG) == bundle.COMPONENT_IO["vae_decoder"]

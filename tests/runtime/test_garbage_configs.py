@@ -175,7 +175,8 @@ def _check_accepted(manifest: bundle.Manifest) -> None:
         assert "file" not in component or _stays_inside(component["file"])
     for item in dataclasses.fields(bundle.ModelFacts):
         value = getattr(manifest.model, item.name)
-        assert isinstance(value, {"int": int, "float": (int, float), "str": str}[str(item.type)]), item.name
+        kinds = {"int": int, "int | None": (int, type(None)), "float": (int, float), "str": str}
+        assert isinstance(value, kinds[str(item.type)]), item.name
         assert not isinstance(value, bool) and (not isinstance(value, float) or math.isfinite(value)), item.name
     manifest.digest()
     with tempfile.TemporaryDirectory() as empty:

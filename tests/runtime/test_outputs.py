@@ -99,3 +99,15 @@ def test_uint8_rounds_half_to_even_like_diffusers():
     expected = (np.clip(decoded * np.float32(0.5) + np.float32(0.5), 0, 1) * np.float32(255)).round().astype(np.uint8)
     assert pixels.tolist() == expected.ravel().tolist()
     assert pixels[0] == 0 and pixels[1] == 255
+
+
+def test_negative_prompt_is_a1111s_second_line_and_rescale_a_field():
+    common = dict(
+        steps=4, guidance=1.8, seed=5, width=64, height=64, model="m", model_hash="abc", precision="f32", device="CPU"
+    )
+    text = png_parameters("a cat", **common, index=0, count=1, negative_prompt="blurry, ugly", guidance_rescale=0.7)
+    prompt, negative, fields = text.split("\n")
+    assert (prompt, negative) == ("a cat", "Negative prompt: blurry, ugly")
+    assert "CFG scale: 1.8" in fields and "Guidance rescale: 0.7" in fields
+    plain = png_parameters("a cat", **common, index=0, count=1, negative_prompt="", guidance_rescale=0.0)
+    assert len(plain.split("\n")) == 2 and "Negative prompt" not in plain and "Guidance rescale" not in plain

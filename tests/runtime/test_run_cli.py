@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, lcm_run
 from PIL import Image
@@ -177,3 +178,37 @@ def test_a_request_that_cannot_fit_is_refused_before_compiling(tiny_bundle_fp32,
     with pytest.raises(InputError, match="GiB.*smaller size or fewer images"):
         pipe("a cat", height=2048, width=2048)
     assert pipe.models.in_memory() == []
+
+
+def test_a_negative_prompt_on_an_embedded_bundle_is_one_line(tiny_bundle_fp32, tmp_path):
+    result = lcm_run("a cat", "--model", tiny_bundle_fp32, "--negative-prompt", "blurry", "--output", tmp_path / "o")
+    assert_one_line_error(result, "negative_prompt", "no unconditional branch", "(lcm-run --negative-prompt)")
+    result = lcm_run("a cat", "--model", tiny_bundle_fp32, "--guidance-rescale", "0.7", "--output", tmp_path / "o")
+    assert_one_line_error(result, "guidance_rescale", "(lcm-run --guidance-rescale)")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_a_cfg_bundle_records_its_negative_prompt_and_guidance_rescale(tiny_cfg_bundle, tmp_path):
+    def run(name, *options):
+        result = lcm_run("a cat", "--model", tiny_cfg_bundle, "--seed", "3", *options, "--output", tmp_path / name)
+        assert result.returncode == 0, result.stderr
+        written = Image.open(tmp_path / name)
+        return written.text["parameters"].split("\n"), np.asarray(written), result.stderr
+
+    lines, guided, _ = run(
+        "guided.png", "--negative-prompt", "blurry, low quality", "--guidance", "2", "--guidance-rescale", "0.7"
+    )
+    assert lines[:2] == ["a cat", "Negative prompt: blurry, low quality"] and len(lines) == 3  # A1111's layout
+    assert "CFG scale: 2.0" in lines[2] and "Guidance rescale: 0.7" in lines[2]
+    # The defaults --help states: the bundle's 4 steps and, for a cfg bundle, guidance 1.0.
+    lines, plain, _ = run("plain.png")
+    assert len(lines) == 2 and "Steps: 4," in lines[1] and "CFG scale: 1.0," in lines[1]
+    assert "Negative prompt" not in lines[1] and "Guidance rescale" not in lines[1]
+    assert np.abs(plain.astype(int) - guided.astype(int)).max() > 0
+    # At guidance 1 the negative prompt changes nothing (as diffusers), and lcm-run says so.
+    lines, ignored, stderr = run("ignored.png", "--negative-prompt", "blurry")
+    assert "no effect at --guidance 1" in stderr and lines[1] == "Negative prompt: blurry"
+    np.testing.assert_array_equal(ignored, plain)
+    info = lcm_run("info", tiny_cfg_bundle)
+    assert info.returncode == 0, info.stderr
+    assert "v2," in info.stdout and "defaults: 4 steps, guidance 1.0 (cfg: classifier-free" in info.stdout
