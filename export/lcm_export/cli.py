@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 
+from lcm_runtime.bundle import CFG, EMBEDDED
 from lcm_runtime.cli_errors import run_app
 from lcm_runtime.errors import InputError
 
@@ -44,13 +45,16 @@ def _terminate_as_interrupt(_signum: int, _frame: object) -> None:
 
 @app.command(
     epilog=f"Examples: lcm-export {DEFAULT_SOURCE} artifacts/lcm-dreamshaper-v7 | "
-    "lcm-export ./my-lcm-folder out --weights int8 | lcm-export --tiny-random artifacts/tiny"
+    "lcm-export ./my-lcm-folder out --weights int8 | "
+    "lcm-export ./sd15.safetensors out --lcm-lora latent-consistency/lcm-lora-sdv1-5 --lora ./style.safetensors:0.8 | "
+    "lcm-export --tiny-random artifacts/tiny"
 )
 def export(
     paths: list[str] = typer.Argument(
         ...,
         metavar="[SOURCE] OUT",
-        help=f"SOURCE: hub id or local diffusers folder [default: {DEFAULT_SOURCE}]; OUT: bundle folder to write",
+        help=f"SOURCE: hub id, local diffusers folder or single-file SD1.5 .safetensors checkpoint "
+        f"[default: {DEFAULT_SOURCE}]; OUT: bundle folder to write",
     ),
     revision: str | None = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of SOURCE"),
     weights: str = typer.Option(
@@ -101,6 +105,21 @@ def export(
         help="1, 2 or 4: the UNet's full-resolution self-attentions attend to keys/values "
         "average-pooled by this factor per side (ToDo): faster, approximate [default: 1, exact; 2 with --fast]",
     ),
+    lcm_lora: str | None = typer.Option(
+        None,
+        "--lcm-lora",
+        metavar="LORA[:SCALE]",
+        help="Fuse this LCM-LoRA (hub id such as latent-consistency/lcm-lora-sdv1-5, or a local .safetensors, "
+        "kohya or diffusers format) into a Stable Diffusion 1.x SOURCE that is not LCM-distilled: "
+        "the bundle uses classifier-free guidance",
+    ),
+    loras: list[str] = typer.Option(
+        [],
+        "--lora",
+        metavar="LORA[:SCALE]",
+        help="Fuse this LoRA too (hub id or local .safetensors, kohya or diffusers format), scaled by SCALE "
+        "[default: 1]: delta = SCALE * alpha / rank * up @ down, as diffusers; repeatable",
+    ),
     fast: bool = typer.Option(
         False,
         "--fast",
@@ -108,7 +127,8 @@ def export(
         f"and --tiny-vae {DEFAULT_TINY_VAE} (unless given)",
     ),
 ) -> None:
-    """Export a diffusers Latent Consistency Model to a verified OpenVINO bundle at OUT."""
+    """Export a diffusers Latent Consistency Model (or a Stable Diffusion 1.x model made one with --lcm-lora)
+    to a verified OpenVINO bundle at OUT."""
 
     source, out = _split_paths(paths, tiny_random)
     if revision is not None and tiny_random:
@@ -117,6 +137,16 @@ def export(
         raise InputError("--seed only applies to --tiny-random; drop --seed")
     if safety_checker is not None and no_safety_checker:
         raise InputError("--safety-checker adds a checker and --no-safety-checker leaves it out; drop one of them")
+    if lcm_lora is not None and tiny_random:
+        raise InputError("--tiny-random is already an LCM; --lcm-lora is for Stable Diffusion models, drop it")
+    if lcm_lora is not None or loras:
+        from .lora import LCM_ROLE, STYLE_ROLE, parse_lora
+
+        # A bad LORA:SCALE fails here, before anything is loaded.
+        if lcm_lora is not None:
+            parse_lora(lcm_lora, LCM_ROLE)
+        for text in loras:
+            parse_lora(text, STYLE_ROLE)
     if fast:
         if quantize_unet not in (None, "int8"):
             raise InputError(f"--fast quantizes the UNet to int8; drop --quantize-unet {quantize_unet} or --fast")
@@ -132,6 +162,7 @@ def export(
         calibration_size=calibration_size,
         token_downsampling=1 if token_downsampling is None else token_downsampling,
         force=force,
+        guidance_mode=CFG if lcm_lora is not None else EMBEDDED,
     )
     options.validate()
     run_export(
@@ -146,6 +177,8 @@ def export(
         random_tiny_vae=fast and tiny_random and tiny_vae is None,
         safety_checker=safety_checker,
         no_safety_checker=no_safety_checker,
+        lcm_lora=lcm_lora,
+        loras=loras,
     )
 
 
@@ -173,7 +206,11 @@ def run_export(
     random_tiny_vae: bool = False,
     safety_checker: str | None = None,
     no_safety_checker: bool = False,
+    lcm_lora: str | None = None,
+    loras: list[str] | tuple[str, ...] = (),
 ) -> None:
+    """Export SOURCE (or the tiny random model) to OUT; ``lcm_lora`` and ``loras`` (``LORA[:SCALE]``
+    texts) are fused into it first, and with ``lcm_lora`` ``options.guidance_mode`` must be cfg."""
     from rich.console import Console
 
     from .exporter import Progress, export_bundle
@@ -215,12 +252,25 @@ def run_export(
 
             with progress.stage(f"load safety checker {safety_checker}"):
                 loaded_checker = load_safety_checker(safety_checker, allow_pickle)
+        resolved_loras = []
+        if lcm_lora is not None or loras:  # found (downloaded) before the minutes of loading SOURCE too
+            from .lora import resolve_loras
+
+            with progress.stage("find LoRAs"):
+                resolved_loras = resolve_loras(lcm_lora, loras)
         # SOURCE's own checker unless one was given or it is refused (--tiny-random has none).
         own_checker = safety_checker is None and not no_safety_checker
         with progress.stage(f"load {label}"):
             loaded = (
-                load_tiny_random(seed) if tiny_random else load_source(str(source), revision, allow_pickle, own_checker)
+                load_tiny_random(seed)
+                if tiny_random
+                else load_source(str(source), revision, allow_pickle, own_checker, lcm_lora=lcm_lora is not None)
             )
+        if resolved_loras:
+            from .lora import fuse_loras
+
+            with progress.stage(f"fuse {len(resolved_loras)} LoRA{'s' * (len(resolved_loras) > 1)} into the model"):
+                loaded.loras = fuse_loras(loaded.pipeline, resolved_loras)
         loaded_tiny_vae = None
         if tiny_vae is not None:
             from .tiny_vae import load_tiny_vae
@@ -265,6 +315,9 @@ def print_summary(console: object, result: object, seconds: float) -> None:
     facts = manifest.model
     source = ", ".join(f"{key} {value}" for key, value in manifest.source.items() if key != "weights_sha256")
     console.print(f"source: {source}", markup=False)
+    if manifest.loras:
+        names = ", ".join(f"{lora['name']} x {lora['scale']:g}" for lora in manifest.loras)
+        console.print(f"fused LoRAs: {names}", markup=False)
     console.print(
         f"native size {facts.default_image_size}x{facts.default_image_size}, {facts.default_steps} steps, "
         f"guidance {facts.default_guidance_scale}; manifest {manifest.digest()}; {seconds:.1f} s",

@@ -22,9 +22,17 @@ class SourceError(LCMError):
     """The SOURCE cannot be exported (missing, unreachable, not a diffusers LCM pipeline...)."""
 
 
-def download_from_hub(repo_id: str, revision: str | None, allow_pickle: bool, safety_checker: bool = True) -> Path:
+def download_from_hub(
+    repo_id: str,
+    revision: str | None,
+    allow_pickle: bool,
+    safety_checker: bool = True,
+    allow_patterns: list[str] | None = None,
+    local_hint: str = "pass a local diffusers folder as SOURCE",
+) -> Path:
     """Download (or find in the cache) only what the export reads: configs, tokenizer, weights, and the
-    safety checker with its feature extractor unless ``safety_checker`` is False."""
+    safety checker with its feature extractor unless ``safety_checker`` is False; only ``allow_patterns``
+    when given (a LoRA's .safetensors). ``local_hint`` ends the offline error: what to pass instead."""
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import (
@@ -43,7 +51,9 @@ def download_from_hub(repo_id: str, revision: str | None, allow_pickle: bool, sa
     if not allow_pickle:
         ignore += ["*.bin", "*.pt", "*.pth"]
     try:
-        return Path(snapshot_download(repo_id, revision=revision, ignore_patterns=ignore))
+        return Path(
+            snapshot_download(repo_id, revision=revision, ignore_patterns=ignore, allow_patterns=allow_patterns)
+        )
     except GatedRepoError:
         raise SourceError(
             f"{repo_id} is gated on the hub; accept its licence and log in (hf auth login), or pass a local folder"
@@ -58,20 +68,20 @@ def download_from_hub(repo_id: str, revision: str | None, allow_pickle: bool, sa
         from .writer import is_no_space
 
         if not is_no_space(error):
-            raise _unreachable(repo_id, error) from None
+            raise _unreachable(repo_id, error, local_hint) from None
         raise SourceError(
             f"no space left on the device of the hub cache while downloading {repo_id}; "
             "free some space or point HF_HUB_CACHE to a bigger disk"
         ) from None
     except (LocalEntryNotFoundError, EntryNotFoundError) as error:
-        raise _unreachable(repo_id, error) from None
+        raise _unreachable(repo_id, error, local_hint) from None
 
 
-def _unreachable(repo_id: str, error: BaseException) -> SourceError:
+def _unreachable(repo_id: str, error: BaseException, local_hint: str) -> SourceError:
     # Offline (HF_HUB_OFFLINE=1 or no network) and not in the local cache.
     return SourceError(
         f"cannot reach the Hugging Face hub to download {repo_id} and it is not in the local cache "
-        f"({type(error).__name__}); connect to the internet, or pass a local diffusers folder as SOURCE"
+        f"({type(error).__name__}); connect to the internet, or {local_hint}"
     )
 
 

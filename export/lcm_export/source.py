@@ -1,4 +1,5 @@
-"""Find, validate and load the pipeline to export: a local diffusers folder, a hub id, or tiny-random.
+"""Find, validate and load the pipeline to export: a local diffusers folder, a hub id, a single-file
+checkpoint (single_file.py), or tiny-random.
 
 Validation happens on the folder's files before any weights are loaded, so every bad input
 gets a one-line SourceError naming the problem and the fix.
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from lcm_runtime.errors import first_line
 
 from .hub import HUB_ID, PICKLE_WEIGHTS, SAFE_WEIGHTS, SourceError, download_from_hub, read_json_object, weights_sha256
+from .lora import DEFAULT_LCM_LORA
 
 if TYPE_CHECKING:
     from diffusers import LatentConsistencyModelPipeline
@@ -31,6 +33,7 @@ class LoadedSource:
     folder: Path | None = None
     weight_files: list[Path] = field(default_factory=list)
     safety_checker: LoadedSafetyChecker | None = None  # the folder's own safety_checker/, when it has one
+    loras: list[dict[str, Any]] = field(default_factory=list)  # the manifest's "loras": what lora.fuse_loras fused
 
 
 def is_hub_id(source: str) -> bool:
@@ -45,7 +48,8 @@ def resolve_source_folder(
     if path.exists():
         if not path.is_dir():
             raise SourceError(
-                f"{source} is a file, not a diffusers pipeline folder; pass the folder that holds model_index.json"
+                f"{source} is a file but not a .safetensors checkpoint, nor a diffusers pipeline folder; pass "
+                "a single-file .safetensors checkpoint (convert a pickle .ckpt) or the folder with model_index.json"
             )
         if revision is not None:
             raise SourceError("--revision only applies to hub ids, not to a local folder; drop --revision")
@@ -56,8 +60,25 @@ def resolve_source_folder(
     return folder, {"kind": "hub", "id": source, "revision": revision or "main", "commit": folder.name}
 
 
-def validate_pipeline_folder(folder: Path, allow_pickle: bool) -> list[Path]:
-    """Check the folder is an exportable diffusers LCM pipeline; return the weight files to load."""
+def check_lcm_distillation(unet_config: dict[str, Any], where: str, lcm_lora: bool) -> None:
+    """An LCM-distilled UNet (time_cond_proj_dim) exports as it is; any other needs --lcm-lora, which an
+    LCM-distilled one must not get."""
+    distilled = unet_config.get("time_cond_proj_dim")
+    if not distilled and not lcm_lora:
+        raise SourceError(
+            f"the UNet in {where} has no time_cond_proj_dim: this is not an LCM-distilled model; add "
+            f"--lcm-lora {DEFAULT_LCM_LORA} to fuse LCM-LoRA into it, or export an LCM such as {DEFAULT_SOURCE}"
+        )
+    if distilled and lcm_lora:
+        raise SourceError(
+            f"the UNet in {where} is already LCM-distilled (time_cond_proj_dim {distilled}); drop --lcm-lora, "
+            "which makes an LCM of a Stable Diffusion model that is not one"
+        )
+
+
+def validate_pipeline_folder(folder: Path, allow_pickle: bool, lcm_lora: bool = False) -> list[Path]:
+    """Check the folder is an exportable diffusers pipeline (an LCM, or with ``lcm_lora`` a Stable Diffusion
+    model that is not one); return the weight files to load."""
     if (folder / "manifest.json").is_file() and (folder / "unet" / "openvino_model.xml").is_file():
         raise SourceError(
             f"{folder} is already an exported OpenVINO bundle, not a diffusers pipeline; "
@@ -75,12 +96,7 @@ def validate_pipeline_folder(folder: Path, allow_pickle: bool) -> list[Path]:
             f"{folder} is missing the {', '.join(missing)} folder(s) of a Stable Diffusion pipeline; "
             "lcm-export needs unet, vae, text_encoder, tokenizer and scheduler"
         )
-    unet_config = read_json_object(_config_path(folder, "unet"), "UNet config")
-    if not unet_config.get("time_cond_proj_dim"):
-        raise SourceError(
-            f"the UNet in {folder} has no time_cond_proj_dim: this is not an LCM-distilled model; "
-            f"export an LCM such as {DEFAULT_SOURCE}"
-        )
+    check_lcm_distillation(read_json_object(_config_path(folder, "unet"), "UNet config"), str(folder), lcm_lora)
     return [weight for component in MODEL_COMPONENTS for weight in _component_weights(folder, component, allow_pickle)]
 
 
@@ -147,12 +163,49 @@ def load_pipeline_folder(folder: Path, allow_pickle: bool) -> LatentConsistencyM
     return assemble_pipeline(unet, vae, text_encoder, tokenizer, scheduler)
 
 
-def load_source(
-    source: str, revision: str | None = None, allow_pickle: bool = False, safety_checker: bool = True
+def load_single_file_source(
+    path: Path, revision: str | None, lcm_lora: bool, config_folder: Path | None = None
 ) -> LoadedSource:
-    """The pipeline, plus its safety_checker/ and feature_extractor/ when it has them and ``safety_checker``."""
+    """A single-file checkpoint; ``config_folder`` holds the diffusers configs it is loaded with
+    (default: the SD1.5 ones lcm-export ships). It has no safety checker of its own."""
+    from lcm_runtime.bundle import sha256_file
+
+    from .single_file import check_checkpoint, load_single_file, unet_config
+
+    if revision is not None:
+        raise SourceError("--revision only applies to hub ids, not to a local file; drop --revision")
+    path = path.resolve()
+    check_checkpoint(path)
+    check_lcm_distillation(unet_config(config_folder), str(path), lcm_lora)
+    info = {
+        "kind": "single-file",
+        "path": str(path),
+        "weights_sha256": sha256_file(path),
+        "config": "sd15" if config_folder is None else str(Path(config_folder).resolve()),
+    }
+    return LoadedSource(pipeline=load_single_file(path, config_folder), info=info, folder=None, weight_files=[path])
+
+
+def load_source(
+    source: str,
+    revision: str | None = None,
+    allow_pickle: bool = False,
+    safety_checker: bool = True,
+    lcm_lora: bool = False,
+    single_file_config: Path | None = None,
+) -> LoadedSource:
+    """The pipeline, plus its safety_checker/ and feature_extractor/ when it has them and ``safety_checker``.
+
+    ``lcm_lora``: an LCM-LoRA will be fused into it, so it must not be LCM-distilled (and need not be).
+    A single-file .safetensors checkpoint loads with the configs in ``single_file_config`` (a diffusers
+    folder), by default the shipped SD1.5 ones."""
+    from .single_file import is_single_file
+
+    path = Path(source).expanduser()
+    if is_single_file(path):
+        return load_single_file_source(path, revision, lcm_lora, single_file_config)
     folder, info = resolve_source_folder(source, revision, allow_pickle, safety_checker)
-    weight_files = validate_pipeline_folder(folder, allow_pickle)
+    weight_files = validate_pipeline_folder(folder, allow_pickle, lcm_lora)
     checker_files = None
     if safety_checker:
         from .safety_checker import find_pipeline_safety_checker
