@@ -64,7 +64,8 @@ def _describe(error: LCMError) -> str:
     epilog="With --image the prompt redraws that picture (image-to-image); with --image and --mask it repaints "
     "where the mask is white (inpainting). Other commands: `lcm-run verify BUNDLE` checks a bundle's files against "
     "its manifest; `lcm-run info BUNDLE` describes it and lists OpenVINO devices; "
-    "`lcm-run cache` shows the compiled-model cache (`--prune`, `--clear` free its space)."
+    "`lcm-run cache` shows the compiled-model cache (`--prune`, `--clear` free its space); "
+    "`lcm-run batch PROMPTS --output DIR` makes every image of a prompt file, resumably."
 )
 def generate(
     prompt: str = typer.Argument(..., help="What to draw."),
@@ -543,13 +544,113 @@ def _serve_on_ray(
     ray_app.run(str(folder.root), settings, host, port, replicas, cpus_per_replica, address, **engine_options)
 
 
+@tools_app.command(
+    epilog="Rerun the same command to finish a stopped job: images whose manifest line and sha256 match are "
+    "skipped, the rest are made. Exit 0: every image made; 1: some rows failed; 2: bad arguments. docs/batch.md."
+)
+def batch(
+    prompts: Path | None = typer.Argument(
+        None,
+        metavar="PROMPTS",
+        help="A .jsonl file (a JSON object a line), a .csv file (a header row) or text (a prompt a line)",
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help=f"Bundle folder [default: $LCM_MODEL or {DEFAULT_MODEL}]"
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="The job's folder: DIR/<name or row>-<k>.png, manifest.jsonl, job.json"
+    ),
+    workers: int = typer.Option(1, "--workers", help="Processes, each loading the bundle once (1: this one)"),
+    seed: int = typer.Option(0, "--seed", help="Seeds the rows that set none: each its own, from this and its row"),
+    steps: int | None = typer.Option(None, "--steps", "-s", help="Denoising steps [default: the bundle's]"),
+    guidance: float | None = typer.Option(None, "--guidance", "-g", help="Guidance scale [default: the bundle's]"),
+    width: int | None = typer.Option(None, "--width", help="Image width [default: the model's native size]"),
+    height: int | None = typer.Option(None, "--height", help="Image height [default: the model's native size]"),
+    num_images: int = typer.Option(1, "--num-images", "-n", help="Images per row (image k has the row's seed + k - 1)"),
+    strength: float | None = typer.Option(
+        None, "--strength", help="For rows with an image [default: 0.8; 1.0 with a mask]"
+    ),
+    negative_prompt: str | None = typer.Option(
+        None, "--negative-prompt", help="For rows that set none (LCM-LoRA (cfg) bundles)"
+    ),
+    device: str = typer.Option("CPU", "--device", help="OpenVINO device: CPU, GPU, NPU, AUTO..."),
+    precision: str = typer.Option("auto", "--precision", help="auto (the device's default), f32, bf16 or f16"),
+    vae: str | None = typer.Option(None, "--vae", help="full or tiny (TAESD) [default: full, tiny with --fast]"),
+    fast: bool = typer.Option(False, "--fast", help="The INT8 UNet and tiny VAE of an `lcm-export --fast` bundle"),
+    no_safety_checker: bool = typer.Option(False, "--no-safety-checker", help="Do not run the bundle's safety checker"),
+    restart: bool = typer.Option(
+        False, "--restart", help="Start DIR's job over: remove the PNGs its manifest lists, and the manifest"
+    ),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row instead of skipping it"),
+    verify_dir: Path | None = typer.Option(
+        None, "--verify", metavar="DIR", help="Check DIR's PNGs against its manifest instead (no PROMPTS)"
+    ),
+    ray: bool = typer.Option(
+        False, "--ray", help="Generate on Ray (extra [ray]): --workers actors on $RAY_ADDRESS or a local instance"
+    ),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="With --ray: the cluster to join"),
+    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", help="With --ray: CPUs Ray reserves per actor"),
+) -> None:
+    """Make every image of PROMPTS into DIR, resumably: one PNG per image, one manifest line per PNG."""
+    from . import batch_console
+    from .batch import GeneratorOptions, JobRequest, RayOptions
+    from .batch_plan import Defaults
+
+    if not ray and (ray_address is not None or cpus_per_worker != 1.0):
+        raise InputError("--ray-address and --cpus-per-worker go with --ray; add --ray")
+    if cpus_per_worker <= 0:
+        raise InputError(f"--cpus-per-worker must be above 0, got {cpus_per_worker}")
+    if ray:
+        try:
+            import ray as _ray  # noqa: F401  (only to say how to install it)
+        except ImportError:
+            raise LCMError("lcm-run batch --ray needs the [ray] extra: pip install 'lcm-openvino[ray]'") from None
+
+    if verify_dir is not None:
+        if prompts is not None or output is not None:
+            raise InputError("--verify DIR checks a finished job: it takes no PROMPTS and no --output")
+        batch_console.verify(verify_dir)
+        return
+    if prompts is None or output is None:
+        raise InputError("lcm-run batch needs PROMPTS and --output DIR (or --verify DIR); see lcm-run batch --help")
+    request = JobRequest(
+        prompts=prompts,
+        output=output,
+        generator=GeneratorOptions(
+            model=model or _default_model(),
+            device=device,
+            precision=precision,
+            safety_checker=not no_safety_checker,
+            vae=vae,
+            fast=fast,
+        ),
+        defaults=Defaults(
+            seed=seed,
+            steps=steps,
+            guidance=guidance,
+            width=width,
+            height=height,
+            num_images=num_images,
+            strength=strength,
+            negative_prompt=negative_prompt,
+        ),
+        workers=workers,
+        restart=restart,
+        strict=strict,
+        ray=RayOptions(ray_address, cpus_per_worker) if ray else None,
+    )
+    code = batch_console.run(request)
+    if code:
+        raise typer.Exit(code)
+
+
 def _gib(size: int) -> str:
     return f"{size / 2**30:.2f} GiB" if size >= 2**28 else f"{size / 2**20:.1f} MiB"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    app = tools_app if args[:1] in (["verify"], ["info"], ["cache"], ["serve"]) else generate_app
+    app = tools_app if args[:1] in (["verify"], ["info"], ["cache"], ["serve"], ["batch"]) else generate_app
     if args[:1] == ["--version"]:
         print(f"lcm-run {__version__}")
         return
@@ -557,7 +658,11 @@ def main(argv: list[str] | None = None) -> None:
         app,
         args,
         "lcm-run",
-        interrupted_message="interrupted: no image was written",
+        interrupted_message=(
+            "interrupted: the finished images and their manifest lines are kept; rerun the same command to resume"
+            if args[:1] == ["batch"]
+            else "interrupted: no image was written"
+        ),
         failure_message="lcm-run failed unexpectedly",
         debug_variable="LCM_RUN_DEBUG",
         describe=_describe,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -29,19 +30,34 @@ def to_pil(images: np.ndarray) -> list[Image.Image]:
     return [Image.fromarray(image) for image in to_uint8(images)]
 
 
+def png_bytes(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
+    """The PNG file ``save_png`` writes, in memory (with its text chunks)."""
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    stream = io.BytesIO()
+    image.save(stream, format="PNG", pnginfo=info)
+    return stream.getvalue()
+
+
 def save_png(image: Image.Image, path: Path, text: dict[str, str] | None = None, overwrite: bool = False) -> Path:
     """Write through a temporary file in the same folder, so a crash never leaves a broken PNG.
 
     Without ``overwrite`` an existing file is never replaced (the final link fails instead).
     """
-    path = Path(path)
-    info = PngInfo()
-    for key, value in (text or {}).items():
-        info.add_text(key, value)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.part", dir=path.parent)
+    return write_atomically(Path(path), png_bytes(image, text), overwrite=overwrite)
+
+
+def write_atomically(path: Path, data: bytes, overwrite: bool = False) -> Path:
+    """``data`` to ``path`` through ``.NAME.XXXX.SUFFIX.part`` in the same folder, flushed to disk
+    before it takes the name: a crash (even kill -9) leaves the old file or the new, never half.
+
+    Without ``overwrite`` an existing file is never replaced (the final link fails instead).
+    """
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.part", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format="PNG", pnginfo=info)
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         if overwrite:
