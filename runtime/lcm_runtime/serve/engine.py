@@ -25,6 +25,7 @@ from PIL import Image
 from ..core import LCMPipelineOutput
 from ..denoise import StepEndCallback
 from ..errors import InputError, LCMError
+from ..guidance import Guidance
 from ..img2img import DEFAULT_STRENGTH as IMG2IMG_STRENGTH
 from ..img2img import LCMImg2ImgPipeline
 from ..inpaint import DEFAULT_STRENGTH as INPAINT_STRENGTH
@@ -57,6 +58,7 @@ class GenerationRequest:
 
     prompt: str
     negative_prompt: str | None = None
+    guidance_rescale: float = 0.0  # classifier-free guidance bundles only (lcm-export --lcm-lora)
     n: int = 1
     width: int | None = None
     height: int | None = None
@@ -230,12 +232,8 @@ class Engine:
     def check(self, request: GenerationRequest) -> None:
         if not isinstance(request.prompt, str) or not request.prompt.strip():
             raise InputError("prompt must be a non-empty string", argument="prompt")
-        if request.negative_prompt:
-            raise InputError(
-                "negative_prompt does not apply to this bundle: its model is distilled with the guidance "
-                "embedded and has no unconditional branch to steer away from; drop the negative prompt",
-                argument="negative_prompt",
-            )
+        # The bundle's guidance mode decides: a distilled LCM refuses a negative prompt, a cfg one takes it.
+        Guidance.plan(self.folder.facts, request.guidance, request.guidance_rescale, request.negative_prompt or None)
         if not 1 <= request.n <= self.max_images:
             raise InputError(f"n must be from 1 to {self.max_images}, got {request.n}", argument="n")
         for name in ("width", "height"):
@@ -360,6 +358,8 @@ class Engine:
         common: dict[str, Any] = dict(
             num_inference_steps=request.steps,
             guidance_scale=request.guidance,
+            negative_prompt=request.negative_prompt or None,
+            guidance_rescale=request.guidance_rescale,
             generator=seed,
             prompt_syntax=PROMPT_SYNTAX,
             callback_on_step_end=self._step_end(job, index),
@@ -432,6 +432,8 @@ class Engine:
             safety_checker=("on" if pipe.safety_checker else "off" if pipe.parts.safety else None),
             flagged=flagged,
             prompt_syntax=PROMPT_SYNTAX,
+            negative_prompt=request.negative_prompt or None,
+            guidance_rescale=request.guidance_rescale,
         )
 
     # --- what the APIs describe --------------------------------------------------------------------

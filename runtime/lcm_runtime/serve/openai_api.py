@@ -52,6 +52,7 @@ PARAMS = {
     "mask_image": "mask",
     "mask": "mask",
     "negative_prompt": "negative_prompt",
+    "guidance_rescale": "guidance_rescale",
     "n": "n",
 }
 
@@ -81,6 +82,7 @@ class ImageGenerationBody(BaseModel):
     seed: int | None = Field(default=None, ge=-1, lt=2**32)
     rng_seed: int | None = Field(default=None, ge=-1, lt=2**32, description="OpenVINO Model Server's name for seed")
     negative_prompt: str | None = None
+    guidance_rescale: float | None = Field(default=None, ge=0, le=1, description="cfg bundles only")
     strength: float | None = Field(default=None, gt=0, le=1)
 
 
@@ -128,6 +130,7 @@ async def generations(body: ImageGenerationBody, request: Request) -> Response:
     generation = GenerationRequest(
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
+        guidance_rescale=body.guidance_rescale or 0.0,
         n=body.n or 1,
         width=width,
         height=height,
@@ -210,6 +213,7 @@ async def edits(request: Request) -> Response:
     generation = GenerationRequest(
         prompt=fields.get("prompt", ""),
         negative_prompt=fields.get("negative_prompt") or None,
+        guidance_rescale=form_number(fields.get("guidance_rescale"), "guidance_rescale", float) or 0.0,
         n=form_number(fields.get("n"), "n", int) or 1,
         width=picture.width if mask is not None else None,
         height=picture.height if mask is not None else None,
