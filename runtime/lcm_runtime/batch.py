@@ -205,6 +205,7 @@ class Generator:
             flagged=flagged,
             prompt_syntax=PROMPT_SYNTAX,
             negative_prompt=task.negative_prompt,
+            loras=pipe.folder.loras,
         )
 
     def record(self, task: ImageTask, width: int, height: int, flagged: bool | None) -> dict[str, Any]:

@@ -284,6 +284,7 @@ def generate(
             prompt_syntax="diffusers" if plain_prompt else "a1111",
             negative_prompt=negative_prompt,
             guidance_rescale=guidance_rescale,
+            loras=pipe.folder.loras,
         )
         written.append(save_png(picture, path, {"parameters": text}, overwrite=overwrite))
     saved = time.perf_counter() - started

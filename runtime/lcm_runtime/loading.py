@@ -41,6 +41,11 @@ class ModelFolder:
     def tokenizer_file(self) -> Path:
         return self.root / bundle.TOKENIZER_JSON
 
+    @property
+    def loras(self) -> list[dict[str, Any]]:
+        """The LoRAs fused into this bundle at export ({name, sha256, scale}); none for other folders."""
+        return list(self.manifest.loras) if self.manifest else []
+
     def xml(self, component: str) -> Path:
         return self.root / bundle.component_xml(component)
 

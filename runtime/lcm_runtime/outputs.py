@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import InputError
@@ -53,6 +55,12 @@ def _free_path(path: Path, taken: set[Path]) -> Path:
     return candidate
 
 
+def lora_name(name: str) -> str:
+    """A LoRA's short name, as A1111 shows it: the file's stem or the hub id's last part."""
+    last = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return last.removesuffix(".safetensors").replace(",", " ").replace(":", " ")
+
+
 def png_parameters(
     prompt: str,
     *,
@@ -76,13 +84,14 @@ def png_parameters(
     prompt_syntax: str = "a1111",
     negative_prompt: str | None = None,
     guidance_rescale: float = 0.0,
+    loras: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """The A1111 ``parameters`` chunk: the prompt on the first line, A1111's ``Negative prompt: ...``
     line when there is one, then key: value pairs. Image-to-image and inpainting add A1111's
     ``Denoising strength`` and the input picture's and mask's sha256 (12 hex); ``Guidance rescale``
     appears when it is not 0; ``safety_checker`` is "on" or "off" for a bundle that has one (None: it
     has none). A prompt read as diffusers reads it (``--plain-prompt``) says so, since A1111's reading
-    is what the CLI assumes."""
+    is what the CLI assumes. ``loras``: the bundle's fused LoRAs, as A1111's ``Lora hashes``."""
     optional = {
         "Guidance rescale": guidance_rescale or None,
         "Denoising strength": strength,
@@ -90,6 +99,12 @@ def png_parameters(
         "Mask hash": mask_hash,
         "Safety checker": None if safety_checker is None else f"{safety_checker}{' (flagged)' if flagged else ''}",
         "Prompt syntax": None if prompt_syntax == "a1111" else prompt_syntax,
+        # A1111's form: the LoRAs fused into the bundle, by name and the first 12 hex of their sha256.
+        "Lora hashes": (
+            '"' + ", ".join(f"{lora_name(lora['name'])}: {lora['sha256'][:12]}" for lora in loras) + '"'
+            if loras
+            else None
+        ),
     }
     fields = {
         "Steps": steps,

@@ -425,3 +425,35 @@ def test_parse_lora():
     assert spec.source == r"C:\loras\style.safetensors" and spec.scale == 1.0
     spec = parse_lora(r"C:\loras\style.safetensors:0.5")
     assert spec.source == r"C:\loras\style.safetensors" and spec.scale == 0.5
+
+
+def test_lcm_run_records_the_fused_loras_as_a1111s_lora_hashes(fused_bundle, lora_files, tmp_path):
+    from cli_helpers import lcm_run
+    from PIL import Image
+
+    out = tmp_path / "image.png"
+    result = lcm_run(
+        "a cat",
+        "--model",
+        fused_bundle,
+        "--steps",
+        "2",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--seed",
+        "1",
+        "--negative-prompt",
+        "blurry",
+        "--guidance",
+        "1.5",
+        "-o",
+        out,
+    )
+    assert result.returncode == 0, result.stderr
+    parameters = Image.open(out).text["parameters"]
+    lcm, style = lora_files[("lcm", "kohya")], lora_files[("style", "peft")]
+    hashes = [hashlib.sha256(path.read_bytes()).hexdigest()[:12] for path in (lcm, style)]
+    assert f'Lora hashes: "{lcm.stem}: {hashes[0]}, {style.stem}: {hashes[1]}"' in parameters
+    assert parameters.splitlines()[1] == "Negative prompt: blurry"

@@ -111,3 +111,14 @@ def test_negative_prompt_is_a1111s_second_line_and_rescale_a_field():
     assert "CFG scale: 1.8" in fields and "Guidance rescale: 0.7" in fields
     plain = png_parameters("a cat", **common, index=0, count=1, negative_prompt="", guidance_rescale=0.0)
     assert len(plain.split("\n")) == 2 and "Negative prompt" not in plain and "Guidance rescale" not in plain
+
+
+def test_fused_loras_are_a1111s_lora_hashes():
+    loras = [
+        {"name": "latent-consistency/lcm-lora-sdv1-5", "sha256": "ab" * 32, "scale": 1.0},
+        {"name": "/styles/ink, dark.safetensors", "sha256": "cd" * 32, "scale": 0.8},
+    ]
+    common = dict(steps=4, guidance=1.0, seed=1, width=64, height=64, model="m", model_hash="h", precision="f32")
+    text = png_parameters("a cat", **common, device="CPU", index=0, count=1, loras=loras)
+    assert 'Lora hashes: "lcm-lora-sdv1-5: abababababab, ink  dark: cdcdcdcdcdcd"' in text
+    assert "Lora hashes" not in png_parameters("a cat", **common, device="CPU", index=0, count=1)

@@ -434,6 +434,7 @@ class Engine:
             prompt_syntax=PROMPT_SYNTAX,
             negative_prompt=request.negative_prompt or None,
             guidance_rescale=request.guidance_rescale,
+            loras=pipe.folder.loras,
         )
 
     # --- what the APIs describe --------------------------------------------------------------------
