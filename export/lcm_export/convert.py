@@ -206,7 +206,7 @@ def _example_and_shapes(
     import openvino as ov
 
     unet_config = pipeline.unet.config
-    latent_channels = int(unet_config.in_channels)
+    sample_channels = int(unet_config.in_channels)  # the latents' 4, or an inpainting UNet's 9
     text_dim = int(pipeline.text_encoder.config.hidden_size)
     max_length = int(pipeline.text_encoder.config.max_position_embeddings)
     vae_scale = 2 ** (len(pipeline.vae.config.block_out_channels) - 1)
@@ -225,12 +225,12 @@ def _example_and_shapes(
         shapes = [(ov.PartialShape([dynamic, dynamic]), ov.Type.i64)]
     elif component == "unet":
         example = (
-            torch.randn(1, latent_channels, unet_side, unet_side, generator=torch.Generator().manual_seed(0)),
+            torch.randn(1, sample_channels, unet_side, unet_side, generator=torch.Generator().manual_seed(0)),
             torch.tensor([999], dtype=torch.int64),
             torch.randn(1, max_length, text_dim, generator=torch.Generator().manual_seed(1)),
         )
         shapes = [
-            (ov.PartialShape([dynamic, latent_channels, dynamic, dynamic]), ov.Type.f32),
+            (ov.PartialShape([dynamic, sample_channels, dynamic, dynamic]), ov.Type.f32),
             (ov.PartialShape([1]), ov.Type.i64),
             (ov.PartialShape([dynamic, dynamic, text_dim]), ov.Type.f32),
         ]

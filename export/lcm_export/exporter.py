@@ -38,7 +38,7 @@ from lcm_runtime.bundle import (
     verify_files,
     write_manifest,
 )
-from lcm_runtime.errors import LCMError
+from lcm_runtime.errors import InputError, LCMError
 
 from .compress import component_precision, compress_weights, compression_details, save_ir
 from .options import ExportOptions
@@ -103,14 +103,24 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def model_index(pipeline: LatentConsistencyModelPipeline, guidance_mode: str = EMBEDDED) -> dict[str, Any]:
+def pipeline_class(guidance_mode: str, inpainting_unet: bool = False) -> str:
+    """The diffusers pipeline a bundle is: an inpainting UNet's is StableDiffusionInpaintPipeline (in either mode,
+    as diffusers runs one), a cfg bundle's StableDiffusionPipeline, an LCM's LatentConsistencyModelPipeline."""
+    if inpainting_unet:
+        return "StableDiffusionInpaintPipeline"
+    return "StableDiffusionPipeline" if guidance_mode == CFG else "LatentConsistencyModelPipeline"
+
+
+def model_index(
+    pipeline: LatentConsistencyModelPipeline, guidance_mode: str = EMBEDDED, inpainting_unet: bool = False
+) -> dict[str, Any]:
     """diffusers' model_index.json for the exported pipeline (what optimum-intel ships too). A cfg bundle
     is a StableDiffusionPipeline with LCMScheduler, as diffusers, optimum-intel and openvino.genai run
-    LCM-LoRA: classifier-free guidance, no guidance embedding."""
+    LCM-LoRA: classifier-free guidance, no guidance embedding (pipeline_class)."""
     import diffusers
 
     return {
-        "_class_name": "StableDiffusionPipeline" if guidance_mode == CFG else "LatentConsistencyModelPipeline",
+        "_class_name": pipeline_class(guidance_mode, inpainting_unet),
         "_diffusers_version": diffusers.__version__,
         "feature_extractor": [None, None],
         "requires_safety_checker": False,
@@ -195,6 +205,12 @@ def export_bundle(
     facts = ModelFacts.from_configs(
         dict(pipeline.unet.config), dict(pipeline.vae.config), max_length, guidance_mode=options.guidance_mode
     )
+    if options.quantize_unet and facts.inpainting_unet:
+        raise InputError(
+            f"--quantize-unet {options.quantize_unet} calibrates the UNet on text-to-image, which an inpainting "
+            f"UNet ({facts.unet_channels} input channels) does not run; drop --quantize-unet (and --fast), or use "
+            "--weights int8 (weight-only) instead"
+        )
     scheduler = export_scheduler(pipeline, options.guidance_mode)
     precisions = {component: component_precision(options.weights, component) for component in COMPONENTS}
     if options.quantize_unet:
@@ -202,7 +218,7 @@ def export_bundle(
     if tiny_vae is not None:
         from .tiny_vae import check_compatible
 
-        check_compatible(tiny_vae, int(pipeline.unet.config.in_channels))
+        check_compatible(tiny_vae, facts.latent_channels)
         precisions[TINY_VAE_DECODER] = component_precision(options.weights, "vae_decoder")
     if checker is not None:
         precisions[SAFETY_CHECKER] = component_precision(options.weights, SAFETY_CHECKER)
@@ -214,7 +230,8 @@ def export_bundle(
 
     with staged_output(out, options.force) as staging:
         with progress.stage("configs"):
-            write_text(staging / MODEL_INDEX_FILE, dumps_json(model_index(pipeline, options.guidance_mode)))
+            index = model_index(pipeline, options.guidance_mode, facts.inpainting_unet)
+            write_text(staging / MODEL_INDEX_FILE, dumps_json(index))
             for component, config in component_configs(pipeline).items():
                 write_text(staging / component / CONFIG_FILE, dumps_json(config))
             write_text(staging / SCHEDULER_CONFIG, dumps_json(clean_config(scheduler.to_json_string())))

@@ -5,7 +5,9 @@ diffusers' ``StableDiffusionPipeline.from_single_file`` converts the keys. It ne
 diffusers configs, which it would download: for SD1.5 they ship in this package (data/sd15_config,
 runwayml/stable-diffusion-v1-5's model_index, scheduler, UNet, VAE, text encoder and tokenizer
 configs), and the tokenizer's vocab.json/merges.txt are derived at load time from the CLIP BPE file the
-package ships anyway (tiny.py). A checkpoint of another architecture is refused before loading.
+package ships anyway (tiny.py). An SD1.5 inpainting checkpoint (a 9-channel UNet, as
+runwayml/stable-diffusion-inpainting) loads with the same configs but its UNet's (data/sd15_config/
+unet_inpainting: in_channels 9). A checkpoint of another architecture is refused before loading.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
     from diffusers import LatentConsistencyModelPipeline
 
 SD15_CONFIG = "sd15_config"  # the folder under lcm_export/data
+INPAINTING_UNET_CONFIG = "unet_inpainting/config.json"  # in it: SD1.5 inpainting's UNet config (in_channels 9)
+# diffusers' infer_diffusers_model_type names of the checkpoints lcm-export takes -> the manifest's "config".
+SD15_KINDS = {"v1": "sd15", "inpainting": "sd15-inpainting"}
 SD15_CONFIG_FILES = (
     "model_index.json",
     "scheduler/scheduler_config.json",
@@ -45,7 +50,6 @@ LDM_PREFIXES = {
 # diffusers' infer_diffusers_model_type names of the checkpoints lcm-export cannot take, worded.
 OTHER_ARCHITECTURES = {
     "v2": "a Stable Diffusion 2.x checkpoint",
-    "inpainting": "an SD1.5 inpainting checkpoint (9-channel UNet)",
     "inpainting_v2": "an SD2 inpainting checkpoint",
     "xl_base": "an SDXL checkpoint",
     "xl_refiner": "an SDXL refiner checkpoint",
@@ -71,8 +75,9 @@ def checkpoint_shapes(path: Path) -> dict[str, Any]:
         raise SourceError(f"{path} is not a readable safetensors file ({first_line(error)}); re-download it") from None
 
 
-def check_checkpoint(path: Path) -> None:
-    """The file is an original-layout Stable Diffusion 1.x checkpoint with all three models."""
+def check_checkpoint(path: Path) -> str:
+    """The file is an original-layout Stable Diffusion 1.x checkpoint with all three models: "v1", or
+    "inpainting" for an SD1.5 inpainting one (diffusers' model type)."""
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
     shapes = checkpoint_shapes(path)
@@ -88,7 +93,7 @@ def check_checkpoint(path: Path) -> None:
             "first_stage_model. or cond_stage_model. weights); pass a .safetensors checkpoint or a diffusers folder"
         )
     kind = infer_diffusers_model_type(shapes)
-    if kind != "v1":
+    if kind not in SD15_KINDS:
         what = OTHER_ARCHITECTURES.get(kind, f"a {kind} checkpoint")
         raise SourceError(f"{path} is {what}; lcm-export takes Stable Diffusion 1.x (SD1.5-architecture) checkpoints")
     if missing:
@@ -96,11 +101,13 @@ def check_checkpoint(path: Path) -> None:
             f"{path} has no {' or '.join(missing)} weights (a checkpoint needs UNet, VAE and text encoder); "
             "pass a full checkpoint or a diffusers folder"
         )
+    return str(kind)
 
 
 @contextmanager
-def sd15_config_folder() -> Iterator[Path]:
-    """The shipped SD1.5 configs as a diffusers folder (a temporary copy, with the tokenizer's vocab)."""
+def sd15_config_folder(inpainting: bool = False) -> Iterator[Path]:
+    """The shipped SD1.5 configs as a diffusers folder (a temporary copy, with the tokenizer's vocab);
+    ``inpainting``: with SD1.5 inpainting's UNet config."""
     from .tiny import write_clip_vocab_files
 
     data = resources.files("lcm_export").joinpath("data", SD15_CONFIG)
@@ -109,15 +116,18 @@ def sd15_config_folder() -> Iterator[Path]:
         for name in SD15_CONFIG_FILES:
             target = folder / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data.joinpath(*name.split("/")).read_bytes())
+            shipped = INPAINTING_UNET_CONFIG if inpainting and name == "unet/config.json" else name
+            target.write_bytes(data.joinpath(*shipped.split("/")).read_bytes())
         write_clip_vocab_files(folder / "tokenizer")
         yield folder
 
 
-def unet_config(config_folder: Path | None) -> dict[str, Any]:
-    """The UNet config a single-file checkpoint is loaded with (the shipped SD1.5 one by default)."""
+def unet_config(config_folder: Path | None, inpainting: bool = False) -> dict[str, Any]:
+    """The UNet config a single-file checkpoint is loaded with (the shipped SD1.5 one by default, SD1.5
+    inpainting's with ``inpainting``)."""
     if config_folder is None:
-        data = resources.files("lcm_export").joinpath("data", SD15_CONFIG, "unet", "config.json")
+        shipped = INPAINTING_UNET_CONFIG if inpainting else "unet/config.json"
+        data = resources.files("lcm_export").joinpath("data", SD15_CONFIG, *shipped.split("/"))
         import json
 
         return json.loads(data.read_text(encoding="utf-8"))
@@ -127,15 +137,15 @@ def unet_config(config_folder: Path | None) -> dict[str, Any]:
 def load_single_file(path: Path, config_folder: Path | None = None) -> LatentConsistencyModelPipeline:
     """Load the checkpoint with diffusers' from_single_file (float32, offline) and assemble the pipeline
     lcm-export exports; ``config_folder`` is a diffusers folder whose configs describe the checkpoint
-    (default: the shipped SD1.5 configs)."""
-    check_checkpoint(path)
+    (default: the shipped SD1.5 configs, or SD1.5 inpainting's for an inpainting checkpoint)."""
+    inpainting = check_checkpoint(path) == "inpainting"
     if config_folder is None:
-        with sd15_config_folder() as folder:
-            return _load(path, folder)
-    return _load(path, Path(config_folder))
+        with sd15_config_folder(inpainting) as folder:
+            return _load(path, folder, inpainting)
+    return _load(path, Path(config_folder), inpainting)
 
 
-def _load(path: Path, config_folder: Path) -> LatentConsistencyModelPipeline:
+def _load(path: Path, config_folder: Path, inpainting: bool = False) -> LatentConsistencyModelPipeline:
     import torch
     from diffusers import LCMScheduler, StableDiffusionPipeline
     from diffusers.loaders.single_file_utils import SingleFileComponentError
@@ -154,8 +164,9 @@ def _load(path: Path, config_folder: Path) -> LatentConsistencyModelPipeline:
         scheduler = LCMScheduler.from_pretrained(config_folder, subfolder="scheduler")
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SingleFileComponentError) as error:
         detail = first_line(getattr(error, "message", None) or error).split(". ")[0]  # diffusers' advice is for code
+        what = "Stable Diffusion 1.5 inpainting" if inpainting else "Stable Diffusion 1.5"
         raise SourceError(
-            f"cannot load {path} as a Stable Diffusion 1.5 checkpoint: {detail}; check it is a full SD1.x checkpoint"
+            f"cannot load {path} as a {what} checkpoint: {detail}; check it is a full SD1.x checkpoint"
         ) from None
     from .assemble import assemble_pipeline
 

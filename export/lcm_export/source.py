@@ -76,6 +76,23 @@ def check_lcm_distillation(unet_config: dict[str, Any], where: str, lcm_lora: bo
         )
 
 
+def check_unet_channels(unet_config: dict[str, Any], where: str) -> None:
+    """A UNet on the latents alone (in_channels = out_channels), or an inpainting one (SD1.5 inpainting's 9:
+    latents, mask, masked picture's latents); anything else (a depth model's 5 channels...) before loading."""
+    from lcm_runtime.bundle import describe_value, inpainting_channels
+
+    channels = unet_config.get("in_channels", 4), unet_config.get("out_channels", 4)
+    if all(type(value) is int for value in channels) and channels[0] not in (
+        channels[1],
+        inpainting_channels(channels[1]),
+    ):
+        raise SourceError(
+            f"the UNet in {where} takes {describe_value(channels[0])} input channels and predicts "
+            f"{describe_value(channels[1])}: lcm-export takes a UNet on the latents alone or an inpainting one "
+            "(latents, mask and masked picture: 9 for SD1.5)"
+        )
+
+
 def validate_pipeline_folder(folder: Path, allow_pickle: bool, lcm_lora: bool = False) -> list[Path]:
     """Check the folder is an exportable diffusers pipeline (an LCM, or with ``lcm_lora`` a Stable Diffusion
     model that is not one); return the weight files to load."""
@@ -96,7 +113,9 @@ def validate_pipeline_folder(folder: Path, allow_pickle: bool, lcm_lora: bool = 
             f"{folder} is missing the {', '.join(missing)} folder(s) of a Stable Diffusion pipeline; "
             "lcm-export needs unet, vae, text_encoder, tokenizer and scheduler"
         )
-    check_lcm_distillation(read_json_object(_config_path(folder, "unet"), "UNet config"), str(folder), lcm_lora)
+    unet_config = read_json_object(_config_path(folder, "unet"), "UNet config")
+    check_lcm_distillation(unet_config, str(folder), lcm_lora)
+    check_unet_channels(unet_config, str(folder))
     return [weight for component in MODEL_COMPONENTS for weight in _component_weights(folder, component, allow_pickle)]
 
 
@@ -167,21 +186,22 @@ def load_single_file_source(
     path: Path, revision: str | None, lcm_lora: bool, config_folder: Path | None = None
 ) -> LoadedSource:
     """A single-file checkpoint; ``config_folder`` holds the diffusers configs it is loaded with
-    (default: the SD1.5 ones lcm-export ships). It has no safety checker of its own."""
+    (default: the SD1.5 ones lcm-export ships, with SD1.5 inpainting's UNet config for an inpainting
+    checkpoint). It has no safety checker of its own."""
     from lcm_runtime.bundle import sha256_file
 
-    from .single_file import check_checkpoint, load_single_file, unet_config
+    from .single_file import SD15_KINDS, check_checkpoint, load_single_file, unet_config
 
     if revision is not None:
         raise SourceError("--revision only applies to hub ids, not to a local file; drop --revision")
     path = path.resolve()
-    check_checkpoint(path)
-    check_lcm_distillation(unet_config(config_folder), str(path), lcm_lora)
+    kind = check_checkpoint(path)  # an SD1.5 checkpoint, or an SD1.5 inpainting one (9-channel UNet)
+    check_lcm_distillation(unet_config(config_folder, kind == "inpainting"), str(path), lcm_lora)
     info = {
         "kind": "single-file",
         "path": str(path),
         "weights_sha256": sha256_file(path),
-        "config": "sd15" if config_folder is None else str(Path(config_folder).resolve()),
+        "config": SD15_KINDS[kind] if config_folder is None else str(Path(config_folder).resolve()),
     }
     return LoadedSource(pipeline=load_single_file(path, config_folder), info=info, folder=None, weight_files=[path])
 

@@ -5,6 +5,8 @@ The structure mirrors SD1.5/LCM_Dreamshaper_v7 (cross-attention UNet with time_c
 4-block VAE so vae_scale_factor is 8, CLIP text encoder with the 49,408-token BPE vocabulary);
 only the widths are shrunk. ``build_tiny_sd_pipeline`` is its SD1.5-like twin without
 time_cond_proj_dim (what an SD1.5 checkpoint with LCM-LoRA fused is), for the "cfg" guidance mode.
+Either takes ``in_channels=9`` for an inpainting UNet (SD1.5 inpainting's layout: latents, mask, masked
+picture's latents), which the parity tests export.
 """
 
 from __future__ import annotations
@@ -121,23 +123,25 @@ def build_clip_tokenizer() -> CLIPTokenizer:
         )
 
 
-def build_tiny_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
-    """A random-weight LCM pipeline; the same seed always gives the same weights."""
+def build_tiny_pipeline(seed: int = 0, in_channels: int = 4) -> LatentConsistencyModelPipeline:
+    """A random-weight LCM pipeline; the same seed always gives the same weights. ``in_channels=9``: an
+    inpainting UNet (latents, mask, masked picture's latents), which no public LCM has."""
     from diffusers import LCMScheduler
 
     from .assemble import assemble_pipeline
 
-    unet, vae, text_encoder = _tiny_models(seed, TINY_TIME_COND_DIM)
+    unet, vae, text_encoder = _tiny_models(seed, TINY_TIME_COND_DIM, in_channels)
     scheduler = LCMScheduler(**DREAMSHAPER_SCHEDULER_CONFIG)
     return assemble_pipeline(unet, vae, text_encoder, build_clip_tokenizer(), scheduler)
 
 
-def build_tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+def build_tiny_sd_pipeline(seed: int = 0, in_channels: int = 4) -> StableDiffusionPipeline:
     """A random-weight SD1.5-like pipeline: the tiny LCM's architecture without time_cond_proj_dim, and
-    SD1.5's PNDM scheduler config (export it with guidance_mode="cfg"). Same seed, same weights."""
+    SD1.5's PNDM scheduler config (export it with guidance_mode="cfg"). Same seed, same weights.
+    ``in_channels=9``: an SD1.5-inpainting-like UNet (latents, mask, masked picture's latents)."""
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
-    unet, vae, text_encoder = _tiny_models(seed, None)
+    unet, vae, text_encoder = _tiny_models(seed, None, in_channels)
     pipeline = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -153,7 +157,7 @@ def build_tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     return pipeline
 
 
-def _tiny_models(seed: int, time_cond_proj_dim: int | None) -> tuple[Any, Any, Any]:
+def _tiny_models(seed: int, time_cond_proj_dim: int | None, in_channels: int = 4) -> tuple[Any, Any, Any]:
     """The tiny UNet, VAE and CLIP text encoder, drawn in that order after seeding torch."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -164,7 +168,7 @@ def _tiny_models(seed: int, time_cond_proj_dim: int | None) -> tuple[Any, Any, A
         block_out_channels=(32, 64),
         layers_per_block=1,
         sample_size=8,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         # Attention at the full resolution and none at the lowest, as in SD1.5 (the full-resolution
         # self-attentions are the ones --token-downsampling rewrites).
@@ -227,11 +231,15 @@ def _pickle_remaining_safetensors(folder: Path) -> None:
         path.unlink()
 
 
-def load_tiny_sd_random(seed: int = 0) -> LoadedSource:
-    """The tiny random SD1.5-like pipeline as an export source (export it with guidance_mode="cfg")."""
+def load_tiny_sd_random(seed: int = 0, in_channels: int = 4) -> LoadedSource:
+    """The tiny random SD1.5-like pipeline as an export source (export it with guidance_mode="cfg");
+    ``in_channels=9``: its inpainting variant."""
     from .source import LoadedSource
 
-    return LoadedSource(pipeline=build_tiny_sd_pipeline(seed), info={"kind": "tiny-random-sd", "seed": int(seed)})
+    info: dict[str, Any] = {"kind": "tiny-random-sd", "seed": int(seed)}
+    if in_channels != 4:
+        info["unet_in_channels"] = int(in_channels)
+    return LoadedSource(pipeline=build_tiny_sd_pipeline(seed, in_channels), info=info)
 
 
 def load_tiny_random(seed: int = 0) -> LoadedSource:

@@ -12,7 +12,8 @@ runtime needs to be exact and self-checking::
     tokenizer/openvino_tokenizer.xml     (and .bin) for openvino.genai
     text_encoder/openvino_model.xml      input_ids -> last_hidden_state
     unet/openvino_model.xml              sample, timestep, encoder_hidden_states, timestep_cond -> out_sample
-                                         (a "cfg" bundle's UNet has no timestep_cond: see GUIDANCE_MODES)
+                                         (a "cfg" bundle's UNet has no timestep_cond: see GUIDANCE_MODES;
+                                         an inpainting UNet's sample has 9 channels: see ModelFacts)
     vae_decoder/openvino_model.xml       latent_sample -> sample
     vae_encoder/openvino_model.xml       sample -> latent_parameters
     vae_decoder_tiny/openvino_model.xml  (optional, TAESD) latent_sample -> sample
@@ -129,6 +130,11 @@ def safety_concept_file(name: str) -> str:
     return f"{SAFETY_CHECKER}/{name}.npy"
 
 
+def inpainting_channels(latent_channels: int) -> int:
+    """An inpainting UNet's input channels: the latents, the mask (1) and the masked picture's latents."""
+    return 2 * latent_channels + 1
+
+
 @dataclass(frozen=True)
 class ModelFacts:
     """What the runtime must know about the model, derived from its configs."""
@@ -147,10 +153,30 @@ class ModelFacts:
     # up-sampling path, so any side works (1); an IR traced at a multiple of the UNet's up-sampling
     # factor (optimum-cli's) only accepts multiples of it.
     latent_size_multiple: int = 1
+    # An inpainting UNet's input channels (SD1.5 inpainting's 9): the latents, the mask at latent size and
+    # the masked picture's latents, 2 x latent_channels + 1. None for a UNet on the latents alone, and then
+    # absent from the manifest (to_dict), so such a manifest is what it was before the field existed.
+    unet_in_channels: int | None = None
 
     @property
     def default_image_size(self) -> int:
         return self.sample_size * self.vae_scale_factor
+
+    @property
+    def unet_channels(self) -> int:
+        """The channels of the UNet's ``sample`` input."""
+        return self.latent_channels if self.unet_in_channels is None else self.unet_in_channels
+
+    @property
+    def inpainting_unet(self) -> bool:
+        """Whether the UNet takes the mask and the masked picture's latents besides the latents."""
+        return self.unet_in_channels is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.unet_in_channels is None:
+            del data["unet_in_channels"]
+        return data
 
     @property
     def guidance_offset(self) -> float:
@@ -186,8 +212,12 @@ class ModelFacts:
         if isinstance(sample_size, (list, tuple)) and sample_size:
             sample_size = sample_size[0]
         try:
+            in_channels = int(unet_config.get("in_channels", vae_config.get("latent_channels", 4)))
+            # The latents are what the UNet predicts (and the VAE decodes); an inpainting UNet takes more.
+            latent_channels = int(unet_config.get("out_channels", vae_config.get("latent_channels", in_channels)))
+            vae_channels = int(vae_config.get("latent_channels", latent_channels))
             values = dict(
-                latent_channels=int(unet_config.get("in_channels", vae_config.get("latent_channels", 4))),
+                latent_channels=latent_channels,
                 vae_scale_factor=2 ** (len(vae_config.get("block_out_channels", [0, 0, 0, 0])) - 1),
                 vae_scaling_factor=float(vae_config.get("scaling_factor", 0.18215)),
                 sample_size=int(sample_size),
@@ -200,6 +230,20 @@ class ModelFacts:
                 f"the model's config.json files (UNet, VAE, text encoder) have a malformed value "
                 f"({error}); re-export the model"
             ) from None
+        if vae_channels != latent_channels:
+            raise BundleError(
+                f"the UNet predicts {describe_value(latent_channels)}-channel latents (out_channels) but the VAE "
+                f"takes {describe_value(vae_channels)} (latent_channels): the configs are not of one model"
+            )
+        if in_channels not in (latent_channels, inpainting_channels(latent_channels)):
+            raise BundleError(
+                f"the UNet's config has in_channels {describe_value(in_channels)} and out_channels "
+                f"{describe_value(latent_channels)}: lcm-openvino "
+                "runs a UNet on the latents alone (in_channels = out_channels) or an inpainting UNet on the "
+                "latents, the mask and the masked picture's latents (in_channels = 2 x out_channels + 1, 9 for SD1.5)"
+            )
+        if in_channels != latent_channels:
+            values["unet_in_channels"] = in_channels
         facts = cls(**values, **defaults)
         for item in fields(cls):
             _check_fact(item.name, str(item.type), getattr(facts, item.name), where="a config.json of the model")
@@ -225,6 +269,12 @@ class ModelFacts:
                 f"{MANIFEST_FILE} says format version {format_version} but names guidance mode "
                 f"{facts.guidance_mode!r}, which only version {GUIDANCE_MODE_VERSION} and later have; "
                 "re-export the bundle"
+            )
+        if facts.unet_in_channels is not None and facts.unet_in_channels != inpainting_channels(facts.latent_channels):
+            raise BundleError(
+                f"{MANIFEST_FILE} has unet_in_channels {facts.unet_in_channels} with latent_channels "
+                f"{facts.latent_channels}: an inpainting UNet takes 2 x {facts.latent_channels} + 1 (the latents, "
+                "the mask, the masked picture's latents); re-export the bundle"
             )
         if (facts.time_cond_proj_dim is None) != (facts.guidance_mode == CFG):
             raise BundleError(
@@ -252,7 +302,7 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["model"] = asdict(self.model)
+        data["model"] = self.model.to_dict()
         return data
 
     @classmethod

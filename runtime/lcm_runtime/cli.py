@@ -372,6 +372,11 @@ def info(bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle 
         else f"{facts.guidance_mode}: classifier-free, negative prompts"
     )
     typer.echo(f"defaults: {facts.default_steps} steps, guidance {facts.default_guidance_scale} ({guided})")
+    if facts.inpainting_unet:
+        typer.echo(
+            f"UNet: inpainting, {facts.unet_channels} input channels (latents, mask, masked picture): "
+            "runs inpainting only (--image and --mask)"
+        )
     from .openvino_runtime import ov
 
     core = ov.Core()

@@ -72,7 +72,7 @@ class CompiledModels:
         a new length compiles the UNet again, once, and the old one is freed."""
         facts = self.folder.facts
         shapes = {
-            "sample": [batch, facts.latent_channels, latent_h, latent_w],
+            "sample": [batch, facts.unet_channels, latent_h, latent_w],  # 9 for an inpainting UNet
             "timestep": [1],
             "encoder_hidden_states": [batch, sequence_length or facts.text_max_length, -1],
         }

@@ -24,8 +24,8 @@ from .bundle import CFG, TINY_VAE_DECODER
 from .compile_cache import CompileCache, precision_folder
 from .compiled_models import CompiledModels
 from .denoise import AfterStep, Denoised, StepCallback, StepEndCallback, check_finite, denoise
-from .errors import InputError
-from .guidance import Guidance
+from .errors import BundleError, InputError
+from .guidance import Guidance, UNetCall
 from .image import to_pil, to_uint8, to_unit_range
 from .loading import ModelFolder, open_model_folder
 from .memory import check_fits
@@ -61,6 +61,21 @@ def steps_to_run(num_inference_steps: int, strength: float) -> int:
             argument="strength",
         )
     return kept
+
+
+def with_extra_channels(unet: UNetCall, extra: np.ndarray) -> UNetCall:
+    """The UNet on the sample with ``extra`` concatenated after it on the channel axis, as diffusers' inpaint
+    pipeline feeds a 9-channel UNet each step; ``extra`` is tiled to the sample's batch, so classifier-free
+    guidance's [uncond; cond] gets [extra; extra], as diffusers doubles the mask and masked-picture latents."""
+    tiled: dict[int, np.ndarray] = {}
+
+    def unet_with_extra(sample: np.ndarray, timestep: int) -> np.ndarray:
+        batch = sample.shape[0]
+        if batch not in tiled:
+            tiled[batch] = np.concatenate([extra] * (batch // len(extra))) if batch > len(extra) else extra
+        return unet(np.concatenate([sample, tiled[batch]], axis=1), timestep)
+
+    return unet_with_extra
 
 
 @dataclass
@@ -283,6 +298,16 @@ class LCMPipelineBase:
         validation.output_type(output_type)
         return prompts, per_prompt, guidance
 
+    def check_unet_runs(self, task: str) -> None:
+        """An inpainting UNet (the mask and the masked picture's latents as extra inputs) runs inpainting
+        only: diffusers' text-to-image and image-to-image pipelines fail on one with a shape error."""
+        if self.facts.inpainting_unet:
+            raise BundleError(
+                f"{self.folder.root} has an inpainting UNet ({self.facts.unet_channels} input channels: the "
+                f"latents, the mask and the masked picture), which runs inpainting only, not {task}; pass an image "
+                "and a mask (LCMInpaintPipeline, lcm-run --image --mask), or use a bundle of a non-inpainting model"
+            )
+
     def check_size(
         self, height: int | None, width: int | None, batch: int, encode: bool = False, unet_batch: int | None = None
     ) -> tuple[int, int]:
@@ -407,14 +432,16 @@ class LCMPipelineBase:
         run: Run,
         after_step: AfterStep | None = None,
         callback_on_step_end: StepEndCallback | None = None,
+        extra_channels: np.ndarray | None = None,
     ) -> Denoised:
         """The consistency steps from ``latents`` with the prompt's embeddings, guided as ``guidance`` says:
-        the guidance embedding bound (embedded), or the UNet on [uncond, cond] combined per step (cfg)."""
+        the guidance embedding bound (embedded), or the UNet on [uncond, cond] combined per step (cfg).
+        ``extra_channels`` (one per image) follow the latents into the UNet at every step (with_extra_channels)."""
         batch, _, latent_h, latent_w = latents.shape
         unet = self.models.unet(guidance.unet_batch(batch), latent_h, latent_w, embeddings.shape[1])
         unet.bind_conditioning(embeddings, guidance.timestep_cond(batch))
         result = denoise(
-            guidance.guided(unet),
+            guidance.guided(unet if extra_channels is None else with_extra_channels(unet, extra_channels)),
             self.scheduler,
             latents,
             noise,

@@ -1,4 +1,4 @@
-"""Input pictures and masks -> the arrays the VAE encoder and the inpainting blend take.
+"""Input pictures and masks -> the arrays the VAE encoder, the inpainting blend and an inpainting UNet take.
 
 Mirrors diffusers' VaeImageProcessor: sides floored to the VAE factor, LANCZOS resizing of PIL
 images (nearest for float arrays, as torch's interpolate), ``2x - 1``; masks resized, made
@@ -145,6 +145,13 @@ def preprocess_mask(mask: ImageInput, height: int, width: int, argument: str = "
         batch.append(np.where(values >= 0.5, np.float32(1), np.float32(0)))
     masks: np.ndarray = np.stack(batch)[:, None].astype(np.float32)
     return masks
+
+
+def masked_picture(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The pictures where they are kept and 0 where they are repainted, as diffusers' ``image * (mask < 0.5)``
+    (one picture and several masks, or the reverse, broadcast to the larger count)."""
+    masked: np.ndarray = pixels * (mask < 0.5).astype(np.float32)
+    return masked
 
 
 def latent_mask(mask: np.ndarray, scale: int) -> np.ndarray:

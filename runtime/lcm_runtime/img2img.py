@@ -65,6 +65,7 @@ class LCMImg2ImgPipeline(LCMPipelineBase):
         stops the call there.
         ``negative_prompt`` and ``guidance_rescale`` apply to a cfg bundle with ``guidance_scale`` > 1 (as
         the text-to-image pipeline; diffusers' img2img pipeline has no guidance_rescale)."""
+        self.check_unet_runs("image-to-image")
         prompts, per_prompt, guidance = self.check_request(
             prompt, num_images_per_prompt, guidance_scale, output_type, prompt_syntax, negative_prompt, guidance_rescale
         )

@@ -101,6 +101,7 @@ def open_model_folder(path: str | os.PathLike[str]) -> ModelFolder:
 
     if manifest is not None:
         facts = manifest.model
+        _check_unet_channels(root, facts, unet_config)
         tables = _load_tables(root, scheduler_config)
     else:
         text_config = bundle.read_json(resolve_inside(root, f"text_encoder/{bundle.CONFIG_FILE}"))
@@ -129,6 +130,19 @@ def open_model_folder(path: str | os.PathLike[str]) -> ModelFolder:
         unet_block_out_channels=unet_channels,
         tiny_vae_config=tiny_vae_config,
     )
+
+
+def _check_unet_channels(root: Path, facts: ModelFacts, unet_config: dict[str, Any]) -> None:
+    """The manifest's UNet channels are those of unet/config.json (a bundle an older lcm-export wrote of an
+    inpainting UNet recorded its 9 input channels as the latents')."""
+    declared = (unet_config.get("in_channels"), unet_config.get("out_channels"))
+    recorded = (facts.unet_channels, facts.latent_channels)
+    if any(type(value) is int and value != expected for value, expected in zip(declared, recorded, strict=True)):
+        raise BundleError(
+            f"{root}: {bundle.MANIFEST_FILE} says the UNet takes {recorded[0]} channels and predicts {recorded[1]}, "
+            f"but unet/{bundle.CONFIG_FILE} says in_channels {bundle.describe_value(declared[0])} and out_channels "
+            f"{bundle.describe_value(declared[1])}; re-export the bundle"
+        )
 
 
 def _channels(config: dict[str, Any], default: tuple[int, ...], component: str) -> tuple[int, ...]:

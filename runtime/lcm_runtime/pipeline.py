@@ -53,6 +53,7 @@ class LCMPipeline(LCMPipelineBase):
         ``negative_prompt`` and ``guidance_rescale`` (diffusers' rescale_noise_cfg) apply to a cfg bundle
         with ``guidance_scale`` > 1; an embedded-guidance bundle (an LCM) refuses them.
         """
+        self.check_unet_runs("text-to-image")
         prompts, per_prompt, guidance = self.check_request(
             prompt, num_images_per_prompt, guidance_scale, output_type, prompt_syntax, negative_prompt, guidance_rescale
         )

@@ -53,9 +53,10 @@ TEXT_ENCODER_TARGETS = (
 CONV3X3_TARGET = "down_blocks.0.resnets.0.conv1"
 
 
-def build_tiny_sd15_pipeline(seed: int = 0) -> Any:
+def build_tiny_sd15_pipeline(seed: int = 0, in_channels: int = 4) -> Any:
     """lcm_export.tiny's tiny model without the LCM w-embedding, with SD1.5's PNDM scheduler: a
-    StableDiffusionPipeline like runwayml/stable-diffusion-v1-5, only narrower."""
+    StableDiffusionPipeline like runwayml/stable-diffusion-v1-5, only narrower (``in_channels=9``: like
+    runwayml/stable-diffusion-inpainting)."""
     from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
     from lcm_export.tiny import build_tiny_pipeline
@@ -63,6 +64,7 @@ def build_tiny_sd15_pipeline(seed: int = 0) -> Any:
     lcm = build_tiny_pipeline(seed)
     config = {key: value for key, value in lcm.unet.config.items() if not key.startswith("_")}
     config["time_cond_proj_dim"] = None
+    config["in_channels"] = in_channels
     torch.manual_seed(seed + 1000)
     unet = UNet2DConditionModel(**config).eval()
     return StableDiffusionPipeline(
@@ -77,11 +79,11 @@ def build_tiny_sd15_pipeline(seed: int = 0) -> Any:
     )
 
 
-def save_tiny_sd15_pipeline(folder: Path, seed: int = 0) -> Path:
+def save_tiny_sd15_pipeline(folder: Path, seed: int = 0, in_channels: int = 4) -> Path:
     from lcm_export.tiny import write_clip_vocab_files
 
     folder = Path(folder)
-    build_tiny_sd15_pipeline(seed).save_pretrained(folder)
+    build_tiny_sd15_pipeline(seed, in_channels).save_pretrained(folder)
     write_clip_vocab_files(folder / "tokenizer")
     return folder
 

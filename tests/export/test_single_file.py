@@ -1,7 +1,7 @@
 """Single-file checkpoints (one .safetensors in the original Stable Diffusion key layout) as SOURCE,
-offline: the shipped configs are runwayml/stable-diffusion-v1-5's; a checkpoint loads to exactly the
-weights of its diffusers folder and exports, LCM-LoRA fused, to the same bundle; other architectures
-and broken files are one line.
+offline: the shipped configs are runwayml/stable-diffusion-v1-5's (and its inpainting UNet's); a checkpoint
+loads to exactly the weights of its diffusers folder and exports, LCM-LoRA fused, to the same bundle; an SD1.5
+inpainting checkpoint (9-channel UNet) loads likewise; other architectures and broken files are one line.
 
 A tiny checkpoint does not fit the shipped SD1.5 configs, so its tests pass the tiny pipeline's own
 folder as the configs (``single_file_config``); real checkpoints use the shipped ones."""
@@ -176,9 +176,13 @@ SD_PARTS = {
             ["Stable Diffusion 2.x"],
         ),
         (
-            "inpainting",
-            {**SD_PARTS, "model.diffusion_model.input_blocks.0.0.weight": (8, 9, 3, 3)},
-            ["inpainting checkpoint"],
+            "sd2-inpainting",
+            {
+                **SD_PARTS,
+                "model.diffusion_model.input_blocks.0.0.weight": (8, 9, 3, 3),
+                "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": (8, 1024),
+            },
+            ["is an SD2 inpainting checkpoint", "Stable Diffusion 1.x"],
         ),
         ("lora", {"lora_unet_conv_in.lora_down.weight": (4, 4, 3, 3)}, ["is a LoRA", "--lora"]),
         ("other", {"encoder.weight": (4, 4)}, ["not a Stable Diffusion checkpoint", "diffusers folder"]),
@@ -205,3 +209,76 @@ def test_revision_with_a_checkpoint_is_refused(checkpoint):
 
     with pytest.raises(SourceError, match="--revision only applies to hub ids"):
         load_source(str(checkpoint), revision="main", lcm_lora=True)
+
+
+# --- SD1.5 inpainting checkpoints (a 9-channel UNet: latents, mask, masked picture's latents) ---------------
+
+
+def test_the_shipped_inpainting_configs_are_stable_diffusion_1_5_inpainting():
+    """runwayml/stable-diffusion-inpainting is SD1.5 with a 9-channel conv_in: the same configs but that one."""
+    from diffusers import UNet2DConditionModel
+
+    from lcm_export.single_file import sd15_config_folder, unet_config
+
+    with sd15_config_folder(inpainting=True) as inpainting, sd15_config_folder() as plain:
+        with torch.device("meta"):
+            unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(inpainting, subfolder="unet"))
+        differing = sorted(
+            str(path.relative_to(inpainting))
+            for path in inpainting.rglob("*")
+            if path.is_file() and path.read_bytes() != (plain / path.relative_to(inpainting)).read_bytes()
+        )
+    assert sum(p.numel() for p in unet.parameters()) == 859_520_964 + 320 * 5 * 3 * 3  # 5 more input channels
+    assert (unet.config.in_channels, unet.config.out_channels, unet.config.time_cond_proj_dim) == (9, 4, None)
+    assert differing == ["unet/config.json"]
+    assert {key for key, value in unet_config(None, inpainting=True).items() if unet_config(None)[key] != value} == {
+        "in_channels"
+    }
+
+
+@pytest.fixture(scope="module")
+def inpainting_dir(tmp_path_factory):
+    return save_tiny_sd15_pipeline(tmp_path_factory.mktemp("sd15-inpainting") / "pipeline", seed=0, in_channels=9)
+
+
+def test_an_inpainting_checkpoint_loads_to_the_weights_of_its_folder_and_takes_lcm_lora(
+    tmp_path, inpainting_dir, lcm_lora
+):
+    from lcm_export.lora import fuse_loras, resolve_loras
+    from lcm_export.single_file import check_checkpoint
+    from lcm_export.source import load_source
+
+    path = save_single_file(tmp_path / "tiny-inpainting.safetensors", build_tiny_sd15_pipeline(0, in_channels=9))
+    assert check_checkpoint(path) == "inpainting"
+    single = load_source(str(path), lcm_lora=True, single_file_config=inpainting_dir)
+    folder = load_source(str(inpainting_dir), lcm_lora=True)
+    assert single.pipeline.unet.config.in_channels == 9 and single.pipeline.unet.conv_in.weight.shape[1] == 9
+    for component in ("unet", "vae", "text_encoder"):
+        mine, theirs = (
+            getattr(single.pipeline, component).state_dict(),
+            getattr(folder.pipeline, component).state_dict(),
+        )
+        assert mine.keys() == theirs.keys(), component
+        assert all(torch.equal(mine[key], theirs[key]) for key in mine), component
+    assert single.info["config"] == str(inpainting_dir.resolve())
+    # LCM-LoRA (made for SD1.5's UNet) fuses into the inpainting UNet: it adapts no layer the channels change.
+    conv_in = single.pipeline.unet.conv_in.weight.detach().clone()
+    resnet = single.pipeline.unet.down_blocks[0].resnets[0].conv1.weight.detach().clone()
+    loras = fuse_loras(single.pipeline, resolve_loras(str(lcm_lora), []))
+    assert [entry["role"] for entry in loras] == ["lcm"]
+    assert torch.equal(single.pipeline.unet.conv_in.weight, conv_in)
+    assert not torch.equal(single.pipeline.unet.down_blocks[0].resnets[0].conv1.weight, resnet)
+
+
+def test_an_inpainting_checkpoint_loads_with_the_shipped_inpainting_configs(tmp_path, capsys, lcm_lora):
+    """Without --config the shipped SD1.5 inpainting configs describe it (a tiny one does not fit them: one line
+    naming inpainting, diffusers' shape error with the 9 input channels it expected)."""
+    from lcm_export.source import SourceError, load_source
+
+    path = save_single_file(tmp_path / "tiny-inpainting.safetensors", build_tiny_sd15_pipeline(0, in_channels=9))
+    with pytest.raises(SourceError, match="as a Stable Diffusion 1.5 inpainting checkpoint") as error:
+        load_source(str(path), lcm_lora=True)
+    assert "\n" not in str(error.value) and "expected shape" in str(error.value)
+    code, err = run_cli_in_process([path, tmp_path / "out", "--lcm-lora", lcm_lora], capsys)
+    line = assert_one_line_error(code, err, "Stable Diffusion 1.5 inpainting checkpoint")
+    assert str(path) in line and not (tmp_path / "out").exists()

@@ -100,3 +100,18 @@ def test_stable_diffusion_scheduler_config_is_replaced_by_lcm(tiny_pipeline_dir,
     config_path.write_text(json.dumps(config))
     loaded = load_source(str(source))
     assert type(loaded.pipeline.scheduler).__name__ == "LCMScheduler"
+
+
+@pytest.mark.parametrize("in_channels,refused", [(5, True), (8, True), (9, False)])
+def test_a_unet_of_another_channel_layout_is_refused_before_loading(tiny_pipeline_dir, tmp_path, in_channels, refused):
+    """A UNet on the latents alone, or an inpainting one (9: latents, mask, masked picture's latents)."""
+    source = tmp_path / "channels"
+    shutil.copytree(tiny_pipeline_dir, source)
+    config_path = source / "unet" / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "in_channels": in_channels}))
+    if not refused:
+        assert validate_pipeline_folder(source, allow_pickle=False)
+        return
+    with pytest.raises(SourceError, match=f"takes {in_channels} input channels and predicts 4") as error:
+        validate_pipeline_folder(source, allow_pickle=False)
+    assert "\n" not in str(error.value) and str(source) in str(error.value)

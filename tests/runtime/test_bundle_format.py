@@ -179,3 +179,38 @@ def test_a_cfg_unet_has_no_timestep_cond_input():
     assert "timestep_cond" in bundle.component_io("unet")[0]
     assert bundle.component_io("unet", bundle.CFG)[0] == ("sample", "timestep", "encoder_hidden_states")
     assert bundle.component_io("vae_decoder", bundle.CFG) == bundle.COMPONENT_IO["vae_decoder"]
+
+
+def test_an_inpainting_unet_has_more_input_channels_than_latents():
+    """SD1.5 inpainting's UNet takes 9 channels (latents, mask, masked picture's latents) and predicts 4: the
+    latents are 4 channels, the UNet's sample 9; anything else than 4 or 2 x 4 + 1 is refused in one line."""
+    vae = {"block_out_channels": [1, 2, 3, 4], "latent_channels": 4}
+    facts = bundle.ModelFacts.from_configs({"in_channels": 9, "out_channels": 4}, vae, 77, guidance_mode=bundle.CFG)
+    assert (facts.latent_channels, facts.unet_in_channels, facts.unet_channels) == (4, 9, 9)
+    assert facts.inpainting_unet
+    plain = bundle.ModelFacts.from_configs({"in_channels": 4, "out_channels": 4}, vae, 77, guidance_mode=bundle.CFG)
+    assert (plain.latent_channels, plain.unet_in_channels, plain.unet_channels) == (4, None, 4)
+    assert not plain.inpainting_unet
+    for unet in ({"in_channels": 5, "out_channels": 4}, {"in_channels": 8}):
+        with pytest.raises(BundleError, match="in_channels .* 2 x out_channels \\+ 1") as error:
+            bundle.ModelFacts.from_configs(unet, vae, 77, guidance_mode=bundle.CFG)
+        assert "\n" not in str(error.value)
+    with pytest.raises(BundleError, match="predicts 9-channel latents .* VAE takes 4"):
+        bundle.ModelFacts.from_configs({"in_channels": 9, "out_channels": 9}, vae, 77, guidance_mode=bundle.CFG)
+
+
+def test_unet_in_channels_is_in_the_manifest_only_for_an_inpainting_unet(tmp_path):
+    data = cfg_manifest().to_dict()
+    assert "unet_in_channels" not in data["model"]  # a manifest of any other UNet is what it always was
+    assert bundle.Manifest.from_dict(data).model.unet_channels == 4
+    inpainting = make_manifest(model=dataclasses.replace(cfg_manifest().model, unet_in_channels=9))
+    write_files(tmp_path, {"a.bin": b"1"})
+    bundle.write_manifest(tmp_path, inpainting)
+    assert json.loads((tmp_path / "manifest.json").read_text())["model"]["unet_in_channels"] == 9
+    assert bundle.read_manifest(tmp_path).model == inpainting.model
+    for wrong in (4, 7, "9"):
+        data = inpainting.to_dict()
+        data["model"]["unet_in_channels"] = wrong
+        with pytest.raises(BundleError, match="unet_in_channels") as error:
+            bundle.Manifest.from_dict(data)
+        assert "\n" not in str(error.value) and "re-export" in str(error.value)
