@@ -10,6 +10,7 @@ pytest.importorskip("torch")
 
 import numpy as np  # noqa: E402
 import openvino as ov  # noqa: E402
+from image_bounds import assert_near  # noqa: E402
 
 from lcm_runtime.bundle import (  # noqa: E402
     SCHEDULER_TABLES,
@@ -96,7 +97,7 @@ def test_exporting_cfg_twice_gives_identical_bytes(tiny_cfg_bundle, tmp_path):
     assert (again / "manifest.json").read_bytes() == (tiny_cfg_bundle / "manifest.json").read_bytes()
 
 
-def test_a_cfg_int8_ptq_export_calibrates_and_runs(tmp_path):
+def test_a_cfg_int8_ptq_export_calibrates_and_runs(tiny_cfg_bundle, tmp_path):
     from lcm_export.exporter import ExportOptions, export_bundle
     from lcm_export.tiny import load_tiny_sd_random
     from lcm_runtime import LCMPipeline
@@ -108,10 +109,15 @@ def test_a_cfg_int8_ptq_export_calibrates_and_runs(tmp_path):
     assert manifest.calibration["guidance_scale"] == 1.0 and manifest.calibration["samples"] == 4
     unet = ov.Core().read_model(tmp_path / "ptq" / component_xml("unet"))
     assert "timestep_cond" not in {name for port in unet.inputs for name in port.get_names()}
-    pipe = LCMPipeline.from_pretrained(tmp_path / "ptq", cache_dir=False)
-    call = dict(num_inference_steps=2, output_type="np")
-    plain = pipe("a cat", generator=0, **call).images
-    guided = pipe("a cat", negative_prompt="blurry", guidance_scale=2.0, generator=0, **call).images
-    for images in (plain, guided):
-        assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all() and images.std() > 0.02
+    # At f32, with and without the guided second pass, each image is the fp32 cfg bundle's for the same
+    # call within the bound measured for a quantized cfg UNet (image_bounds.py).
+    pipe = LCMPipeline.from_pretrained(tmp_path / "ptq", cache_dir=False, precision="f32")
+    fp32 = LCMPipeline.from_pretrained(tiny_cfg_bundle, cache_dir=False, precision="f32")
+    call = dict(num_inference_steps=2, generator=0, output_type="np")
+    guidance = dict(negative_prompt="blurry", guidance_scale=2.0)
+    plain, guided = pipe("a cat", **call).images, pipe("a cat", **guidance, **call).images
+    for images, expected in ((plain, fp32("a cat", **call).images), (guided, fp32("a cat", **guidance, **call).images)):
+        assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all()
+        assert expected.std() > 0.02  # not one flat colour: not a comparison of two blank images
+        assert_near(images, expected, "int8-ptq-cfg")
     assert np.abs(plain - guided).max() > 1e-3

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from image_bounds import assert_near
 
 pytest.importorskip("torch")
 pytest.importorskip("nncf")
@@ -58,6 +59,17 @@ def test_fast_is_the_int8_unet_with_the_tiny_vae(fast_bundle):
     image = fast("a red cube", **arguments).images
     assert np.array_equal(image, same("a red cube", **arguments).images)
     assert np.abs(image - full("a red cube", **arguments).images).max() > 0.05  # the full VAE was not used
+
+
+def test_the_fast_unet_makes_the_fp32_bundles_image_within_its_bound(fast_bundle, tiny_bundle_fp32):
+    """Through the full VAE, at f32, the INT8 token-downsampled UNet stays within the bound measured for
+    it (image_bounds.py) of the fp32 bundle's image: --tiny-random is the same seed-0 model."""
+    arguments = dict(num_inference_steps=2, height=64, width=64, output_type="np", generator=3)
+    full = LCMPipeline.from_pretrained(fast_bundle, cache_dir=False, precision="f32", vae="full")
+    fp32 = LCMPipeline.from_pretrained(tiny_bundle_fp32, cache_dir=False, precision="f32")
+    image, expected = full("a red cube", **arguments).images, fp32("a red cube", **arguments).images
+    assert expected.std() > 0.02  # not one flat colour: not a comparison of two blank images
+    assert_near(image, expected, "fast")
 
 
 def test_long_a1111_prompts_run_on_the_int8_token_downsampled_unet(fast_bundle):

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from lcm_runtime import bundle  # noqa: E402
@@ -291,18 +291,24 @@ VAE_CONFIG = {"block_out_channels": [128, 256, 512, 512], "scaling_factor": 0.18
 
 @FAST
 @given(mutations_of(UNET_CONFIG), mutations_of(VAE_CONFIG), st.integers(1, 77) | json_values)
+@example({**UNET_CONFIG, "time_cond_proj_dim": -5}, VAE_CONFIG, 77)  # an `int | None` fact, out of range
+@example({**UNET_CONFIG, "time_cond_proj_dim": 2**40}, VAE_CONFIG, 77)
 def test_model_facts_from_garbage_configs_work_or_fail_cleanly(unet_config, vae_config, text_max_length):
     if not isinstance(unet_config, dict) or not isinstance(vae_config, dict):
         return  # read_json refuses a config that is not an object (test_pathological_json_is_a_bundle_error)
     facts = _works_or_bundle_error(bundle.ModelFacts.from_configs, unet_config, vae_config, text_max_length, fix="")
-    if facts is not None:
-        for item in dataclasses.fields(bundle.ModelFacts):
-            value = getattr(facts, item.name)
-            assert not isinstance(value, bool), item.name
-            if str(item.type) == "int":
-                assert isinstance(value, int) and 1 <= value <= bundle.MAX_FACT, (item.name, value)
-            elif str(item.type) == "float":
-                assert math.isfinite(value), (item.name, value)
+    if facts is None:
+        return  # a one-line BundleError that says the fix: checked by _works_or_bundle_error
+    checks = {  # every field's type has a check: a fact of another type fails here instead of going unchecked
+        "int": lambda value: isinstance(value, int) and 1 <= value <= bundle.MAX_FACT,
+        "int | None": lambda value: value is None or (isinstance(value, int) and 1 <= value <= bundle.MAX_FACT),
+        "float": lambda value: isinstance(value, (int, float)) and math.isfinite(value),
+        "str": lambda value: isinstance(value, str),
+    }
+    for item in dataclasses.fields(bundle.ModelFacts):
+        value = getattr(facts, item.name)
+        assert not isinstance(value, bool), item.name
+        assert checks[str(item.type)](value), (item.name, value)
 
 
 # --- scheduler/scheduler_config.json ------------------------------------------------------------

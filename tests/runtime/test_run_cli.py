@@ -65,10 +65,15 @@ def test_random_seed_is_printed_and_recorded(tiny_bundle_fp32, tmp_path):
 
 
 def test_model_from_environment(tiny_bundle_fp32, tmp_path):
-    result = lcm_run(
-        "a cat", "--seed", "1", "--output", tmp_path / "x.png", env_extra={"LCM_MODEL": str(tiny_bundle_fp32)}
-    )
+    """Without --model, lcm-run takes $LCM_MODEL: the PNG names that bundle and its manifest's hash."""
+    from lcm_runtime.bundle import read_manifest
+
+    named = tmp_path / "bundle-from-env"  # a name of its own, so the PNG cannot name another bundle by chance
+    shutil.copytree(tiny_bundle_fp32, named)
+    result = lcm_run("a cat", "--seed", "1", "--output", tmp_path / "x.png", env_extra={"LCM_MODEL": str(named)})
     assert result.returncode == 0, result.stderr
+    params = Image.open(tmp_path / "x.png").text["parameters"]
+    assert f", Model: bundle-from-env, Model hash: {read_manifest(named).digest()}, " in params, params
 
 
 def test_verify_and_info(bundle_copy):
@@ -108,7 +113,7 @@ def test_verify_and_info(bundle_copy):
 def test_bad_arguments(tiny_bundle_fp32, tmp_path, args, words):
     result = lcm_run("a cat", "--model", tiny_bundle_fp32, "--output", tmp_path / "out", *args)
     assert_one_line_error(result, *words)
-    assert not any((tmp_path / "out").glob("*.png")) if (tmp_path / "out").exists() else True
+    assert list(tmp_path.rglob("*.png")) == []
 
 
 def test_unwritable_output(tiny_bundle_fp32, tmp_path):
