@@ -4,7 +4,7 @@ against the Python API in a loop, on one bundle, one after the other on a quiet 
     python -m benchmarks.batch --bundle BUNDLE [--prompts 20] [--size 512]
 
 Each system makes the same images (same prompts, seeds, steps and size) from a fresh process with
-a filled compile cache. Writes benchmarks/results/batch-<machine>-<UTC time>.json.
+a filled compile cache. Writes benchmarks/results/batch/batch-<machine>-<UTC time>.json.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import Any
 
 from .machine import machine_facts, machine_slug
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# Apart from the harness's results: its report reads every file in results/ as a full run.
+RESULTS = Path(__file__).resolve().parent / "results" / "batch"
 WORK = Path(__file__).resolve().parent / ".work" / "batch"
 
 API_LOOP = textwrap.dedent(

@@ -5,7 +5,7 @@ and the server's resident memory as requests go by.
     python -m benchmarks.serve --bundle BUNDLE [--size 512] [--rounds 3]
 
 Run it in the development environment with the [serve] extra, on a quiet machine, one heavy process
-at a time. It writes benchmarks/results/serve-<machine>-<UTC time>.json and prints a summary.
+at a time. It writes benchmarks/results/serve/serve-<machine>-<UTC time>.json and prints a summary.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import httpx
 
 from .machine import machine_facts, machine_slug
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# Apart from the harness's results: its report reads every file in results/ as a full run.
+RESULTS = Path(__file__).resolve().parent / "results" / "serve"
 HOST = "127.0.0.1"
 PROMPT = "a beautiful pink unicorn, 8k"
 
