@@ -44,3 +44,16 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str)
     for word in words:
         assert word in lines[0], lines[0]
     return lines[0]
+
+
+def assert_one_line_export_error(returncode: int | None, stderr: str, *words: str) -> str:
+    """lcm-export failed with exactly one ``error:`` line, the last on stderr (progress lines may come
+    before it), no traceback, naming every one of ``words`` (case-insensitive)."""
+    assert returncode != 0
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    assert stderr.strip().splitlines()[-1] == errors[0]
+    for word in words:
+        assert word.lower() in errors[0].lower(), (word, errors[0])
+    return errors[0]

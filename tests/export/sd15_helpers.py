@@ -305,15 +305,3 @@ def run_cli_in_process(args: list[Any], capsys: Any) -> tuple[int, str]:
     with pytest.raises(SystemExit) as exit_info:
         main([str(arg) for arg in args])
     return exit_info.value.code, capsys.readouterr().err
-
-
-def assert_one_line_error(code: int, stderr: str, *words: str) -> str:
-    """The export failed with exactly one error line, the last on stderr, naming every one of ``words``."""
-    assert code != 0
-    assert "Traceback" not in stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, stderr
-    assert stderr.strip().splitlines()[-1] == errors[0]
-    for word in words:
-        assert word.lower() in errors[0].lower(), (word, errors[0])
-    return errors[0]

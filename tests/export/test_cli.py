@@ -12,19 +12,10 @@ import pytest
 
 pytest.importorskip("torch")
 
+from cli_helpers import assert_one_line_export_error as assert_one_line_error
 from cli_helpers import lcm_export
 
 from lcm_runtime.bundle import read_manifest, verify_files  # noqa: E402
-
-
-def assert_one_line_error(returncode, stderr, *words):
-    assert returncode != 0
-    assert "Traceback" not in stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, stderr
-    assert stderr.strip().splitlines()[-1] == errors[0]
-    for word in words:
-        assert word.lower() in errors[0].lower(), (word, errors[0])
 
 
 def check(result, *words):

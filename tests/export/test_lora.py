@@ -15,12 +15,12 @@ pytest.importorskip("peft")
 
 import numpy as np  # noqa: E402
 import openvino as ov  # noqa: E402
+from cli_helpers import assert_one_line_export_error as assert_one_line_error  # noqa: E402
 from cli_helpers import lcm_export  # noqa: E402
 from sd15_helpers import (  # noqa: E402
     CONV3X3_TARGET,
     TEXT_ENCODER_TARGETS,
     UNET_TARGETS,
-    assert_one_line_error,
     build_tiny_sd15_pipeline,
     fused_by_hand,
     lora_tensors,

@@ -15,9 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+from cli_helpers import assert_one_line_export_error as assert_one_line_error  # noqa: E402
 from cli_helpers import lcm_export  # noqa: E402
 from sd15_helpers import (  # noqa: E402
-    assert_one_line_error,
     build_tiny_sd15_pipeline,
     lora_tensors,
     run_cli_in_process,
