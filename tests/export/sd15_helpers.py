@@ -54,29 +54,11 @@ CONV3X3_TARGET = "down_blocks.0.resnets.0.conv1"
 
 
 def build_tiny_sd15_pipeline(seed: int = 0, in_channels: int = 4) -> Any:
-    """lcm_export.tiny's tiny model without the LCM w-embedding, with SD1.5's PNDM scheduler: a
-    StableDiffusionPipeline like runwayml/stable-diffusion-v1-5, only narrower (``in_channels=9``: like
-    runwayml/stable-diffusion-inpainting)."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    """lcm_export.tiny's SD1.5-like model (no LCM w-embedding, SD1.5's PNDM scheduler); ``in_channels=9``:
+    like runwayml/stable-diffusion-inpainting."""
+    from lcm_export.tiny import build_tiny_sd_pipeline
 
-    from lcm_export.tiny import build_tiny_pipeline
-
-    lcm = build_tiny_pipeline(seed)
-    config = {key: value for key, value in lcm.unet.config.items() if not key.startswith("_")}
-    config["time_cond_proj_dim"] = None
-    config["in_channels"] = in_channels
-    torch.manual_seed(seed + 1000)
-    unet = UNet2DConditionModel(**config).eval()
-    return StableDiffusionPipeline(
-        vae=lcm.vae,
-        text_encoder=lcm.text_encoder,
-        tokenizer=lcm.tokenizer,
-        unet=unet,
-        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return build_tiny_sd_pipeline(seed, in_channels)
 
 
 def save_tiny_sd15_pipeline(folder: Path, seed: int = 0, in_channels: int = 4) -> Path:
