@@ -2,8 +2,8 @@
 
 Building a tiny pipeline and exporting it takes seconds, so each is done once per session.
 Fixtures that need torch skip (rather than fail) when the [export] extra is not installed;
-``LCM_TEST_BUNDLE=/path/to/tiny-fp32-bundle`` hands the bundle tier a bundle, so a torch-free
-environment runs it too.
+``LCM_TEST_BUNDLE=/path/to/tiny-fp32-bundle`` (and ``LCM_TEST_CFG_BUNDLE`` for the cfg one) hand the
+bundle tier its bundles, so a torch-free environment runs it too.
 
 Every test gets one tier marker (``pytest -m unit`` runs in seconds):
 - ``install``: builds fresh virtual environments or runs the benchmark harness end to end;
@@ -59,7 +59,10 @@ def tiny_bundle_fp32(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
 @pytest.fixture(scope="session")
 def tiny_cfg_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny SD1.5-like pipeline (no time_cond_proj_dim, seed 0) exported at fp32 in "cfg" guidance
-    mode: what an SD1.5 checkpoint with LCM-LoRA fused becomes."""
+    mode: what an SD1.5 checkpoint with LCM-LoRA fused becomes; or the bundle $LCM_TEST_CFG_BUNDLE names."""
+    given = os.environ.get("LCM_TEST_CFG_BUNDLE")
+    if given:
+        return Path(given)
     pytest.importorskip("torch")
     pytest.importorskip("diffusers")
     from lcm_export.exporter import ExportOptions, export_bundle

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from PIL import Image
 
@@ -27,3 +29,16 @@ def box_mask(width: int, height: int, box: tuple[int, int, int, int]) -> Image.I
     mask[top:bottom, left:right] = 1.0
     mask[max(top - 2, 0) : top, left:right] = 0.45  # just below the 0.5 threshold: kept
     return Image.fromarray((mask * 255).round().astype(np.uint8), mode="L")
+
+
+def case_pictures(case: dict[str, Any]) -> dict[str, Image.Image]:
+    """The ``image`` and ``mask_image`` arguments a golden case names: ``picture`` [width, height, seed] and
+    ``mask_box`` [left, top, right, bottom] (tests/runtime/data/tiny_golden.json)."""
+    arguments = {}
+    if "picture" in case:
+        width, height, seed = case["picture"]
+        arguments["image"] = picture(width, height, seed=seed)
+    if "mask_box" in case:
+        width, height, _ = case["picture"]
+        arguments["mask_image"] = box_mask(width, height, tuple(case["mask_box"]))
+    return arguments

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from pictures import box_mask, picture  # noqa: E402
-from test_pipeline_parity import assert_same_image  # noqa: E402
+from references import assert_same_image, components, diffusers_negatives, reference  # noqa: E402
 
 from lcm_runtime import LCMImg2ImgPipeline, LCMInpaintPipeline, LCMPipeline  # noqa: E402
 from lcm_runtime.guidance import rescale_noise_cfg  # noqa: E402
@@ -34,43 +34,22 @@ WORDS = (
 LONG = " ".join(WORDS[:75] + WORDS[::-1][:75])
 
 
-def lcm_scheduler(pipe):
-    return diffusers.LCMScheduler.from_config(pipe.scheduler.config)
-
-
 @pytest.fixture(scope="module")
 def sd_components():
     """The tiny SD1.5-like pipeline the cfg bundle was exported from (same seed, same weights)."""
     from lcm_export.tiny import build_tiny_sd_pipeline
 
-    pipe = build_tiny_sd_pipeline(0)
-    return {name: getattr(pipe, name) for name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
-
-
-def reference(kind, components):
-    """A diffusers pipeline of ``kind`` with its own LCMScheduler made from the SD (PNDM) config."""
-    parts = dict(components, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe = kind(**parts)
-    pipe.scheduler = lcm_scheduler(pipe)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return components(build_tiny_sd_pipeline(0))
 
 
 @pytest.fixture(scope="module")
 def reference_text(sd_components):
-    return reference(diffusers.StableDiffusionPipeline, sd_components)
+    return reference(diffusers.StableDiffusionPipeline, sd_components, lcm_scheduler=True)
 
 
 @pytest.fixture(scope="module")
 def text(tiny_cfg_bundle):
     return LCMPipeline.from_pretrained(tiny_cfg_bundle, precision="f32", cache_dir=False)
-
-
-def diffusers_negatives(negative, prompts):
-    """diffusers wants the negative prompt of the prompt's type: a list, one per prompt."""
-    if negative is None:
-        return None
-    return [negative] * len(prompts) if isinstance(negative, str) else negative
 
 
 TEXT_CASES = [
@@ -199,7 +178,7 @@ def test_a1111_long_prompt_and_negative_are_padded_to_one_chunk_count(reference_
 
 @pytest.fixture(scope="module")
 def reference_img2img(sd_components):
-    return reference(diffusers.StableDiffusionImg2ImgPipeline, sd_components)
+    return reference(diffusers.StableDiffusionImg2ImgPipeline, sd_components, lcm_scheduler=True)
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +234,7 @@ def test_image_to_image_strength_too_small_names_the_minimum(img2img):
 
 @pytest.fixture(scope="module")
 def reference_inpaint(sd_components):
-    return reference(diffusers.StableDiffusionInpaintPipeline, sd_components)
+    return reference(diffusers.StableDiffusionInpaintPipeline, sd_components, lcm_scheduler=True)
 
 
 @pytest.fixture(scope="module")

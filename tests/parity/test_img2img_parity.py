@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from pictures import picture  # noqa: E402
-from test_pipeline_parity import assert_same_image  # noqa: E402
+from references import assert_same_image, lcm_reference  # noqa: E402
 
 from lcm_runtime import LCMImg2ImgPipeline, LCMPipeline  # noqa: E402
 from lcm_runtime.errors import InputError  # noqa: E402
@@ -27,9 +27,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def reference_img2img(tiny_pipeline_dir):
-    pipe = diffusers.LatentConsistencyModelImg2ImgPipeline.from_pretrained(tiny_pipeline_dir)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return lcm_reference(diffusers.LatentConsistencyModelImg2ImgPipeline, tiny_pipeline_dir)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from pictures import box_mask, picture  # noqa: E402
-from test_pipeline_parity import assert_same_image  # noqa: E402
+from references import assert_same_image, components, diffusers_negatives, reference  # noqa: E402
 
 from lcm_runtime import LCMImg2ImgPipeline, LCMInpaintPipeline, LCMPipeline  # noqa: E402
 from lcm_runtime.bundle import MANIFEST_FILE, component_xml, read_json, read_manifest, verify_files  # noqa: E402
@@ -49,24 +49,12 @@ def reference_cfg9():
     from lcm_export.tiny import build_tiny_sd_pipeline
 
     sd = build_tiny_sd_pipeline(0, in_channels=INPAINTING_CHANNELS)
-    parts = {name: getattr(sd, name) for name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
-    pipe = diffusers.StableDiffusionInpaintPipeline(
-        **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-    )
-    pipe.scheduler = diffusers.LCMScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return reference(diffusers.StableDiffusionInpaintPipeline, components(sd), lcm_scheduler=True)
 
 
 @pytest.fixture(scope="module")
 def inpaint9(cfg9_bundle):
     return LCMInpaintPipeline.from_pretrained(cfg9_bundle, precision="f32", cache_dir=False)
-
-
-def diffusers_negatives(negative, prompts):
-    if negative is None:
-        return None
-    return [negative] * len(prompts) if isinstance(negative, str) else negative
 
 
 def inputs(pictures, boxes):
@@ -285,12 +273,7 @@ def reference_embedded9():
     from lcm_export.tiny import build_tiny_pipeline
 
     lcm = build_tiny_pipeline(0, in_channels=INPAINTING_CHANNELS)
-    parts = {name: getattr(lcm, name) for name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
-    pipe = diffusers.StableDiffusionInpaintPipeline(
-        **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return reference(diffusers.StableDiffusionInpaintPipeline, components(lcm))
 
 
 EMBEDDED_CASES = [

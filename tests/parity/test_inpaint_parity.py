@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from pictures import box_mask, picture  # noqa: E402
-from test_pipeline_parity import assert_same_image  # noqa: E402
+from references import assert_same_image, lcm_inpaint_reference  # noqa: E402
 
 from lcm_runtime import LCMImg2ImgPipeline, LCMInpaintPipeline  # noqa: E402
 from lcm_runtime.errors import InputError  # noqa: E402
@@ -26,15 +26,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def reference_inpaint(tiny_pipeline_dir):
-    lcm = diffusers.LatentConsistencyModelPipeline.from_pretrained(tiny_pipeline_dir)
-    components = {
-        name: component
-        for name, component in lcm.components.items()
-        if name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "safety_checker", "feature_extractor")
-    }
-    pipe = diffusers.StableDiffusionInpaintPipeline(**components, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return lcm_inpaint_reference(tiny_pipeline_dir)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
+from references import assert_same_image, lcm_reference
+
 from lcm_runtime import LCMPipeline
 from lcm_runtime.image import to_uint8
 from lcm_runtime.tokenizer import PromptTruncatedWarning
@@ -28,21 +30,12 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def reference_pipeline(tiny_pipeline_dir):
-    pipe = diffusers.LatentConsistencyModelPipeline.from_pretrained(tiny_pipeline_dir)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return lcm_reference(diffusers.LatentConsistencyModelPipeline, tiny_pipeline_dir)
 
 
 @pytest.fixture(scope="module")
 def runtime_pipeline(tiny_bundle_fp32):
     return LCMPipeline.from_pretrained(tiny_bundle_fp32, precision="f32", cache_dir=False)
-
-
-def assert_same_image(ours: np.ndarray, theirs: np.ndarray) -> None:
-    assert ours.shape == theirs.shape
-    difference = np.abs(ours.astype(np.int16) - theirs.astype(np.int16))
-    assert difference.max() <= 1, f"max difference {difference.max()} levels"
-    assert (difference > 0).mean() <= 0.001, f"{(difference > 0).mean():.4%} of values differ"
 
 
 @pytest.mark.parametrize("prompts,per_prompt,steps,guidance,height,width", CASES)

@@ -91,3 +91,29 @@ def test_lcm_run_serve_without_the_extra_says_how_to_install_it(runtime_only_env
     )
     assert serve.returncode != 0 and "Traceback" not in serve.stderr
     assert "lcm-openvino[serve]" in serve.stderr and len(serve.stderr.strip().splitlines()) == 1
+
+
+def test_the_golden_images_hold_without_torch(runtime_only_env, tiny_bundle_fp32, tiny_cfg_bundle, tmp_path):
+    """The bundle tier's golden test (diffusers' pinned slices, every task, both guidance modes) in the
+    runtime-only environment, with the bundles handed in through $LCM_TEST_BUNDLE and $LCM_TEST_CFG_BUNDLE."""
+    python = runtime_only_env / "bin" / "python"
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "pytest>=8"], check=True, timeout=300
+    )
+    env = {
+        **os.environ,
+        "LCM_TEST_BUNDLE": str(tiny_bundle_fp32),
+        "LCM_TEST_CFG_BUNDLE": str(tiny_cfg_bundle),
+        "LCM_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    result = subprocess.run(
+        [python, "-m", "pytest", "-p", "no:cacheprovider", "-q", "tests/runtime/test_tiny_golden.py"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert "passed" in summary and "skipped" not in summary and "failed" not in summary, summary
