@@ -89,6 +89,73 @@ def save_pipeline(folder: Path, seed: int = 0) -> Path:
     return Path(folder)
 
 
+# The module names latent-consistency/lcm-lora-sdv1-5 adapts in the UNet (its adapter config), and its rank.
+LCM_LORA_TARGETS = (
+    "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+    "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj",
+)  # fmt: skip
+LCM_LORA_RANK = 64
+
+
+def save_sd15_pipeline(folder: Path, seed: int = 0, tiny: bool = False) -> Path:
+    """The same architecture as SD1.5 itself (the LCM's UNet without its guidance projection) and SD1.5's
+    PNDM scheduler, random weights, as a diffusers folder; beside it (lcm_lora_path), a random
+    LoRA with LCM-LoRA's targets and rank (kohya layout), so that ``lcm-export --lcm-lora`` fuses it as it
+    fuses the real one. ``tiny``: lcm_export.tiny's SD1.5-like pipeline, rank 4."""
+    import torch
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from safetensors.torch import save_file
+
+    from lcm_export.tiny import (
+        SD15_SCHEDULER_CONFIG,
+        build_clip_tokenizer,
+        build_tiny_sd_pipeline,
+        write_clip_vocab_files,
+    )
+
+    if tiny:
+        pipeline, rank = build_tiny_sd_pipeline(seed), 4
+    else:
+        configs = load_configs()
+        configs["unet"] = {key: value for key, value in configs["unet"].items() if key != "time_cond_proj_dim"}
+        modules, rank = build_modules(configs, seed), LCM_LORA_RANK
+        pipeline = StableDiffusionPipeline(
+            vae=modules["vae"],
+            text_encoder=modules["text_encoder"],
+            tokenizer=build_clip_tokenizer(),
+            unet=modules["unet"],
+            scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    folder = Path(folder)
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    write_clip_vocab_files(folder / "tokenizer")
+    generator = torch.Generator().manual_seed(seed + 4)
+    tensors = {}
+    for path, module in pipeline.unet.named_modules():
+        if not path.endswith(LCM_LORA_TARGETS) or not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            continue
+        if isinstance(module, torch.nn.Conv2d):
+            down = torch.randn(rank, module.in_channels, *module.kernel_size, generator=generator)
+            up = torch.randn(module.out_channels, rank, 1, 1, generator=generator)
+        else:
+            down = torch.randn(rank, module.in_features, generator=generator)
+            up = torch.randn(module.out_features, rank, generator=generator)
+        name = "lora_unet_" + path.replace(".", "_")
+        tensors[f"{name}.lora_down.weight"] = down * 0.01
+        tensors[f"{name}.lora_up.weight"] = up * 0.01
+        tensors[f"{name}.alpha"] = torch.tensor(float(rank))
+    save_file(tensors, str(lcm_lora_path(folder)))
+    return folder
+
+
+def lcm_lora_path(sd15_folder: Path) -> Path:
+    """Where save_sd15_pipeline puts the folder's random LCM-LoRA: beside it, not in it."""
+    return Path(sd15_folder).with_name(Path(sd15_folder).name + "-lcm-lora.safetensors")
+
+
 def save_taesd(folder: Path, seed: int = 0, tiny: bool = False) -> Path:
     """A random-weight TAESD (diffusers' AutoencoderTiny with its default, i.e. TAESD's, architecture)."""
     import torch
@@ -103,11 +170,15 @@ def save_taesd(folder: Path, seed: int = 0, tiny: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m benchmarks.model OUT [SEED]`: run in a child process so its memory is returned."""
+    """`python -m benchmarks.model OUT [SEED] [--sd15]`: run in a child process so its memory is returned."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
-    save_pipeline(Path(args[0]), int(args[1]) if len(args) > 1 else 0)
+    if "--sd15" in args:
+        args.remove("--sd15")
+        save_sd15_pipeline(Path(args[0]), int(args[1]) if len(args) > 1 else 0)
+    else:
+        save_pipeline(Path(args[0]), int(args[1]) if len(args) > 1 else 0)
 
 
 if __name__ == "__main__":

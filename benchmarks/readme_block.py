@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .report_metrics import GIB, at_main_shape, decodes_with_taesd, latency, ok_runs, ratio
+from .report_metrics import GIB, at_main_shape, decodes_with_taesd, latency, latency_ratio, ok_runs, paired_ratio, ratio
 from .results_file import read_results
 from .systems import BASELINE, F32_BASELINE, GENAI_BASELINE, INT8_UNET_BUNDLES
 
@@ -114,7 +114,13 @@ def render_block(results: dict[str, Any], source_name: str, plot: str | None) ->
     lines += [
         f"Run of {when} on {machine_text(results)}: model `{model['name']}` ({weights}), "
         f"{settings['width']}x{settings['height']}, {settings['steps']} steps, one image per call; warm latency "
-        f"(median of {settings['runs']}) and peak RSS of the whole process.",
+        f"(median of {settings['runs']}) and peak RSS of the whole process."
+        + (
+            " Systems resident side by side took turns image by image; their × is the median of the per-round "
+            "ratios, with its range."
+            if any(run.get("interleaved_with") for run in ok_runs(results))
+            else ""
+        ),
         "",
     ]
     lines += [
@@ -126,7 +132,7 @@ def render_block(results: dict[str, Any], source_name: str, plot: str | None) ->
         against = compared and genai is not None
         lines.append(
             f"| {name} | {what_ran(run)} | {seconds(latency(run)['median'])} | "
-            f"{times(latency(run)['median'] / latency(genai)['median'] if against else None)} | {rss / GIB:.2f} GiB | "
+            f"{ratio_with_spread(run, genai) if against else times(None)} | {rss / GIB:.2f} GiB | "
             f"{times(rss / genai['process']['peak_rss_bytes'] if against else None)} |"
         )
     notes = []
@@ -147,6 +153,15 @@ def render_block(results: dict[str, Any], source_name: str, plot: str | None) ->
     notes.append("Seconds are this machine's only; every measurement: [docs/benchmarks.md](docs/benchmarks.md).")
     lines += ["", " ".join(notes), END]
     return "\n".join(lines)
+
+
+def ratio_with_spread(run: dict[str, Any], other: dict[str, Any]) -> str:
+    """``run``'s latency over ``other``'s: "0.88× (0.86–0.90)", the median of the rounds in which they took
+    turns and their range; a plain ratio of medians for runs measured apart."""
+    paired = paired_ratio(run, other)
+    if paired is None or run is other:
+        return times(latency_ratio(run, other))
+    return f"{paired['median']:.2f}× ({paired['low']:.2f}–{paired['high']:.2f})"
 
 
 def plot_for(readme: Path, docs_path: Path) -> str:

@@ -158,8 +158,28 @@ def bound_rows(results: dict[str, Any], run: dict[str, Any]) -> list[dict[str, A
     return rows
 
 
+def paired_ratio(run: dict[str, Any], other: dict[str, Any]) -> dict[str, Any] | None:
+    """For two runs measured interleaved (run.py: measure_interleaved), ``run``'s timed image over
+    ``other``'s round by round: their median, lowest and highest, and each. None for runs measured
+    apart, whose ratio is only the ratio of their medians, drift included."""
+    if other["key"] not in run.get("interleaved_with", ()):
+        return None
+    mine, theirs = run["worker"]["latencies_seconds"], other["worker"]["latencies_seconds"]
+    if not mine or len(mine) != len(theirs):
+        return None
+    rounds = [one / two for one, two in zip(mine, theirs, strict=True)]
+    return {"median": statistics.median(rounds), "low": min(rounds), "high": max(rounds), "rounds": rounds}
+
+
+def latency_ratio(run: dict[str, Any], other: dict[str, Any]) -> float:
+    """``run``'s latency over ``other``'s: the median of the per-round ratios when they were measured
+    interleaved, else the ratio of the medians."""
+    paired = paired_ratio(run, other)
+    return paired["median"] if paired else latency(run)["median"] / latency(other)["median"]
+
+
 def ratio(results: dict[str, Any], run: dict[str, Any]) -> float | None:
-    """The run's median latency over lcm-run's at a comparable precision (>1: lcm-run is faster);
+    """The run's latency over lcm-run's at a comparable precision (>1: lcm-run is faster);
     None for other sizes and batches, which have tables of their own."""
     if not at_main_shape(results, run):
         return None
@@ -168,17 +188,19 @@ def ratio(results: dict[str, Any], run: dict[str, Any]) -> float | None:
     baseline = runs.get(baseline_key)
     if baseline is None:
         return None
-    return latency(run)["median"] / latency(baseline)["median"]
+    return 1.0 if run["key"] == baseline_key else latency_ratio(run, baseline)
 
 
-def genai_ratios(results: dict[str, Any], run: dict[str, Any]) -> dict[str, float] | None:
-    """The run's median latency and peak RSS over openvino.genai's default measurement (<1: the run
-    does better); only at default precision and the benchmarked size, like that measurement."""
+def genai_ratios(results: dict[str, Any], run: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's latency and peak RSS over openvino.genai's default measurement (<1: the run does
+    better), with the per-round spread (``latency_rounds``) when they were measured interleaved;
+    only at default precision and the benchmarked size, like that measurement."""
     genai = {entry["key"]: entry for entry in ok_runs(results)}.get(GENAI_BASELINE)
     if genai is None or run["precision"] != "default" or not at_main_shape(results, run):
         return None
     return {
-        "latency": latency(run)["median"] / latency(genai)["median"],
+        "latency": latency_ratio(run, genai),
+        "latency_rounds": paired_ratio(run, genai),
         "peak_rss": run["process"]["peak_rss_bytes"] / genai["process"]["peak_rss_bytes"],
     }
 

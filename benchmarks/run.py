@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,12 +25,13 @@ from . import flops as flop_store
 from .deviation import attach_deviations
 from .machine import machine_facts, machine_slug
 from .measure import ProcessResult, run_measured
-from .model import MODEL_NAME, configs_digest
+from .model import MODEL_NAME, configs_digest, lcm_lora_path
 from .results_file import RESULTS_SCHEMA
 from .systems import (
     BASELINE,
     BUNDLE,
     BUNDLE_BF16,
+    BUNDLE_CFG,
     BUNDLE_FAST,
     BUNDLE_ONE_SHOT,
     BUNDLE_TAESD,
@@ -38,6 +40,7 @@ from .systems import (
     SOURCE,
     Measurement,
     available_here,
+    interleaved_group,
     select,
 )
 from .venvs import ENVIRONMENTS, ensure_environment, installed_size
@@ -175,6 +178,10 @@ class Benchmark:
         if BUNDLE_BF16 in wanted:
             paths[BUNDLE_BF16] = model_dir / "bundle-bf16"
             self.export(source, paths[BUNDLE_BF16], ["--weights", "bf16"])
+        if BUNDLE_CFG in wanted:
+            sd15 = self.sd15_folder(model_dir)
+            paths[BUNDLE_CFG] = model_dir / BUNDLE_CFG
+            self.export(sd15, paths[BUNDLE_CFG], ["--lcm-lora", str(lcm_lora_path(sd15))])
         if settings.int8 and not settings.quick and BUNDLE_FAST in wanted:
             paths[BUNDLE_FAST] = model_dir / "bundle-fast"
             self.export(source, paths[BUNDLE_FAST], ["--fast", "--tiny-vae", str(self.taesd_folder(model_dir))])
@@ -201,6 +208,27 @@ class Benchmark:
                 capture_output=True,
             )
         return taesd
+
+    def sd15_folder(self, model_dir: Path) -> Path:
+        """The SD1.5 architecture with random weights and a random LCM-LoRA beside it (benchmarks.model),
+        built once; the tiny SD1.5-like pipeline in --quick."""
+        folder = model_dir / "source-sd15"
+        if not (folder / "model_index.json").exists():
+            self.log("building the SD1.5 diffusers folder and its random LCM-LoRA")
+            code = (
+                "import sys; from benchmarks.model import save_sd15_pipeline; "
+                "save_sd15_pipeline(sys.argv[1], int(sys.argv[2]), sys.argv[3] == '1')"
+            )
+            result = run_measured(
+                [sys.executable, "-c", code, str(folder), str(self.settings.seed), "1" if self.settings.quick else "0"],
+                self.scratch / "logs" / "build-sd15.log",
+                self.settings.timeout,
+                env=child_env(),
+                cwd=REPO_ROOT,
+            )
+            if not result.ok:
+                self.error("building the SD1.5 folder failed", result)
+        return folder
 
     def source_folder(self, model_dir: Path) -> Path:
         settings = self.settings
@@ -325,7 +353,8 @@ class Benchmark:
         runs = settings.runs if measurement.runs is None else min(measurement.runs, settings.runs)
         return {"height": height, "width": width, "batch": measurement.batch, "timed_runs": runs}
 
-    def measure(self, measurement: Measurement, paths: dict[str, Path]) -> dict[str, Any]:
+    def entry_for(self, measurement: Measurement, paths: dict[str, Path]) -> dict[str, Any]:
+        """The run's entry before measuring; its status is set already when it cannot run (skipped)."""
         shape = self.shape(measurement)
         entry: dict[str, Any] = {
             "key": measurement.key,
@@ -350,24 +379,26 @@ class Benchmark:
             return entry
         if measurement.model not in paths:
             entry.update(status="skipped", reason=f"no {measurement.model} (its export failed or was not asked for)")
-            return entry
-        try:
-            python = self.python_for(measurement.environment)
-        except (RuntimeError, subprocess.CalledProcessError) as error:
-            entry.update(status="failed", reason=f"environment: {str(error)[-400:]}")
-            return entry
-        out_dir = self.scratch / "runs" / measurement.key
-        shutil.rmtree(out_dir, ignore_errors=True)
-        settings = self.settings
+        return entry
+
+    def worker_command(
+        self,
+        measurement: Measurement,
+        paths: dict[str, Path],
+        out_dir: Path,
+        pace: Path | None = None,
+        runs: int | None = None,
+    ) -> list[str]:
+        settings, shape = self.settings, self.shape(measurement)
         command = [
-            python,
+            self.python_for(measurement.environment),
             str(WORKERS / measurement.worker),
             "--model",
             str(paths[measurement.model]),
             "--out-dir",
             str(out_dir),
             "--runs",
-            str(shape["timed_runs"]),
+            str(shape["timed_runs"] if runs is None else runs),
             "--precision",
             measurement.precision,
             "--variant",
@@ -379,7 +410,7 @@ class Benchmark:
             "--steps",
             str(settings.steps),
             "--guidance",
-            str(settings.guidance),
+            str(measurement.guidance if measurement.guidance is not None else settings.guidance),
             "--height",
             str(shape["height"]),
             "--width",
@@ -387,23 +418,98 @@ class Benchmark:
             "--batch",
             str(shape["batch"]),
         ]
-        self.log(f"measuring {measurement.key}")
-        result = run_measured(
-            command,
-            self.scratch / "logs" / f"{measurement.key}.log",
-            settings.timeout,
-            env=child_env(),
-            first_png=out_dir / "first.png",
-        )
+        return command + (["--pace", str(pace)] if pace else [])
+
+    def finish(self, entry: dict[str, Any], result: ProcessResult, out_dir: Path) -> dict[str, Any]:
         entry["process"] = result.to_dict()
         if result.ok and (out_dir / "result.json").exists():
             entry.update(status="ok", worker=json.loads((out_dir / "result.json").read_text()))
             median = entry["worker"]["median_seconds"]
-            self.log(f"  {measurement.key}: median {median:.3f} s, peak RSS {result.peak_rss_bytes / 2**30:.2f} GiB")
+            self.log(f"  {entry['key']}: median {median:.3f} s, peak RSS {result.peak_rss_bytes / 2**30:.2f} GiB")
         else:
             entry.update(status="timed out" if result.timed_out else "failed", reason=result.log_tail())
-            self.log(f"  {measurement.key}: {entry['status']}")
+            self.log(f"  {entry['key']}: {entry['status']}")
         return entry
+
+    def measure(self, measurement: Measurement, paths: dict[str, Path]) -> dict[str, Any]:
+        """One system alone in its fresh process: load, the first image, then the timed ones."""
+        entry = self.entry_for(measurement, paths)
+        if "status" in entry:
+            return entry
+        out_dir = self.scratch / "runs" / measurement.key
+        shutil.rmtree(out_dir, ignore_errors=True)
+        try:
+            command = self.worker_command(measurement, paths, out_dir)
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            entry.update(status="failed", reason=f"environment: {str(error)[-400:]}")
+            return entry
+        self.log(f"measuring {measurement.key}")
+        result = run_measured(
+            command,
+            self.scratch / "logs" / f"{measurement.key}.log",
+            self.settings.timeout,
+            env=child_env(),
+            first_png=out_dir / "first.png",
+        )
+        return self.finish(entry, result, out_dir)
+
+    def measure_interleaved(self, group: list[Measurement], paths: dict[str, Path]) -> list[dict[str, Any]]:
+        """The group's systems resident side by side, each in its fresh process, loaded one after the
+        other (so that no load shares the CPU), then taking turns image by image: round k makes timed
+        image k of each, in alternating order (A B C, C B A, ...). A drift of the machine's speed then
+        reaches all of them alike, and the ratio of two systems' images in one round cancels it."""
+        entries = {measurement.key: self.entry_for(measurement, paths) for measurement in group}
+        members = [measurement for measurement in group if "status" not in entries[measurement.key]]
+        # Every member makes as many timed images as there are rounds: a worker waits for each turn.
+        rounds = min((self.shape(measurement)["timed_runs"] for measurement in members), default=0)
+        running: dict[str, dict[str, Any]] = {}
+        for measurement in members:
+            out_dir = self.scratch / "runs" / measurement.key
+            pace = self.scratch / "pace" / measurement.key
+            for folder in (out_dir, pace):
+                shutil.rmtree(folder, ignore_errors=True)
+            pace.mkdir(parents=True)
+            try:
+                command = self.worker_command(measurement, paths, out_dir, pace, runs=rounds)
+            except (RuntimeError, subprocess.CalledProcessError) as error:
+                entries[measurement.key].update(status="failed", reason=f"environment: {str(error)[-400:]}")
+                continue
+            self.log(f"measuring {measurement.key} (interleaved: loading)")
+            outcome: dict[str, Any] = {"out_dir": out_dir, "pace": pace}
+            thread = threading.Thread(
+                target=lambda command=command, key=measurement.key, outcome=outcome: outcome.update(
+                    result=run_measured(
+                        command,
+                        self.scratch / "logs" / f"{key}.log",
+                        self.settings.timeout,
+                        env=child_env(),
+                        first_png=outcome["out_dir"] / "first.png",
+                    )
+                ),
+                daemon=True,
+            )
+            thread.start()
+            outcome["thread"] = thread
+            if wait_for_file(pace / "ready", thread, self.settings.timeout):
+                running[measurement.key] = outcome
+            else:
+                thread.join()
+                self.finish(entries[measurement.key], outcome["result"], out_dir)
+        order = [key for key in entries if key in running]
+        for index in range(rounds):
+            self.log(f"round {index + 1} of {rounds}: {', '.join(order)}")
+            for key in list(order):
+                outcome = running[key]
+                (outcome["pace"] / f"go-{index}").touch()
+                if not wait_for_file(outcome["pace"] / f"done-{index}", outcome["thread"], self.settings.timeout):
+                    self.log(f"  {key} stopped in round {index + 1}")
+                    order.remove(key)
+            order.reverse()
+        for key, outcome in running.items():
+            outcome["thread"].join()
+            self.finish(entries[key], outcome["result"], outcome["out_dir"])
+            entries[key]["interleaved_with"] = [other for other in running if other != key]
+        return list(entries.values())
 
     def cold_starts(
         self, bundle: Path, options: tuple[str, ...] = (), label: str = "", reference: str = BASELINE
@@ -517,13 +623,34 @@ class Benchmark:
                 self.results["cold_start"] += self.cold_starts(bundle, options, label, reference)
 
         self.results["runs"] = []
-        for measurement in select(self.settings.only):
-            cold_starts_before(measurement.key)
-            self.results["runs"].append(self.measure(measurement, paths))
+        selected = select(self.settings.only)
+        done: set[str] = set()
+        for measurement in selected:
+            if measurement.key in done:
+                continue
+            # A headline comparison's systems are measured together, where the first of them stands.
+            group = [other for other in selected if other.key in interleaved_group(measurement.key)]
+            for member in group:
+                cold_starts_before(member.key)
+            if len(group) > 1:
+                self.results["runs"] += self.measure_interleaved(group, paths)
+            else:
+                self.results["runs"].append(self.measure(measurement, paths))
+            done.update(member.key for member in group)
         cold_starts_before(None)  # those whose reference was not measured
         attach_deviations(self.results["runs"], self.scratch / "runs", F32_BASELINE)
         self.results["openvino_version"] = (self.results.get("matmul") or {}).get("openvino")
         return self.results
+
+
+def wait_for_file(path: Path, thread: threading.Thread, timeout: float) -> bool:
+    """Until a worker writes ``path`` (True), or its process ends or the timeout passes first (False)."""
+    deadline = time.perf_counter() + timeout
+    while not path.exists():
+        if not thread.is_alive() or time.perf_counter() > deadline:
+            return path.exists()
+        time.sleep(0.005)
+    return True
 
 
 def _token_downsampling(folder: Path) -> int:

@@ -18,6 +18,9 @@ BUNDLE_BF16 = (
 # more than it saves when a process makes one image (lcm-export --weights bf16 --token-downsampling 2 --tiny-vae)
 BUNDLE_ONE_SHOT = "bundle-one-shot"
 SOURCE = "source"  # the diffusers folder the bundles were exported from (torch)
+# An SD1.5 checkpoint (the same architecture without the LCM's guidance projection, random weights) with
+# a random LoRA of LCM-LoRA's targets and rank fused: lcm-export SD15 OUT --lcm-lora LORA ("cfg" guidance)
+BUNDLE_CFG = "bundle-cfg"
 
 
 @dataclass(frozen=True)
@@ -27,13 +30,14 @@ class Measurement:
     label: str  # how the report names it
     environment: str  # the venv (benchmarks/venvs.py) whose python runs the worker
     worker: str  # script in benchmarks/workers/
-    model: str  # BUNDLE, BUNDLE_FAST, BUNDLE_TAESD, BUNDLE_TODO, BUNDLE_BF16, BUNDLE_ONE_SHOT or SOURCE
+    model: str  # BUNDLE, BUNDLE_FAST, BUNDLE_TAESD, BUNDLE_TODO, BUNDLE_BF16, BUNDLE_ONE_SHOT, BUNDLE_CFG or SOURCE
     precision: str = "default"  # default (the library's choice), f32 or bf16
     variant: str = "default"
     module: str = ""  # importable module that must exist for --quick to run it in the current python
     size: int | None = None  # square image side; None: the run's --height/--width (512 in a full run)
     runs: int | None = None  # timed images after the first, at most --runs; None: --runs
     batch: int = 1  # images per call (num_images_per_prompt)
+    guidance: float | None = None  # None: the run's --guidance
 
 
 MEASUREMENTS: tuple[Measurement, ...] = (
@@ -181,6 +185,52 @@ MEASUREMENTS: tuple[Measurement, ...] = (
         "bf16",
         module="diffusers",
     ),
+    # An SD1.5 checkpoint made fast with LCM-LoRA (cfg guidance): at guidance 1.0 one UNet pass a step, as
+    # the distilled model; above 1 the UNet runs on [uncond, cond], and a negative prompt means something.
+    Measurement(
+        "lcm-run-cfg",
+        "lcm-run",
+        "lcm-run (API), SD1.5 + LCM-LoRA, guidance 1.0",
+        "lcm-runtime",
+        "lcm_runtime_worker.py",
+        BUNDLE_CFG,
+        variant="cfg",
+        guidance=1.0,
+        module="lcm_runtime",
+    ),
+    Measurement(
+        "genai-cfg",
+        "openvino.genai",
+        "openvino.genai, SD1.5 + LCM-LoRA, guidance 1.0",
+        "openvino-genai",
+        "genai_worker.py",
+        BUNDLE_CFG,
+        variant="cfg",
+        guidance=1.0,
+        module="openvino_genai",
+    ),
+    Measurement(
+        "lcm-run-cfg-1.5",
+        "lcm-run",
+        "lcm-run (API), SD1.5 + LCM-LoRA, guidance 1.5",
+        "lcm-runtime",
+        "lcm_runtime_worker.py",
+        BUNDLE_CFG,
+        variant="cfg",
+        guidance=1.5,
+        module="lcm_runtime",
+    ),
+    Measurement(
+        "genai-cfg-1.5",
+        "openvino.genai",
+        "openvino.genai, SD1.5 + LCM-LoRA, guidance 1.5",
+        "openvino-genai",
+        "genai_worker.py",
+        BUNDLE_CFG,
+        variant="cfg",
+        guidance=1.5,
+        module="openvino_genai",
+    ),
     # Memory and latency by image size; the 512 rows are lcm-run's and genai's above. Last, so that
     # a spent budget skips these and never the comparison at 512. One timed image: minutes each.
     Measurement(
@@ -264,8 +314,25 @@ GENAI_BASELINE = "genai"  # openvino.genai as a user first tries it: the targets
 # A key that was not measured is simply absent from the report.
 TARGETS: dict[str, dict[str, float]] = {
     BASELINE: {"latency": 1.00, "peak_rss": 0.60},  # default settings
-    "lcm-run-fast": {"latency": 0.40},
+    "lcm-run-fast": {"latency": 0.30},
 }
+
+
+# The headline comparisons (default and --fast against genai, the equal-precision rows, --fast against
+# default): each group's systems are resident side by side and take turns image by image, so that the
+# per-round ratios cancel the machine's drift (run.py: measure_interleaved; the report: their median).
+INTERLEAVED: tuple[tuple[str, ...], ...] = (
+    (BASELINE, GENAI_BASELINE, "genai-reshape", "lcm-run-fast"),
+    (F32_BASELINE, "genai-reshape-f32"),
+    ("lcm-run-cfg", "genai-cfg", "lcm-run-cfg-1.5", "genai-cfg-1.5"),
+)
+# The LCM-LoRA rows against openvino.genai on the same bundle at the same guidance (report: their table).
+CFG_PAIRS: tuple[tuple[str, str], ...] = (("lcm-run-cfg", "genai-cfg"), ("lcm-run-cfg-1.5", "genai-cfg-1.5"))
+
+
+def interleaved_group(key: str) -> tuple[str, ...]:
+    """The keys measured together with ``key`` (itself included; alone when it is in no group)."""
+    return next((group for group in INTERLEAVED if key in group), (key,))
 
 
 def available_here(measurement: Measurement) -> bool:

@@ -7,6 +7,10 @@ A worker: load the pipeline (timed), make one image and write it as first.png ri
 parent measures cold start as spawn -> that file's mtime), then make --runs more images, each
 timed from prompt to PIL image. The image write is timed once, apart. With --batch N every call
 makes N images (one prompt, one seed) and is timed as a whole; first.png is the call's first image.
+
+With --pace DIR the parent takes turns between several resident workers: after first.png a worker
+writes DIR/ready, then makes timed image k only once DIR/go-k exists, and writes DIR/done-k when it
+is made. Workers compared side by side so measure in alternation, image by image (benchmarks/run.py).
 """
 
 from __future__ import annotations
@@ -44,7 +48,14 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument(
         "--batch", type=int, default=1, help="images per call (num_images_per_prompt); generate(seed) returns the first"
     )
+    parser.add_argument("--pace", type=Path, help="make each timed image when the parent says (see above)")
     return parser.parse_args()
+
+
+def wait_for(path: Path, poll_seconds: float = 0.005) -> None:
+    """Until the parent creates ``path``; it kills a worker that waits past the run's timeout."""
+    while not path.exists():
+        time.sleep(poll_seconds)
 
 
 def check_batch(made: int, asked: int) -> None:
@@ -148,13 +159,19 @@ def run(args: argparse.Namespace, setup: Callable[[argparse.Namespace], tuple[Ge
     image.save(args.out_dir / "first.png")
     result["png_write_seconds"] = time.perf_counter() - started
     result["first_image_stages"] = first_stages
+    if args.pace:
+        (args.pace / "ready").touch()
 
     latencies, stages = [], []
-    for _ in range(args.runs):
+    for index in range(args.runs):
+        if args.pace:
+            wait_for(args.pace / f"go-{index}")
         started = time.perf_counter()
         image, run_stages = generate(args.seed)
         latencies.append(time.perf_counter() - started)
         stages.append(run_stages)
+        if args.pace:
+            (args.pace / f"done-{index}").write_text(f"{latencies[-1]}\n")
     result.update(
         latencies_seconds=latencies,
         median_seconds=statistics.median(latencies) if latencies else None,

@@ -82,7 +82,28 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
         ("bf16 + token downsampling + --vae tiny, filled cache", "lcm-run-one-shot"),
     ):
         after = steps[steps.index(f"lcm-run CLI cold start, {name}") + 1]
-        assert after == f"measuring {reference}", steps
+        assert after.startswith(f"measuring {reference}"), steps
+
+    # The headline systems took turns image by image, resident side by side: ratios per round.
+    from benchmarks.report_metrics import genai_ratios, paired_ratio
+
+    assert set(runs["lcm-run"]["interleaved_with"]) == {"genai", "genai-reshape"}
+    assert any(line.startswith("round 1 of 1: lcm-run, genai, genai-reshape") for line in progress), progress
+    paired = paired_ratio(runs["lcm-run"], runs["genai"])
+    lcm_run, genai = runs["lcm-run"]["worker"]["latencies_seconds"], runs["genai"]["worker"]["latencies_seconds"]
+    assert paired["rounds"] == [lcm_run[0] / genai[0]]
+    assert genai_ratios(results, runs["lcm-run"])["latency"] == paired["median"]
+    assert paired_ratio(runs["lcm-run-1024"], runs["genai"]) is None  # measured apart
+    # SD1.5 with a random LCM-LoRA fused (cfg guidance), at guidance 1.0 and 1.5, beside genai on that bundle.
+    assert bundles["bundle-cfg"]["path"].endswith("bundle-cfg")
+    for key in ("lcm-run-cfg", "lcm-run-cfg-1.5"):
+        assert runs[key]["status"] == "ok", runs[key]
+        assert set(runs[key]["interleaved_with"]) == {
+            "genai-cfg",
+            "genai-cfg-1.5",
+            "lcm-run-cfg",
+            "lcm-run-cfg-1.5",
+        } - {key}
 
     assert runs["lcm-run-1024"]["worker"]["image_size"] == [1024, 1024]  # sizes apart from --quick's 256
     assert runs["lcm-run-batch4"]["worker"]["images_per_call"] == 4
@@ -92,8 +113,15 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
 
     page = docs.read_text()
     assert "## Latency per image" in page and "lcm-run (API)" in page
-    for title in ("Targets against openvino.genai", "Memory by image size", "Batches", "Deviation from the f32 image"):
+    for title in (
+        "Targets against openvino.genai",
+        "SD1.5 + LCM-LoRA (cfg guidance)",
+        "Memory by image size",
+        "Batches",
+        "Deviation from the f32 image",
+    ):
         assert f"## {title}" in page
+    assert "(1 round)" in page  # the per-round range of the interleaved rows
 
 
 def test_results_file_names_carry_the_minute(tmp_path: Path, benchmarks_package: ModuleType) -> None:
