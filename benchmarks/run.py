@@ -463,6 +463,8 @@ class Benchmark:
         # Every member makes as many timed images as there are rounds: a worker waits for each turn.
         rounds = min((self.shape(measurement)["timed_runs"] for measurement in members), default=0)
         running: dict[str, dict[str, Any]] = {}
+        # A resident worker waits through the others' loads and turns: --timeout for each member.
+        process_timeout = self.settings.timeout * max(len(members), 1)
         for measurement in members:
             out_dir = self.scratch / "runs" / measurement.key
             pace = self.scratch / "pace" / measurement.key
@@ -481,7 +483,7 @@ class Benchmark:
                     result=run_measured(
                         command,
                         self.scratch / "logs" / f"{key}.log",
-                        self.settings.timeout,
+                        process_timeout,
                         env=child_env(),
                         first_png=outcome["out_dir"] / "first.png",
                     )
