@@ -64,6 +64,38 @@ def diffusers_negatives(negative: str | list[str] | None, prompts: list[str]) ->
     return [negative] * len(prompts) if isinstance(negative, str) else negative
 
 
+def assert_inpainting_is_the_reference(
+    reference: Any,
+    ours: Any,
+    draws: Any,
+    prompts: list[str],
+    negative: str | list[str] | None = None,
+    seed: int = 5,
+    **call: Any,
+) -> Any:
+    """One inpainting call through both pipelines (``call``: image, mask_image, steps, strength, ...),
+    diffusers seeded by torch and the runtime fed torch's draws (``draws(seed)``); the parity bar, the
+    steps that ran (the last int(steps x strength)), and an image that is not flat. The runtime's output."""
+    import torch
+
+    from lcm_runtime.image import to_uint8
+
+    call = dict(call, output_type="np")
+    expected = reference(
+        prompts,
+        negative_prompt=diffusers_negatives(negative, prompts),
+        generator=torch.Generator().manual_seed(seed),
+        **call,
+    ).images
+    result = ours(prompts, negative_prompt=negative, generator=draws(seed), **call)
+    steps, strength = call["num_inference_steps"], call["strength"]
+    assert result.images.shape == expected.shape
+    assert len(result.timings["unet"]) == min(int(steps * strength), steps)
+    assert_same_image(to_uint8(result.images), to_uint8(expected))
+    assert to_uint8(expected).std() > 5
+    return result
+
+
 @contextlib.contextmanager
 def numpy_draws(seed: int) -> Iterator[None]:
     """Within it, diffusers draws its noise from ``numpy.random.default_rng(seed)``, as the runtime does

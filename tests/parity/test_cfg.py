@@ -15,7 +15,13 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from pictures import box_mask, picture  # noqa: E402
-from references import assert_same_image, components, diffusers_negatives, reference  # noqa: E402
+from references import (  # noqa: E402
+    assert_inpainting_is_the_reference,
+    assert_same_image,
+    components,
+    diffusers_negatives,
+    reference,
+)
 
 from lcm_runtime import LCMImg2ImgPipeline, LCMInpaintPipeline, LCMPipeline  # noqa: E402
 from lcm_runtime.guidance import rescale_noise_cfg  # noqa: E402
@@ -267,7 +273,12 @@ def test_inpainting_is_diffusers_stable_diffusion_inpaint(
     guidance,
     negative,
 ):
-    kwargs = dict(
+    assert_inpainting_is_the_reference(
+        reference_inpaint,
+        inpaint,
+        torch_draws,
+        prompts,
+        negative,
         image=picture(*size, seed=11),
         mask_image=box_mask(*size, box),
         height=height,
@@ -276,16 +287,4 @@ def test_inpainting_is_diffusers_stable_diffusion_inpaint(
         strength=strength,
         guidance_scale=guidance,
         num_images_per_prompt=per_prompt,
-        output_type="np",
     )
-    expected = reference_inpaint(
-        prompts,
-        negative_prompt=diffusers_negatives(negative, prompts),
-        generator=torch.Generator().manual_seed(5),
-        **kwargs,
-    ).images
-    result = inpaint(prompts, negative_prompt=negative, generator=torch_draws(5), **kwargs)
-    assert result.images.shape == expected.shape
-    assert len(result.timings["unet"]) == min(int(steps * strength), steps)
-    assert_same_image(to_uint8(result.images), to_uint8(expected))
-    assert to_uint8(expected).std() > 5

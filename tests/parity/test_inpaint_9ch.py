@@ -18,12 +18,11 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from pictures import box_mask, picture  # noqa: E402
-from references import assert_same_image, components, diffusers_negatives, reference  # noqa: E402
+from references import assert_inpainting_is_the_reference, components, reference  # noqa: E402
 
 from lcm_runtime import LCMImg2ImgPipeline, LCMInpaintPipeline, LCMPipeline  # noqa: E402
 from lcm_runtime.bundle import MANIFEST_FILE, component_xml, read_json, read_manifest, verify_files  # noqa: E402
 from lcm_runtime.errors import BundleError, InputError  # noqa: E402
-from lcm_runtime.image import to_uint8  # noqa: E402
 
 INPAINTING_CHANNELS = 9
 
@@ -79,7 +78,12 @@ def compare(
     reference, ours, draws, prompts, per_prompt, pictures, boxes, height, width, steps, strength, guidance, negative
 ):
     image, mask = inputs(pictures, boxes)
-    kwargs = dict(
+    return assert_inpainting_is_the_reference(
+        reference,
+        ours,
+        draws,
+        prompts,
+        negative,
         image=image,
         mask_image=mask,
         height=height,
@@ -88,53 +92,13 @@ def compare(
         strength=strength,
         guidance_scale=guidance,
         num_images_per_prompt=per_prompt,
-        output_type="np",
     )
-    expected = reference(
-        prompts,
-        negative_prompt=diffusers_negatives(negative, prompts),
-        generator=torch.Generator().manual_seed(5),
-        **kwargs,
-    ).images
-    result = ours(prompts, negative_prompt=negative, generator=draws(5), **kwargs)
-    assert result.images.shape == expected.shape
-    assert len(result.timings["unet"]) == min(int(steps * strength), steps)
-    assert_same_image(to_uint8(result.images), to_uint8(expected))
-    assert to_uint8(expected).std() > 5
-    return result
 
 
-@pytest.mark.parametrize("prompts,per_prompt,pictures,boxes,height,width,steps,strength,guidance,negative", CFG_CASES)
-def test_cfg_inpainting_unet_is_diffusers_stable_diffusion_inpaint(
-    reference_cfg9,
-    inpaint9,
-    torch_draws,
-    prompts,
-    per_prompt,
-    pictures,
-    boxes,
-    height,
-    width,
-    steps,
-    strength,
-    guidance,
-    negative,
-):
-    compare(
-        reference_cfg9,
-        inpaint9,
-        torch_draws,
-        prompts,
-        per_prompt,
-        pictures,
-        boxes,
-        height,
-        width,
-        steps,
-        strength,
-        guidance,
-        negative,
-    )
+@pytest.mark.parametrize("case", CFG_CASES)
+def test_cfg_inpainting_unet_is_diffusers_stable_diffusion_inpaint(reference_cfg9, inpaint9, torch_draws, case):
+    compare(reference_cfg9, inpaint9, torch_draws, *case)
+    prompts, per_prompt, *_, guidance, _negative = case
     # The UNet ran on 9 channels, on [uncond, cond] exactly when the guidance is above 1.
     batch = len(prompts) * per_prompt
     sample = inpaint9.models._loaded["unet"][1]["sample"]
@@ -282,39 +246,12 @@ EMBEDDED_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    "prompts,per_prompt,pictures,boxes,height,width,steps,strength,guidance,negative", EMBEDDED_CASES
-)
+@pytest.mark.parametrize("case", EMBEDDED_CASES)
 def test_embedded_inpainting_unet_is_diffusers_stable_diffusion_inpaint(
-    reference_embedded9,
-    embedded9_bundle,
-    torch_draws,
-    prompts,
-    per_prompt,
-    pictures,
-    boxes,
-    height,
-    width,
-    steps,
-    strength,
-    guidance,
-    negative,
+    reference_embedded9, embedded9_bundle, torch_draws, case
 ):
     ours = LCMInpaintPipeline.from_pretrained(embedded9_bundle, precision="f32", cache_dir=False)
     assert ours.facts.guidance_mode == "embedded" and ours.facts.unet_channels == INPAINTING_CHANNELS
-    compare(
-        reference_embedded9,
-        ours,
-        torch_draws,
-        prompts,
-        per_prompt,
-        pictures,
-        boxes,
-        height,
-        width,
-        steps,
-        strength,
-        guidance,
-        negative,
-    )
+    compare(reference_embedded9, ours, torch_draws, *case)
+    prompts, per_prompt = case[:2]
     assert ours.models._loaded["unet"][1]["sample"][:2] == [len(prompts) * per_prompt, INPAINTING_CHANNELS]
