@@ -4,7 +4,7 @@ that any runner (lcm-run batch in one or N processes, a Ray Data job) plans the 
 
 - ``read_rows(path)``: a JSONL, CSV or text file -> ``Row``s and ``BadRow``s, with line numbers;
 - ``plan(rows, defaults, facts, base)``: rows -> ``Plan`` (tasks and bad rows); ``row_seed`` and
-  ``image_seed`` say how a row and its images are seeded, ``safe_name`` how a name becomes a file.
+  ``noise.image_seed`` say how a row and its images are seeded, ``safe_name`` how a name becomes a file.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import validation
 from .errors import InputError, first_line
-from .noise import MAX_SEED
+from .noise import MAX_SEED, image_seed
 
 if TYPE_CHECKING:
     from .loading import ModelFolder
@@ -32,7 +32,6 @@ NUMBER_FIELDS = ("guidance", "strength")
 MAX_IMAGES_PER_ROW = 1000
 MAX_STEPS = 1000  # the scheduler's own bound (original_inference_steps, strength) is checked per image
 MAX_NAME = 100
-SEED_BITS = 32
 # What makes an image: a finished image whose record differs from its task in one of these was made
 # by other options or another row, and is never silently kept or replaced.
 FINGERPRINT = tuple("prompt negative_prompt seed steps guidance width height strength image_hash mask_hash".split())
@@ -283,15 +282,11 @@ class Plan:
 
 
 def row_seed(seed: int, row: int) -> int:
-    """The seed of a row that sets none: 32 bits of sha256("lcm-run batch <seed> <row>"), so that a
-    row's images depend only on --seed and its own position, however the job is split or resumed."""
+    """The seed of a row that sets none: the first 32 bits of sha256("lcm-run batch <seed> <row>"), below
+    SEED_LIMIT, so that a row's images depend only on --seed and its own position, however the job is
+    split or resumed."""
     digest = hashlib.sha256(f"lcm-run batch {seed} {row}".encode()).digest()
-    return int.from_bytes(digest[: SEED_BITS // 8], "big")
-
-
-def image_seed(seed: int, k: int) -> int:
-    """Image k (from 1) of a row of seed ``seed``: seed + k - 1, as the server and A1111 seed a batch."""
-    return (seed + k - 1) % MAX_SEED
+    return int.from_bytes(digest[:4], "big")  # 4 bytes: below SEED_LIMIT, 2**32
 
 
 def safe_name(name: str) -> str:
@@ -417,7 +412,7 @@ def _plan_row(row: Row, defaults: Defaults, facts: BundleDefaults, pictures: _Pi
             file=f"{stem}-{k}.png",
             prompt=prompt,
             negative_prompt=negative,
-            seed=image_seed(seed, k),
+            seed=image_seed(seed, k - 1),
             steps=steps,
             guidance=guidance,
             width=width,

@@ -9,14 +9,16 @@ RGB first, so RGBA, palette and grayscale files work (diffusers would hand 4 or 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .errors import InputError, first_line
 
@@ -24,27 +26,45 @@ ImageLike = Image.Image | np.ndarray | str | os.PathLike[str]
 ImageInput = ImageLike | Sequence[ImageLike]
 
 
-def open_image(path: str | os.PathLike[str], argument: str) -> Image.Image:
-    """A picture file, fully decoded; one-line errors for missing, unreadable or oversized files."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise InputError(f"{argument}: {path} does not exist or is not a file", argument=argument)
+def open_image(source: str | os.PathLike[str] | bytes, argument: str, max_pixels: int | None = None) -> Image.Image:
+    """A picture file, or a file's bytes (an upload), fully decoded and turned upright by its EXIF
+    orientation, as diffusers' ``load_image`` does; one-line errors for a missing, empty, unreadable
+    or oversized picture. ``max_pixels`` refuses larger pictures before they are decoded."""
+    if isinstance(source, bytes):
+        if not source:
+            raise InputError(f"{argument} is empty; pass a PNG, JPEG or WebP image", argument=argument)
+        stream: io.BytesIO | Path = io.BytesIO(source)
+        what = argument
+    else:
+        stream = Path(source).expanduser()
+        if not stream.is_file():
+            raise InputError(f"{argument}: {stream} does not exist or is not a file", argument=argument)
+        what = f"{argument}: {stream}"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
+            with Image.open(stream) as opened:
+                if max_pixels is not None and opened.width * opened.height > max_pixels:
+                    raise InputError(
+                        f"{what} is {opened.width}x{opened.height}, over {max_pixels} pixels; resize it",
+                        argument=argument,
+                    )
                 opened.load()
-                picture: Image.Image = opened.copy()
+                picture: Image.Image = ImageOps.exif_transpose(opened) or opened.copy()
                 return picture
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(
-            f"{argument}: {path} has too many pixels to be a picture to edit; resize it first", argument=argument
-        ) from None
-    except (OSError, ValueError, SyntaxError) as error:
-        detail = first_line(error, 120)
-        raise InputError(
-            f"{argument}: cannot read {path} as an image ({detail}); pass a PNG, JPEG or WebP file", argument=argument
-        ) from None
+        raise InputError(f"{what} has too many pixels to be a picture to edit; resize it", argument=argument) from None
+    except InputError:
+        raise
+    except Exception as error:  # noqa: BLE001 - Pillow raises many kinds for broken files
+        # Pillow names an in-memory file by its repr ("<_io.BytesIO object at 0x...>"): not the client's business.
+        detail = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the image", first_line(error, 120))
+        unreadable = (
+            f"{argument}: cannot read {stream} as an image"
+            if isinstance(stream, Path)
+            else f"{what} is not a readable image"
+        )
+        raise InputError(f"{unreadable} ({detail}); pass a PNG, JPEG or WebP file", argument=argument) from None
 
 
 def as_items(image: ImageInput, argument: str) -> list[ImageLike]:

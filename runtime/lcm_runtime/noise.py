@@ -15,7 +15,16 @@ class NoiseSource(Protocol):
 
 
 MAX_SEED = 2**64
+# The seeds lcm-run picks itself (a server request's random seed, a batch row's derived one) are
+# A1111's 32-bit ones, so that they can be typed back into either.
+SEED_LIMIT = 2**32
 GeneratorLike = int | np.random.Generator | NoiseSource | None
+
+
+def image_seed(seed: int, index: int) -> int:
+    """The seed of image ``index`` (from 0) of a request or batch row seeded ``seed``: seed + index, as
+    A1111 seeds a batch (wrapping at MAX_SEED). The server and ``lcm-run batch`` both follow it."""
+    return (seed + index) % MAX_SEED
 
 
 def as_noise_source(generator: GeneratorLike) -> NoiseSource:

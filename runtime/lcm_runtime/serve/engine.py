@@ -31,12 +31,11 @@ from ..img2img import LCMImg2ImgPipeline
 from ..inpaint import DEFAULT_STRENGTH as INPAINT_STRENGTH
 from ..inpaint import LCMInpaintPipeline
 from ..loading import open_model_folder
-from ..noise import MAX_SEED
+from ..noise import SEED_LIMIT, image_seed
 from ..outputs import png_parameters
 from ..pipeline import LCMPipeline
 from .preview import Previewer
 
-SEED_LIMIT = 2**32  # A1111's seeds are 32-bit; seed + k stays below MAX_SEED
 PROMPT_SYNTAX = "a1111"  # what a prompt box's users expect, as lcm-run
 
 
@@ -334,7 +333,7 @@ class Engine:
         images = []
         for index in range(request.n):
             job.image_index, job.step = index, 0
-            seed = (base_seed + index) % MAX_SEED
+            seed = image_seed(base_seed, index)
             output = self._one_image(job, index, seed, strength)
             picture = output.images[0]
             flagged = output.nsfw_content_detected[0] if output.nsfw_content_detected else None

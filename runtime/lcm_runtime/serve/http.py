@@ -7,19 +7,18 @@ import base64
 import binascii
 import io
 import logging
-import re
 import secrets
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fastapi import Request
-from PIL import Image, ImageOps
+from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from ..errors import BundleError, InputError, LCMError, NonFiniteError, first_line
+from ..image_input import open_image
 from .engine import Cancelled, Engine, GeneratedImage, Job, QueueFull, Result
 
 log = logging.getLogger("lcm_runtime.serve")
@@ -96,31 +95,12 @@ def decode_base64(text: object, param: str) -> bytes:
 
 
 def open_picture(data: bytes, param: str) -> Image.Image:
-    """Uploaded bytes -> a fully decoded picture; a 400 for anything that is not a picture."""
-    if not data:
-        raise ApiError(400, f"{param} is empty; send a PNG, JPEG or WebP image", param=param)
+    """Uploaded bytes -> a fully decoded, upright picture (``image_input.open_image``); a 400 for anything
+    that is not a picture, or one larger than this server edits."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as opened:
-                if opened.width * opened.height > MAX_INPUT_PIXELS:
-                    raise ApiError(
-                        400,
-                        f"{param} is {opened.width}x{opened.height}, more pixels than this server edits; resize it",
-                        param=param,
-                    )
-                opened.load()
-                picture = ImageOps.exif_transpose(opened) or opened.copy()
-                return picture
-    except ApiError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ApiError(400, f"{param} has too many pixels; resize it", param=param) from None
-    except Exception as error:  # noqa: BLE001 - Pillow raises many kinds for broken files
-        detail = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the upload", first_line(error, 160))
-        raise ApiError(
-            400, f"{param} is not a readable image ({detail}); send PNG, JPEG or WebP", param=param
-        ) from None
+        return open_image(data, param, max_pixels=MAX_INPUT_PIXELS)
+    except InputError as error:
+        raise ApiError(400, str(error), param=param) from None
 
 
 def mask_from_alpha_or_white(mask: Image.Image) -> Image.Image:
