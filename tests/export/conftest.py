@@ -32,10 +32,9 @@ def export_tiny(
 
 @pytest.fixture(scope="session")
 def reference_pipeline(tiny_pipeline_dir: Path):
-    """The tiny pipeline as diffusers itself loads it: the source of every golden value."""
+    """The tiny pipeline as diffusers itself loads it (its modules in eval mode): the source of every
+    golden value of the export tests."""
     from diffusers import LatentConsistencyModelPipeline
+    from references import lcm_reference
 
-    pipeline = LatentConsistencyModelPipeline.from_pretrained(tiny_pipeline_dir)
-    for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
-        module.eval()
-    return pipeline
+    return lcm_reference(LatentConsistencyModelPipeline, tiny_pipeline_dir)
