@@ -7,8 +7,6 @@ import platform
 import re
 from typing import Any
 
-from lcm_runtime.meminfo import meminfo_bytes
-
 FLAGS_THAT_MATTER = (
     "avx2",
     "avx512f",
@@ -35,6 +33,9 @@ def _cpuinfo() -> dict[str, str]:
 
 
 def machine_facts() -> dict[str, Any]:
+    # Here, not at the top: the report (harness environment, no lcm_runtime) names machines by machine_slug.
+    from lcm_runtime.meminfo import meminfo_bytes
+
     cpu = _cpuinfo()
     flags = set(cpu.get("flags", "").split())
     return {

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .machine import machine_slug
 from .report_metrics import GIB, at_main_shape, decodes_with_taesd, latency, latency_ratio, ok_runs, paired_ratio, ratio
 from .results_file import read_results
 from .systems import BASELINE, F32_BASELINE, GENAI_BASELINE, INT8_UNET_BUNDLES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"  # full runs only: checks/ holds partial ones
+# Runs of only the headline rows (`--only`, interleaved), for a CPU kind whose full run is older or absent.
+HEADLINE_DIR = RESULTS_DIR / "headline"
+RESULT_FOLDERS = (RESULTS_DIR, HEADLINE_DIR)  # where the ratios per CPU come from
 README = REPO_ROOT / "README.md"
 DOCS_PAGE = REPO_ROOT / "docs" / "benchmarks.md"
 START = "<!-- benchmark:start -->"
@@ -53,11 +58,68 @@ def latest_results_file(folder: Path = RESULTS_DIR) -> Path:
     for path in folder.glob("*.json"):
         results = json.loads(path.read_text(encoding="utf-8"))
         date = results_date(results)
-        if results.get("mode") == "full" and date is not None:
+        if results.get("mode") == "full" and not results.get("settings", {}).get("only") and date is not None:
             dated.append((date, path.name, path))
     if not dated:
         raise FileNotFoundError(f"no results file of a full run in {folder}")
     return max(dated)[2]
+
+
+def latest_per_cpu(folders: tuple[Path, ...] = RESULT_FOLDERS) -> list[tuple[Path, dict[str, Any]]]:
+    """The latest run (full, or of the headline rows) on each kind of CPU (``machine_slug``: model,
+    AMX or not, CPU count), newest first: the README states the ratios of every CPU measured."""
+    latest: dict[str, tuple[datetime, Path, dict[str, Any]]] = {}
+    for folder in folders:
+        for path in folder.glob("*.json"):
+            results = read_results(path)
+            date = results_date(results)
+            if results.get("mode") != "full" or date is None:
+                continue
+            kind = machine_slug(results["machine"])
+            if kind not in latest or latest[kind][0] < date:
+                latest[kind] = (date, path, results)
+    return [
+        (path, results) for _date, path, results in sorted(latest.values(), key=lambda entry: entry[0], reverse=True)
+    ]
+
+
+# The per-CPU table's columns: (heading, lcm-run's measurement, compared with).
+PER_CPU_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("lcm-run × genai", BASELINE, GENAI_BASELINE),
+    ("`--fast` × genai", "lcm-run-fast", GENAI_BASELINE),
+    ("f32 × genai reshaped f32", F32_BASELINE, "genai-reshape-f32"),
+)
+
+
+def cpu_text(machine: dict[str, Any]) -> str:
+    flags = machine["flags"]
+    kind = "AMX" if flags.get("amx_bf16") else "avx512_bf16, no AMX" if flags.get("avx512_bf16") else "no bf16"
+    name = re.sub(r"\((R|TM)\)| Processor| CPU\b|@.*", "", machine["cpu_model"]).strip() or machine["cpu_model"]
+    return f"{name} ({kind}, {machine['usable_cpus']} CPUs)"
+
+
+def per_cpu_lines(entries: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """One row per CPU kind: lcm-run's headline ratios from that CPU's latest run, with their range
+    where the systems took turns (an older run measured them apart: a plain ratio)."""
+    lines = [
+        "| CPU | Run | " + " | ".join(heading for heading, _key, _other in PER_CPU_COLUMNS) + " | Peak RSS × genai |",
+        "|---|---|" + "---|" * (len(PER_CPU_COLUMNS) + 1),
+    ]
+    for name, results in entries:
+        runs = {run["key"]: run for run in ok_runs(results) if at_main_shape(results, run)}
+        cells = [
+            ratio_with_spread(runs[key], runs[other]) if key in runs and other in runs else times(None)
+            for _heading, key, other in PER_CPU_COLUMNS
+        ]
+        rss = (
+            times(runs[BASELINE]["process"]["peak_rss_bytes"] / runs[GENAI_BASELINE]["process"]["peak_rss_bytes"])
+            if BASELINE in runs and GENAI_BASELINE in runs
+            else times(None)
+        )
+        date = results_date(results)
+        when = date.strftime("%Y-%m-%d") if date else str(results["date"])
+        lines.append(f"| {cpu_text(results['machine'])} | [{when}]({name}) | " + " | ".join([*cells, rss]) + " |")
+    return lines
 
 
 def headline_runs(results: dict[str, Any], compared_only: bool = False) -> list[tuple[str, dict[str, Any], bool]]:
@@ -97,8 +159,14 @@ def machine_text(results: dict[str, Any]) -> str:
     return f"{machine['cpu_model']} ({machine['usable_cpus']} CPUs, {', '.join(extras)}), OpenVINO {version}"
 
 
-def render_block(results: dict[str, Any], source_name: str, plot: str | None) -> str:
-    """The block, markers included: the plot, the headline table and lcm-run's CLI start."""
+def render_block(
+    results: dict[str, Any],
+    source_name: str,
+    plot: str | None,
+    per_cpu: list[tuple[str, dict[str, Any]]] | None = None,
+) -> str:
+    """The block, markers included: the plot, the headline table, lcm-run's CLI start and, given
+    ``per_cpu`` ((README-relative file, results) of each CPU kind's latest run), the ratios per CPU."""
     settings, model = results["settings"], results["model"]
     genai = {run["key"]: run for run in ok_runs(results)}.get(GENAI_BASELINE)
     date = results_date(results)
@@ -106,11 +174,7 @@ def render_block(results: dict[str, Any], source_name: str, plot: str | None) ->
     lines = [START, f"<!-- Generated by `python -m benchmarks report` from {source_name}. Do not edit by hand. -->", ""]
     if plot:
         lines += [f"![Latency and peak memory per image, lcm-run against its peers]({plot})", ""]
-    weights = (
-        "random weights: speed does not depend on them"
-        if "random" in str(model["weights"])
-        else f"{model['weights']} weights"
-    )
+    weights = "random weights" if "random" in str(model["weights"]) else f"{model['weights']} weights"
     lines += [
         f"Run of {when} on {machine_text(results)}: model `{model['name']}` ({weights}), "
         f"{settings['width']}x{settings['height']}, {settings['steps']} steps, one image per call; warm latency "
@@ -148,10 +212,18 @@ def render_block(results: dict[str, Any], source_name: str, plot: str | None) ->
         notes.append(
             f"The `lcm-run` CLI (one call per process, compile cache filled) takes "
             f"{seconds(start['process']['first_png_seconds'])} from start to PNG, peak "
-            f"{start['process']['peak_rss_bytes'] / GIB:.2f} GiB: it frees each model once used."
+            f"{start['process']['peak_rss_bytes'] / GIB:.2f} GiB."
         )
     notes.append("Seconds are this machine's only; every measurement: [docs/benchmarks.md](docs/benchmarks.md).")
-    lines += ["", " ".join(notes), END]
+    lines += ["", " ".join(notes)]
+    if per_cpu:
+        lines += [
+            "",
+            "Each CPU's latest run (a range: the rounds of systems taking turns):",
+            "",
+            *per_cpu_lines(per_cpu),
+        ]
+    lines.append(END)
     return "\n".join(lines)
 
 
@@ -189,7 +261,12 @@ def expected_block(results_file: Path | None = None, readme: Path = README, docs
     """The block a results file (default: the latest) renders for this README."""
     results_file = results_file or latest_results_file()
     results = read_results(results_file)
-    return render_block(results, source_name(results_file), plot_for(readme, docs_path))
+    return render_block(results, source_name(results_file), plot_for(readme, docs_path), per_cpu_entries(readme))
+
+
+def per_cpu_entries(page: Path, folders: tuple[Path, ...] = RESULT_FOLDERS) -> list[tuple[str, dict[str, Any]]]:
+    """``latest_per_cpu`` with each file named relative to ``page``'s folder, for its links."""
+    return [(Path(os.path.relpath(path, page.parent)).as_posix(), results) for path, results in latest_per_cpu(folders)]
 
 
 def source_name(results_file: Path) -> str:

@@ -25,17 +25,29 @@ from .report_plots import render_plots
 from .results_file import read_results
 
 
-def render(results: dict[str, Any], results_file: Path, docs_path: Path, readme: Path | None = None) -> Path:
-    """Write the page and its plots; with ``readme``, also rewrite that README's benchmark block."""
+def render(
+    results: dict[str, Any],
+    results_file: Path,
+    docs_path: Path,
+    readme: Path | None = None,
+    per_cpu_folders: tuple[Path, ...] = (),
+) -> Path:
+    """Write the page and its plots; with ``readme``, also rewrite that README's benchmark block. Both
+    get the ratios of each CPU kind's latest run in ``per_cpu_folders`` (the repository's results)."""
     docs_path.parent.mkdir(parents=True, exist_ok=True)
     plots = render_plots(results, docs_path.parent / docs_path.stem)
     relative_plots = [os.path.relpath(plot, docs_path.parent) for plot in plots]
     source_name = readme_block.source_name(results_file)
-    docs_path.write_text(render_markdown(results, source_name, relative_plots), encoding="utf-8")
+    per_cpu = readme_block.per_cpu_entries(docs_path, per_cpu_folders) if per_cpu_folders else None
+    docs_path.write_text(render_markdown(results, source_name, relative_plots, per_cpu), encoding="utf-8")
     if readme is not None:
-        readme_block.update_readme(
-            readme, readme_block.render_block(results, source_name, readme_block.plot_for(readme, docs_path))
+        block = readme_block.render_block(
+            results,
+            source_name,
+            readme_block.plot_for(readme, docs_path),
+            readme_block.per_cpu_entries(readme, per_cpu_folders) if per_cpu_folders else None,
         )
+        readme_block.update_readme(readme, block)
     return docs_path
 
 
@@ -65,11 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     results_file = args.results or readme_block.latest_results_file()
     results = read_results(results_file)
     readme = args.readme
-    if readme is None and args.docs.resolve() == readme_block.DOCS_PAGE and results["mode"] == "full":
+    whole_run = results["mode"] == "full" and not results["settings"].get("only")
+    if readme is None and args.docs.resolve() == readme_block.DOCS_PAGE and whole_run:
         readme = readme_block.README
     if args.no_readme:
         readme = None
-    print(render(results, results_file, args.docs, readme))
+    repository_page = args.docs.resolve() == readme_block.DOCS_PAGE
+    print(render(results, results_file, args.docs, readme, readme_block.RESULT_FOLDERS if repository_page else ()))
     if readme is not None:
         print(readme)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .readme_block import HEADLINE_PLOT
+from .readme_block import HEADLINE_PLOT, per_cpu_lines
 from .report_metrics import (
     GIB,
     at_main_shape,
@@ -65,13 +65,30 @@ def table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def render_markdown(results: dict[str, Any], source_name: str, plots: list[str]) -> str:
-    """The whole page; ``plots`` are the plots' paths relative to the page (the headline one first)."""
+def render_markdown(
+    results: dict[str, Any],
+    source_name: str,
+    plots: list[str],
+    per_cpu: list[tuple[str, dict[str, Any]]] | None = None,
+) -> str:
+    """The whole page; ``plots`` are the plots' paths relative to the page (the headline one first);
+    ``per_cpu``: (page-relative file, results) of each CPU kind's latest run, for the ratios per CPU."""
     headline = [plot for plot in plots if Path(plot).name == HEADLINE_PLOT]
     lines = [HEADER.format(source=source_name), "", "# Benchmarks", ""]
     for plot in headline:
         lines += [f"![Latency and peak memory per image, lcm-run against its peers]({plot})", ""]
     lines += intro_lines(results) + headline_lines(results)
+    if per_cpu:
+        lines += [
+            "## On each CPU",
+            "",
+            "lcm-run's headline ratios from the latest run on each CPU kind measured "
+            "(a run of only the headline rows counts); × openvino.genai on the same bundle, with the range "
+            "of the rounds where the systems took turns.",
+            "",
+            *per_cpu_lines(per_cpu),
+            "",
+        ]
     lines += latency_lines(results, [plot for plot in plots if plot not in headline])
     lines += target_lines(results) + cfg_lines(results) + size_lines(results) + batch_lines(results)
     lines += deviation_lines(results)
@@ -110,6 +127,12 @@ def intro_lines(results: dict[str, Any]) -> list[str]:
         f"exported from), in its own virtual environment. Latency: prompt to image, median (min–max) of "
         f"{settings['runs']} runs after one warm-up. Ratios compare runs of this same session; absolute seconds "
         "belong to this machine only."
+        + (
+            f" Building the environments and bundles took {results['minutes']['preparing']:.0f} min (a later run "
+            f"reuses them), measuring {results['minutes']['measuring']:.0f} min."
+            if "measuring" in results.get("minutes", {})
+            else ""
+        )
         + (
             " Rows at other sizes or with several images per call say so in their names, time fewer runs and are "
             "compared in their own tables below."

@@ -326,6 +326,8 @@ INTERLEAVED: tuple[tuple[str, ...], ...] = (
     (F32_BASELINE, "genai-reshape-f32"),
     ("lcm-run-cfg", "genai-cfg", "lcm-run-cfg-1.5", "genai-cfg-1.5"),
 )
+# `python -m benchmarks --headline`: the interleaved comparisons alone, a CPU kind's ratios in ~20 minutes.
+HEADLINE_KEYS: tuple[str, ...] = tuple(key for group in INTERLEAVED for key in group)
 # The LCM-LoRA rows against openvino.genai on the same bundle at the same guidance (report: their table).
 CFG_PAIRS: tuple[tuple[str, str], ...] = (("lcm-run-cfg", "genai-cfg"), ("lcm-run-cfg-1.5", "genai-cfg-1.5"))
 

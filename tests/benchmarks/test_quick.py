@@ -133,6 +133,24 @@ def test_results_file_names_carry_the_minute(tmp_path: Path, benchmarks_package:
     assert path == tmp_path / "box-2026-11-25T2010Z.json"
 
 
+def test_partial_runs_stay_apart_from_the_full_ones(tmp_path: Path, benchmarks_package: ModuleType) -> None:
+    """--headline and --only runs never become the README's full run, nor rewrite its page."""
+    from benchmarks.__main__ import HEADLINE_PAGE, parse_settings
+    from benchmarks.run import Settings, results_path
+    from benchmarks.systems import HEADLINE_KEYS
+
+    results = {"date": "2026-11-25T20:10:59+00:00", "machine": {}}
+    headline = parse_settings(["--headline", "--results-dir", str(tmp_path), "--machine", "box"])
+    assert headline.only == list(HEADLINE_KEYS) and headline.docs_path == HEADLINE_PAGE
+    assert results_path(headline, results) == tmp_path / "headline" / "box-2026-11-25T2010Z.json"
+    check = parse_settings(
+        ["--only", "lcm-run,genai", "--results-dir", str(tmp_path), "--work-dir", str(tmp_path), "--machine", "box"]
+    )
+    assert check.docs_path == tmp_path / "checks" / "benchmarks.md"
+    assert results_path(check, results).parent == tmp_path / "checks"
+    assert parse_settings([]).docs_path == Settings.docs_path  # a full run: docs/benchmarks.md
+
+
 def test_benchmark_model_has_lcm_dreamshaper_v7_parameter_counts(benchmarks_package: ModuleType) -> None:
     """The random-weight model is only a valid stand-in if its architecture is exactly the real one."""
     pytest.importorskip("torch")

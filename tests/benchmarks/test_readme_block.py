@@ -26,6 +26,7 @@ def test_readme_block_is_the_latest_results_rendered(benchmarks_package: ModuleT
         f"README.md's benchmark block is stale or edited by hand; {REGENERATE}"
     )
     assert readme_block.latest_results_file().name in expected
+    assert "Each CPU's latest run" in expected  # the committed results hold two CPU kinds
     assert "docs/benchmarks/headline.png" in expected and (REPO_ROOT / "docs" / "benchmarks" / "headline.png").is_file()
 
 
@@ -36,7 +37,12 @@ def test_benchmark_page_is_the_latest_results_rendered(benchmarks_package: Modul
     latest = readme_block.latest_results_file()
     plots = [f"benchmarks/{name}" for name in ("headline.png", "latency.png", "stages.png")]
     assert all((REPO_ROOT / "docs" / plot).is_file() for plot in plots)
-    page = render_markdown(json.loads(latest.read_text(encoding="utf-8")), readme_block.source_name(latest), plots)
+    page = render_markdown(
+        json.loads(latest.read_text(encoding="utf-8")),
+        readme_block.source_name(latest),
+        plots,
+        readme_block.per_cpu_entries(readme_block.DOCS_PAGE),
+    )
     assert (REPO_ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8") == page, (
         f"docs/benchmarks.md is stale or edited by hand; {REGENERATE}"
     )
@@ -67,6 +73,8 @@ def test_latest_results_file_goes_by_the_date_inside(tmp_path: Path, benchmarks_
     write("a-machine-2026-01-02T0000Z.json", "2026-01-02T00:00:00+00:00")
     write("z-machine-2026-01-01T0000Z.json", "2026-01-01T00:00:00+00:00")  # sorts last by name, ran first
     write("quick.json", "2027-01-01T00:00:00+00:00", mode="quick")  # a --quick run never counts
+    partial = {"date": "2027-01-01T00:00:00+00:00", "mode": "full", "settings": {"only": ["lcm-run"]}}
+    (tmp_path / "partial.json").write_text(json.dumps(partial))  # nor an --only run, wherever it lies
     (tmp_path / "checks").mkdir()  # partial runs kept apart are not looked at
     (tmp_path / "checks" / "later.json").write_text(json.dumps({"date": "2028-01-01T00:00:00+00:00", "mode": "full"}))
     assert latest_results_file(tmp_path).name == "a-machine-2026-01-02T0000Z.json"
@@ -128,3 +136,37 @@ def test_report_rewrites_the_readme_only_when_asked(tmp_path: Path, benchmarks_p
     block = readme_block.read_block(readme.read_text())
     assert "![Latency and peak memory" in block and "(docs/benchmarks/headline.png)" in block
     assert latest.name in block
+
+
+def test_each_cpu_kind_shows_its_latest_run(tmp_path: Path, benchmarks_package: ModuleType) -> None:
+    """Full and headline-only runs of two CPU kinds: the newest of each kind is its row, newest kind
+    first; interleaved ratios carry their range, ratios measured apart do not."""
+    from test_report import fake_results, fake_run
+
+    from benchmarks import readme_block
+
+    def write(folder: Path, name: str, date: str, flags: dict, lcm_run_seconds: float, interleaved: bool) -> None:
+        lcm_run = fake_run("lcm-run", "lcm-run", "default", lcm_run_seconds, rss_gib=2.0)
+        genai = fake_run("genai", "openvino.genai", "default", 10.0, rss_gib=4.0)
+        if interleaved:
+            lcm_run["interleaved_with"], genai["interleaved_with"] = ["genai"], ["lcm-run"]
+        results = fake_results([lcm_run, genai])
+        results["date"], results["machine"]["flags"] = date, flags
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_text(json.dumps(results))
+
+    full, headline = tmp_path / "results", tmp_path / "results" / "headline"
+    write(full, "xeon-old.json", "2026-01-01T00:00:00+00:00", {"amx_bf16": True}, 8.0, interleaved=False)
+    write(headline, "xeon-new.json", "2026-03-01T00:00:00+00:00", {"amx_bf16": True}, 9.0, interleaved=True)
+    write(full, "zen.json", "2026-02-01T00:00:00+00:00", {"avx512_bf16": True}, 11.0, interleaved=False)
+    entries = readme_block.per_cpu_entries(tmp_path / "README.md", (full, headline))
+    assert [name for name, _results in entries] == ["results/headline/xeon-new.json", "results/zen.json"]
+
+    lines = readme_block.per_cpu_lines(entries)
+    assert lines[0].startswith("| CPU | Run | lcm-run × genai | `--fast` × genai |")
+    # 9/10, 9.9/11, 8.1/9 round by round: all 0.90; the fakes have no --fast or f32 rows.
+    assert (
+        lines[2]
+        == "| CPU (AMX, 2 CPUs) | [2026-03-01](results/headline/xeon-new.json) | 0.90× (0.90–0.90) | – | – | 0.50× |"
+    )
+    assert lines[3] == "| CPU (avx512_bf16, no AMX, 2 CPUs) | [2026-02-01](results/zen.json) | 1.10× | – | – | 0.50× |"
