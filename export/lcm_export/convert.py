@@ -284,6 +284,8 @@ def convert_component(
     """Trace one component into an ov.Model named per bundle.component_io (the UNet through
     unet_rewrites, with ``token_downsampling``; a ``guidance_mode="cfg"`` UNet without timestep_cond)."""
     import openvino as ov
+    from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
+    from openvino.tools.ovc.moc_frontend.pytorch_frontend_utils import prepare_torch_inputs
 
     module = wrap_component(pipeline, component, guidance_mode)
     example, shapes = _example_and_shapes(pipeline, component, guidance_mode)
@@ -294,7 +296,13 @@ def convert_component(
         # constants in the trace; that is intended, since they only pick contiguous() or
         # an explicit upsample size, so the warnings are noise.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        model = ov.convert_model(module, example_input=example, input=shapes)
+        # convert_model's own decoder, but without torch.jit.trace's check_trace: that runs the module
+        # once more and compares the two traces, which doubled the tracing time of every export (the
+        # parity tests compare the IR's outputs with diffusers' anyway).
+        decoder = TorchScriptPythonDecoder(
+            module, example_input=prepare_torch_inputs(example), trace_kwargs={"check_trace": False}
+        )
+        model = ov.convert_model(decoder, input=shapes)
     if len(model.inputs) != len(input_names) or len(model.outputs) != len(output_names):
         raise RuntimeError(
             f"{component}: traced {len(model.inputs)} inputs/{len(model.outputs)} outputs, "
