@@ -21,7 +21,7 @@ from .run import REPO_ROOT, Benchmark, Log, Settings, results_path
 from .systems import BY_KEY, HEADLINE_KEYS
 
 HEADLINE_PAGE = REPO_ROOT / "docs" / "benchmarks-headline.md"
-QUICK_SIZE = 256  # the tiny model at 512 spends most of the quick run in torch's f32 VAE
+QUICK_SIZE = 256  # the tiny model at 512 spends most of the quick run in torch's f32 VAE; size rows scale alike
 
 
 def parse_settings(argv: list[str]) -> Settings:
