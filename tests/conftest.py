@@ -73,8 +73,28 @@ def tiny_cfg_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_deep_cache_bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_pipeline_dir exported with --weights fp32 --deep-cache: its UNet also outputs the deep
+    feature, and it has unet_shallow (DeepCache)."""
+    from lcm_export.exporter import ExportOptions, export_bundle
+    from lcm_export.source import load_source
+
+    tiny_pipeline_dir = request.getfixturevalue("tiny_pipeline_dir")
+    out = tmp_path_factory.mktemp("tiny-deep-cache") / "bundle"
+    export_bundle(load_source(str(tiny_pipeline_dir)), out, ExportOptions(weights="fp32", deep_cache=True))
+    return out
+
+
 INSTALL_TESTS = ("test_torch_free_install.py", "test_quick.py::test_quick_run_writes_results_and_page")
-BUNDLE_FIXTURES = {"tiny_bundle_fp32", "tiny_pipeline_dir", "export_tiny", "reference_pipeline", "tiny_cfg_bundle"}
+BUNDLE_FIXTURES = {
+    "tiny_bundle_fp32",
+    "tiny_pipeline_dir",
+    "export_tiny",
+    "reference_pipeline",
+    "tiny_cfg_bundle",
+    "tiny_deep_cache_bundle",
+}
 
 
 def tier(item: pytest.Item) -> str:

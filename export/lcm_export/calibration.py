@@ -220,7 +220,9 @@ def quantize_unet(
 
     samples = capture_unet_inputs(bundle_root, prompts, options.calibration_size, options.guidance_mode)
 
-    float_unet = convert_component(pipeline, "unet", options.token_downsampling, options.guidance_mode)
+    float_unet = convert_component(
+        pipeline, "unet", options.token_downsampling, options.guidance_mode, options.deep_cache
+    )
     quantized = nncf.quantize(
         float_unet,
         nncf.Dataset(samples),

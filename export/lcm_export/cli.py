@@ -120,11 +120,17 @@ def export(
         help="Fuse this LoRA too (hub id or local .safetensors, kohya or diffusers format), scaled by SCALE "
         "[default: 1]: delta = SCALE * alpha / rank * up @ down, as diffusers; repeatable",
     ),
+    deep_cache: bool = typer.Option(
+        False,
+        "--deep-cache",
+        help="Also export a shallow UNet for lcm-run --deep-cache (DeepCache: steps between full ones reuse "
+        "the UNet's deep features): faster, approximate; about 1% more disk",
+    ),
     fast: bool = typer.Option(
         False,
         "--fast",
-        help=f"A bundle for lcm-run --fast: --quantize-unet int8, --token-downsampling {FAST_TOKEN_DOWNSAMPLING} "
-        f"and --tiny-vae {DEFAULT_TINY_VAE} (unless given)",
+        help=f"A bundle for lcm-run --fast: --quantize-unet int8, --token-downsampling {FAST_TOKEN_DOWNSAMPLING}, "
+        f"--tiny-vae {DEFAULT_TINY_VAE} (unless given) and --deep-cache",
     ),
 ) -> None:
     """Export a diffusers Latent Consistency Model (or a Stable Diffusion 1.x model made one with --lcm-lora)
@@ -155,12 +161,14 @@ def export(
             tiny_vae = DEFAULT_TINY_VAE
         if token_downsampling is None:
             token_downsampling = FAST_TOKEN_DOWNSAMPLING
+        deep_cache = True
     options = ExportOptions(
         weights=weights,
         quantize_unet=quantize_unet,
         calibration_dataset=calibration_dataset,
         calibration_size=calibration_size,
         token_downsampling=1 if token_downsampling is None else token_downsampling,
+        deep_cache=deep_cache,
         force=force,
         guidance_mode=CFG if lcm_lora is not None else EMBEDDED,
     )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lcm_runtime.bundle import CFG, EMBEDDED, component_io
+from lcm_runtime.bundle import EMBEDDED, UNET_SHALLOW, component_io
 
 from .options import TOKEN_DOWNSAMPLING_FACTORS
 
@@ -33,33 +33,101 @@ class TextEncoderIO(torch.nn.Module):
         return self.text_encoder(input_ids, return_dict=True).last_hidden_state
 
 
+def deep_feature_module(unet: torch.nn.Module) -> torch.nn.Module:
+    """The module whose output DeepCache (branch 0) caches: the last up block's second-to-last layer,
+    whose output enters its last resnet together with conv_in's skip connection."""
+    last = unet.up_blocks[-1]
+    layers = getattr(last, "attentions", None) or last.resnets
+    return layers[-2]
+
+
+def deep_feature_name(unet: torch.nn.Module) -> str:
+    """deep_feature_module's path in the UNet, for the manifest (``up_blocks.3.attentions.1`` in SD1.5)."""
+    module = deep_feature_module(unet)
+    return next(name for name, candidate in unet.named_modules() if candidate is module)
+
+
+class DeepFeature:
+    """Records deep_feature_module's output during a forward (a forward hook, so the trace keeps it)."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        self.value: torch.Tensor | None = None
+        self.handle = deep_feature_module(unet).register_forward_hook(self.record)
+
+    def record(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        self.value = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
+
+
 class UNetIO(torch.nn.Module):
-    def __init__(self, unet: torch.nn.Module) -> None:
+    """The UNet with the bundle's inputs; ``deep_feature``: also returns DeepCache's cached feature.
+    ``timestep_cond`` is None for a cfg UNet (no such input)."""
+
+    def __init__(self, unet: torch.nn.Module, embedded: bool = True, deep_feature: bool = False) -> None:
         super().__init__()
-        self.unet = unet
+        self.unet, self.embedded, self.deep_feature = unet, embedded, deep_feature
 
-    def forward(
-        self,
-        sample: torch.Tensor,
-        timestep: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        timestep_cond: torch.Tensor,
-    ) -> torch.Tensor:
-        return self.unet(sample, timestep, encoder_hidden_states, timestep_cond=timestep_cond, return_dict=False)[0]
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        sample, timestep, encoder_hidden_states = inputs[:3]
+        timestep_cond = inputs[3] if self.embedded else None
+        recorder = DeepFeature(self.unet) if self.deep_feature else None
+        try:
+            out = self.unet(sample, timestep, encoder_hidden_states, timestep_cond=timestep_cond, return_dict=False)[0]
+        finally:
+            if recorder is not None:
+                recorder.handle.remove()
+        if recorder is None:
+            return out
+        assert recorder.value is not None
+        return out, recorder.value
 
 
-class CfgUNetIO(torch.nn.Module):
-    """A "cfg" bundle's UNet (no time_cond_proj_dim): no timestep_cond input; the runtime runs
-    classifier-free guidance around it."""
+class ShallowUNetIO(torch.nn.Module):
+    """DeepCache's skip step (branch 0), as DeepCacheSDHelper runs diffusers' UNet: every block returns its
+    cached output except conv_in, the time embedding, the last up block's last resnet and transformer
+    (on the cached deep feature concatenated with conv_in's fresh skip connection) and conv_out."""
 
-    def __init__(self, unet: torch.nn.Module) -> None:
+    def __init__(self, unet: torch.nn.Module, embedded: bool = True) -> None:
         super().__init__()
-        self.unet = unet
+        self.unet, self.embedded = unet, embedded
+        last = unet.up_blocks[-1]
+        self.resnet = last.resnets[-1]
+        self.attention = last.attentions[-1] if getattr(last, "attentions", None) else None
 
-    def forward(
-        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
-    ) -> torch.Tensor:
-        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        sample, timestep, encoder_hidden_states = inputs[:3]
+        timestep_cond = inputs[3] if self.embedded else None
+        deep_feature = inputs[-1]
+        unet = self.unet
+        emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=timestep), timestep_cond)
+        if unet.time_embed_act is not None:
+            emb = unet.time_embed_act(emb)
+        hidden = self.resnet(torch.cat([deep_feature, unet.conv_in(sample)], dim=1), emb)
+        if self.attention is not None:
+            hidden = self.attention(hidden, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+        if unet.conv_norm_out is not None:
+            hidden = unet.conv_act(unet.conv_norm_out(hidden))
+        return unet.conv_out(hidden)
+
+
+def check_deep_cache_supported(unet: torch.nn.Module) -> None:
+    """ShallowUNetIO's shortcut of UNet2DConditionModel.forward holds for SD1.5-like UNets only."""
+    config = unet.config
+    unsupported = [
+        name
+        for name, present in (
+            ("center_input_sample", bool(config.center_input_sample)),
+            ("class_embedding", unet.class_embedding is not None),
+            ("add_embedding", getattr(unet, "add_embedding", None) is not None),
+            ("encoder_hid_proj", getattr(unet, "encoder_hid_proj", None) is not None),
+        )
+        if present
+    ]
+    if unsupported:
+        from lcm_runtime.errors import InputError
+
+        raise InputError(
+            f"--deep-cache supports SD1.5-like UNets; this one has {', '.join(unsupported)}; drop --deep-cache"
+        )
 
 
 class VaeDecoderIO(torch.nn.Module):
@@ -223,7 +291,7 @@ def _example_and_shapes(
     if component == "text_encoder":
         example = (torch.full((1, max_length), pipeline.tokenizer.pad_token_id or 0, dtype=torch.int64),)
         shapes = [(ov.PartialShape([dynamic, dynamic]), ov.Type.i64)]
-    elif component == "unet":
+    elif component in ("unet", UNET_SHALLOW):
         example = (
             torch.randn(1, sample_channels, unet_side, unet_side, generator=torch.Generator().manual_seed(0)),
             torch.tensor([999], dtype=torch.int64),
@@ -238,6 +306,12 @@ def _example_and_shapes(
             cond_dim = int(unet_config.time_cond_proj_dim)
             example += (torch.randn(1, cond_dim, generator=torch.Generator().manual_seed(2)),)
             shapes.append((ov.PartialShape([dynamic, cond_dim]), ov.Type.f32))
+        if component == UNET_SHALLOW:
+            feature_channels = int(deep_feature_module(pipeline.unet).out_channels)
+            example += (
+                torch.randn(1, feature_channels, unet_side, unet_side, generator=torch.Generator().manual_seed(5)),
+            )
+            shapes.append((ov.PartialShape([dynamic, feature_channels, dynamic, dynamic]), ov.Type.f32))
     elif component == "vae_decoder":
         latent_channels = int(pipeline.vae.config.latent_channels)
         example = (
@@ -255,17 +329,22 @@ def _example_and_shapes(
 
 WRAPPERS: dict[str, Callable[[LatentConsistencyModelPipeline], torch.nn.Module]] = {
     "text_encoder": lambda pipeline: TextEncoderIO(pipeline.text_encoder),
-    "unet": lambda pipeline: UNetIO(pipeline.unet),
     "vae_decoder": lambda pipeline: VaeDecoderIO(pipeline.vae),
     "vae_encoder": lambda pipeline: VaeEncoderIO(pipeline.vae),
 }
 
 
 def wrap_component(
-    pipeline: LatentConsistencyModelPipeline, component: str, guidance_mode: str = EMBEDDED
+    pipeline: LatentConsistencyModelPipeline, component: str, guidance_mode: str = EMBEDDED, deep_cache: bool = False
 ) -> torch.nn.Module:
     """The torch module whose forward is exactly the component's bundle signature (float32, eval)."""
-    module = CfgUNetIO(pipeline.unet) if component == "unet" and guidance_mode == CFG else WRAPPERS[component](pipeline)
+    embedded = guidance_mode == EMBEDDED
+    if component == "unet":
+        module: torch.nn.Module = UNetIO(pipeline.unet, embedded, deep_feature=deep_cache)
+    elif component == UNET_SHALLOW:
+        module = ShallowUNetIO(pipeline.unet, embedded)
+    else:
+        module = WRAPPERS[component](pipeline)
     return module.float().eval()
 
 
@@ -280,17 +359,20 @@ def convert_component(
     component: str,
     token_downsampling: int = 1,
     guidance_mode: str = EMBEDDED,
+    deep_cache: bool = False,
 ) -> ov.Model:
     """Trace one component into an ov.Model named per bundle.component_io (the UNet through
-    unet_rewrites, with ``token_downsampling``; a ``guidance_mode="cfg"`` UNet without timestep_cond)."""
+    unet_rewrites, with ``token_downsampling``; a ``guidance_mode="cfg"`` UNet without timestep_cond;
+    ``deep_cache``: the UNet also outputs DeepCache's deep feature)."""
     import openvino as ov
     from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
     from openvino.tools.ovc.moc_frontend.pytorch_frontend_utils import prepare_torch_inputs
 
-    module = wrap_component(pipeline, component, guidance_mode)
+    module = wrap_component(pipeline, component, guidance_mode, deep_cache)
     example, shapes = _example_and_shapes(pipeline, component, guidance_mode)
-    input_names, output_names = component_io(component, guidance_mode)
-    rewrites = unet_rewrites(pipeline.unet, token_downsampling) if component == "unet" else nullcontext()
+    input_names, output_names = component_io(component, guidance_mode, deep_cache)
+    in_unet = component in ("unet", UNET_SHALLOW)
+    rewrites = unet_rewrites(pipeline.unet, token_downsampling) if in_unet else nullcontext()
     with torch.no_grad(), warnings.catch_warnings(), rewrites:
         # diffusers' shape checks (sizes divisible by the up-sampling factor, batch >= 64) become
         # constants in the trace; that is intended, since they only pick contiguous() or

@@ -29,6 +29,7 @@ from lcm_runtime.bundle import (
     SCHEDULER_CONFIG,
     TIMESTEP_COND,
     TINY_VAE_DECODER,
+    UNET_SHALLOW,
     Manifest,
     ModelFacts,
     component_io,
@@ -222,6 +223,12 @@ def export_bundle(
         precisions[TINY_VAE_DECODER] = component_precision(options.weights, "vae_decoder")
     if checker is not None:
         precisions[SAFETY_CHECKER] = component_precision(options.weights, SAFETY_CHECKER)
+    if options.deep_cache:
+        from .convert import check_deep_cache_supported
+
+        check_deep_cache_supported(pipeline.unet)
+        # Weight-compressed as the float UNet would be; not calibrated: it is a small part of a skip step.
+        precisions[UNET_SHALLOW] = component_precision(options.weights, "unet")
     calibration = None
     if options.quantize_unet:
         from .calibration import calibration_prompts
@@ -239,7 +246,7 @@ def export_bundle(
             write_scheduler_tables(staging, scheduler)
         with progress.stage("tokenizer"):
             write_tokenizer_folder(staging, pipeline.tokenizer, max_length)
-        for component in COMPONENTS:
+        for component in COMPONENTS + ((UNET_SHALLOW,) if options.deep_cache else ()):
             with progress.stage(f"{component} ({precisions[component]})"):
                 _export_component(pipeline, component, precisions[component], options, staging)
         if tiny_vae is not None:
@@ -263,7 +270,7 @@ def export_bundle(
             with progress.stage(f"unet calibration + int8 quantization ({options.calibration_size} samples)"):
                 calibration = quantize_unet(pipeline, staging, options, prompts, dataset)
         with progress.stage("manifest"):
-            from .convert import downsampled_self_attentions
+            from .convert import deep_feature_name, downsampled_self_attentions
 
             manifest = Manifest(
                 source=loaded.info,
@@ -288,6 +295,11 @@ def export_bundle(
                         ),
                         **({"source": tiny_vae.info} if component == TINY_VAE_DECODER else {}),
                         **(
+                            {"deep_cache": {"branch": 0, "feature_of": deep_feature_name(pipeline.unet)}}
+                            if component == UNET_SHALLOW
+                            else {}
+                        ),
+                        **(
                             {"source": checker.info, "preprocessor_config": FEATURE_EXTRACTOR_CONFIG}
                             if component == SAFETY_CHECKER
                             else {}
@@ -310,7 +322,9 @@ def _export_component(
 ) -> None:
     from .convert import convert_component
 
-    model = convert_component(pipeline, component, options.token_downsampling, options.guidance_mode)
+    model = convert_component(
+        pipeline, component, options.token_downsampling, options.guidance_mode, options.deep_cache
+    )
     if precision != INT8_PTQ:  # PTQ replaces this IR later, starting from the float model
         model = compress_weights(model, precision)
     save_ir(model, staging / component_xml(component), options.weights)
@@ -328,8 +342,9 @@ def verify_bundle(root: Path) -> None:
         raise ExportError(f"the written bundle does not verify: {listing}; check the disk and retry")
     core = ov.Core()
     mode = manifest.model.guidance_mode
-    required = {component: component_io(component, mode) for component in COMPONENT_IO}
-    present = {name: io for name, io in OPTIONAL_COMPONENT_IO.items() if name in manifest.components}
+    deep_cache = UNET_SHALLOW in manifest.components
+    required = {component: component_io(component, mode, deep_cache) for component in COMPONENT_IO}
+    present = {name: component_io(name, mode) for name in OPTIONAL_COMPONENT_IO if name in manifest.components}
     for component, (inputs, outputs) in {**required, **present}.items():
         model = core.read_model(root / component_xml(component))
         names = (

@@ -25,6 +25,8 @@ class ExportOptions:
     calibration_dataset: str | None = None
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
     token_downsampling: int = 1
+    # DeepCache: the UNet also outputs its deep feature, and a shallow UNet is added (bundle.UNET_SHALLOW).
+    deep_cache: bool = False
     force: bool = False
     # Internal (no CLI flag): "embedded" for an LCM-distilled UNet; "cfg" (classifier-free guidance,
     # a UNet without time_cond_proj_dim, LCMScheduler) is what the LCM-LoRA path sets.

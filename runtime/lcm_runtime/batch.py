@@ -56,7 +56,10 @@ JOB_OPTIONS = {
     "safety_checker": "--no-safety-checker",
     "vae": "--vae",
     "fast": "--fast",
+    "deep_cache_interval": "--deep-cache",
 }
+# What an option missing from an older job.json was: the default then.
+JOB_OPTION_DEFAULTS = {"deep_cache_interval": 1}
 # write_atomically's temporaries of the job's PNGs, job.json and a rewritten manifest
 _TEMPORARY = re.compile(r"^\..+\.(png|json|jsonl)\.part$")
 
@@ -74,6 +77,7 @@ class GeneratorOptions:
     safety_checker: bool = True
     vae: str | None = None
     fast: bool = False
+    deep_cache_interval: int = 1
     no_cache: bool = False
     threads: int | None = None  # OpenVINO inference threads (None: every core)
 
@@ -118,6 +122,7 @@ class Generator:
             fast=options.fast,
             safety_checker=options.safety_checker,
             max_images_per_call=1,
+            deep_cache_interval=options.deep_cache_interval,
         )
         if options.threads is not None:
             self.text.core.set_property(options.device, {"INFERENCE_NUM_THREADS": options.threads})
@@ -206,6 +211,7 @@ class Generator:
             prompt_syntax=PROMPT_SYNTAX,
             negative_prompt=task.negative_prompt,
             loras=pipe.folder.loras,
+            deep_cache_interval=pipe.deep_cache_interval,
         )
 
     def record(self, task: ImageTask, width: int, height: int, flagged: bool | None) -> dict[str, Any]:
@@ -506,8 +512,9 @@ def _check_same_job(folder: Path, old: dict[str, Any], new: dict[str, Any]) -> N
         refuse(f"another model ({old.get('model')}, bundle hash {old.get('model_hash')})")
     previous: dict[str, Any] = old["options"] if isinstance(old.get("options"), dict) else {}
     for key, option in JOB_OPTIONS.items():
-        if previous.get(key) != new["options"][key]:
-            refuse(f"{option} {_shown(previous.get(key))}, not {_shown(new['options'][key])}")
+        before = previous.get(key, JOB_OPTION_DEFAULTS.get(key))
+        if before != new["options"][key]:
+            refuse(f"{option} {_shown(before)}, not {_shown(new['options'][key])}")
 
 
 def job_description(
@@ -528,6 +535,7 @@ def job_description(
             "safety_checker": options.safety_checker,
             "vae": options.vae,
             "fast": options.fast,
+            "deep_cache_interval": options.deep_cache_interval,
         },
         "lcm_openvino": __version__,
     }
@@ -601,6 +609,7 @@ class RowError(LCMError):
 
 def run_job(request: JobRequest, listener: Listener | None = None) -> Summary:
     """The whole job: read and plan PROMPTS, compare with DIR, make what is missing, one image per call."""
+    from .deep_cache import check_interval
     from .loading import open_model_folder
     from .models import check_device, compile_config
     from .openvino_runtime import ov
@@ -617,10 +626,11 @@ def run_job(request: JobRequest, listener: Listener | None = None) -> Summary:
         from .guidance import Guidance
 
         Guidance.plan(bundle.facts, request.defaults.guidance, negative_prompt=request.defaults.negative_prompt)
-    # A bad --precision, --device, --vae or --fast fails here, before DIR or its job.json changes.
+    # A bad --precision, --device, --vae, --fast or --deep-cache fails here, before DIR or its job.json changes.
     compile_config(request.generator.precision)
     check_device(ov.Core(), request.generator.device)
     choose_vae(bundle, request.generator.vae, request.generator.fast)
+    check_interval(bundle, request.generator.deep_cache_interval)
     planned = plan(rows.rows, request.defaults, facts, request.prompts.parent)
     bad = sorted(rows.bad + planned.bad, key=lambda row: row.line)
     if bad and request.strict:

@@ -51,6 +51,7 @@ OPTION_FOR_ARGUMENT = {
     "prompt_syntax": "--plain-prompt",
     "negative_prompt": "--negative-prompt",
     "guidance_rescale": "--guidance-rescale",
+    "deep_cache_interval": "--deep-cache",
 }
 
 
@@ -118,6 +119,13 @@ def generate(
         "--fast",
         help="The INT8 UNet (with token downsampling) and tiny VAE of a bundle from `lcm-export --fast`: "
         "about 0.4x the time; less fine detail",
+    ),
+    deep_cache: int = typer.Option(
+        1,
+        "--deep-cache",
+        metavar="N",
+        help="DeepCache: the full UNet every N-th step, the steps between reuse its deep features "
+        "(a bundle from lcm-export --deep-cache or --fast): faster, approximate [default: 1, every step]",
     ),
     tiled_vae: bool | None = typer.Option(
         None,
@@ -198,6 +206,7 @@ def generate(
         fast=fast,
         release_after_use=release,
         safety_checker=not no_safety_checker,
+        deep_cache_interval=deep_cache,
     )
     opened = time.perf_counter() - started
     steps_total = steps or pipe.facts.default_steps
@@ -285,6 +294,7 @@ def generate(
             negative_prompt=negative_prompt,
             guidance_rescale=guidance_rescale,
             loras=pipe.folder.loras,
+            deep_cache_interval=pipe.deep_cache_interval,
         )
         written.append(save_png(picture, path, {"parameters": text}, overwrite=overwrite))
     saved = time.perf_counter() - started
@@ -583,6 +593,9 @@ def batch(
     precision: str = typer.Option("auto", "--precision", help="auto (the device's default), f32, bf16 or f16"),
     vae: str | None = typer.Option(None, "--vae", help="full or tiny (TAESD) [default: full, tiny with --fast]"),
     fast: bool = typer.Option(False, "--fast", help="The INT8 UNet and tiny VAE of an `lcm-export --fast` bundle"),
+    deep_cache: int = typer.Option(
+        1, "--deep-cache", metavar="N", help="DeepCache: the full UNet every N-th step (see lcm-run --help)"
+    ),
     no_safety_checker: bool = typer.Option(False, "--no-safety-checker", help="Do not run the bundle's safety checker"),
     restart: bool = typer.Option(
         False, "--restart", help="Start DIR's job over: remove the PNGs its manifest lists, and the manifest"
@@ -629,6 +642,7 @@ def batch(
             safety_checker=not no_safety_checker,
             vae=vae,
             fast=fast,
+            deep_cache_interval=deep_cache,
         ),
         defaults=Defaults(
             seed=seed,

@@ -14,12 +14,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from .bundle import EMBEDDED, TIMESTEP_COND
+from .bundle import DEEP_FEATURE, EMBEDDED, TIMESTEP_COND, UNET_SHALLOW
 from .compile_cache import CompileCache
 from .errors import BundleError, InputError
 from .file_pages import released_while_running
 from .loading import ModelFolder
-from .models import CompiledComponent, TextEncoder, UNet, VAEDecoder, VAEEncoder
+from .models import CompiledComponent, ShallowUNet, TextEncoder, UNet, VAEDecoder, VAEEncoder
 from .openvino_runtime import ov
 from .safety_checker import SafetyCheckerModel
 
@@ -70,6 +70,25 @@ class CompiledModels:
     def unet(self, batch: int, latent_h: int, latent_w: int, sequence_length: int | None = None) -> UNet:
         """``sequence_length``: of the text embeddings, 77 (the default) or 77 x chunks for long prompts;
         a new length compiles the UNet again, once, and the old one is freed."""
+        unet = self._get("unet", UNet, "unet", self._unet_shapes(batch, latent_h, latent_w, sequence_length))
+        facts = self.folder.facts
+        if (TIMESTEP_COND in unet.input_types) != (facts.guidance_mode == EMBEDDED):
+            raise BundleError(
+                f"{self.folder.root}: the UNet IR {'has' if TIMESTEP_COND in unet.input_types else 'lacks'} a "
+                f"{TIMESTEP_COND} input, but the bundle says its guidance is {facts.guidance_mode!r}; "
+                "re-export the bundle"
+            )
+        return unet
+
+    def unet_shallow(self, batch: int, latent_h: int, latent_w: int, sequence_length: int | None = None) -> ShallowUNet:
+        """DeepCache's shallow UNet (deep_cache.py), at the UNet's shapes."""
+        shapes = self._unet_shapes(batch, latent_h, latent_w, sequence_length)
+        shapes[DEEP_FEATURE] = [batch, -1, latent_h, latent_w]
+        return self._get(UNET_SHALLOW, ShallowUNet, UNET_SHALLOW, shapes)
+
+    def _unet_shapes(
+        self, batch: int, latent_h: int, latent_w: int, sequence_length: int | None
+    ) -> dict[str, list[int]]:
         facts = self.folder.facts
         shapes = {
             "sample": [batch, facts.unet_channels, latent_h, latent_w],  # 9 for an inpainting UNet
@@ -78,14 +97,7 @@ class CompiledModels:
         }
         if facts.time_cond_proj_dim is not None:
             shapes[TIMESTEP_COND] = [batch, facts.time_cond_proj_dim]
-        unet = self._get("unet", UNet, "unet", shapes)
-        if (TIMESTEP_COND in unet.input_types) != (facts.guidance_mode == EMBEDDED):
-            raise BundleError(
-                f"{self.folder.root}: the UNet IR {'has' if TIMESTEP_COND in unet.input_types else 'lacks'} a "
-                f"{TIMESTEP_COND} input, but the bundle says its guidance is {facts.guidance_mode!r}; "
-                "re-export the bundle"
-            )
-        return unet
+        return shapes
 
     def vae_decoder(self, latent_h: int, latent_w: int) -> VAEDecoder:
         shapes = {"latent_sample": [1, self.folder.facts.latent_channels, latent_h, latent_w]}
@@ -112,9 +124,12 @@ class CompiledModels:
         return list(self._loaded)
 
     def release(self, name: str) -> None:
-        """The call is done with this model: free it if it is one to release after use."""
+        """The call is done with this model: free it if it is one to release after use (the UNet's
+        release frees DeepCache's shallow UNet too)."""
         if name in self.release_after_use:
             self._loaded.pop(name, None)
+            if name == "unet":
+                self._loaded.pop(UNET_SHALLOW, None)
 
     def _get(self, name: str, kind: type[Component], component: str, shapes: dict[str, list[int]]) -> Component:
         loaded = self._loaded.get(name)

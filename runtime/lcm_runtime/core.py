@@ -23,6 +23,7 @@ from . import validation
 from .bundle import CFG, TINY_VAE_DECODER
 from .compile_cache import CompileCache, precision_folder
 from .compiled_models import CompiledModels
+from .deep_cache import DeepCacheUNet, check_interval
 from .denoise import AfterStep, Denoised, StepCallback, StepEndCallback, check_finite, denoise
 from .errors import BundleError, InputError
 from .guidance import Guidance, UNetCall
@@ -105,6 +106,7 @@ class SharedParts:
     vae: str
     execution_default: str  # the precision the models will run at: "auto" resolved for the device
     safety: SafetyParts | None = None  # the bundle's safety checker, if it has one
+    deep_cache_interval: int = 1  # DeepCache (deep_cache.py): a full UNet step every this many; 1 = off
 
 
 def execution_precision_of(core: Any, device: str, precision: str) -> str:
@@ -149,8 +151,10 @@ class LCMPipelineBase:
         release_after_use: Collection[str] | str = (),
         safety_checker: bool = True,
         max_images_per_call: int = validation.DEFAULT_MAX_IMAGES,
+        deep_cache_interval: int = 1,
     ) -> None:
         vae = choose_vae(folder, vae, fast)
+        deep_cache_interval = check_interval(folder, deep_cache_interval)
         core = ov.Core()
         check_device(core, device)
         config = compile_config(precision)
@@ -186,6 +190,7 @@ class LCMPipelineBase:
                 vae=vae,
                 execution_default=execution_default,
                 safety=self._load_safety(folder),
+                deep_cache_interval=deep_cache_interval,
             ),
             safety_checker,
             max_images_per_call,
@@ -201,6 +206,7 @@ class LCMPipelineBase:
             parts.cache_dir,
         )
         self.tokenizer, self.vae = parts.tokenizer, parts.vae
+        self.deep_cache_interval = parts.deep_cache_interval
         self.execution_default = parts.execution_default
         self.vae_scaling_factor = decoder_scaling_factor(self.folder, self.vae)
         self.safety_checker = bool(safety_checker) and parts.safety is not None
@@ -227,6 +233,7 @@ class LCMPipelineBase:
         release_after_use: Collection[str] | str = (),
         safety_checker: bool = True,
         max_images_per_call: int = validation.DEFAULT_MAX_IMAGES,
+        deep_cache_interval: int = 1,
     ) -> Pipeline:
         """Open a bundle from lcm-export (or a folder from optimum-cli). ``cache_dir=False`` disables
         OpenVINO's compiled-model cache; None uses $LCM_CACHE_DIR or ~/.cache/lcm-openvino.
@@ -237,7 +244,10 @@ class LCMPipelineBase:
         frees what pays (``release.one_call_releases``: the text encoder, and the UNet before a
         full-VAE decode), as lcm-run does. A further call imports the released ones again (the UNet:
         about 1.3 s with a filled compile cache). ``safety_checker=False`` skips the bundle's
-        safety checker. ``max_images_per_call`` bounds prompts x images per prompt (16)."""
+        safety checker. ``max_images_per_call`` bounds prompts x images per prompt (16).
+        ``deep_cache_interval=N`` (N > 1, a bundle from ``lcm-export --deep-cache`` or ``--fast``) runs the
+        full UNet every N-th step and between them only its shallow path on the deep features the last
+        full step left (DeepCache, deep_cache.py): faster, approximate."""
         return cls(
             open_model_folder(path),
             device=device,
@@ -248,6 +258,7 @@ class LCMPipelineBase:
             release_after_use=release_after_use,
             safety_checker=safety_checker,
             max_images_per_call=max_images_per_call,
+            deep_cache_interval=deep_cache_interval,
         )
 
     @classmethod
@@ -436,10 +447,19 @@ class LCMPipelineBase:
     ) -> Denoised:
         """The consistency steps from ``latents`` with the prompt's embeddings, guided as ``guidance`` says:
         the guidance embedding bound (embedded), or the UNet on [uncond, cond] combined per step (cfg).
-        ``extra_channels`` (one per image) follow the latents into the UNet at every step (with_extra_channels)."""
+        ``extra_channels`` (one per image) follow the latents into the UNet at every step (with_extra_channels).
+        With DeepCache, the steps between full ones run the shallow UNet (deep_cache.py)."""
         batch, _, latent_h, latent_w = latents.shape
-        unet = self.models.unet(guidance.unet_batch(batch), latent_h, latent_w, embeddings.shape[1])
-        unet.bind_conditioning(embeddings, guidance.timestep_cond(batch))
+        shapes = (guidance.unet_batch(batch), latent_h, latent_w, embeddings.shape[1])
+        full = self.models.unet(*shapes)
+        full.bind_conditioning(embeddings, guidance.timestep_cond(batch))
+        unet: UNetCall = full
+        if self.deep_cache_interval > 1:
+            shallow = self.models.unet_shallow(*shapes)
+            shallow.bind_conditioning(embeddings, guidance.timestep_cond(batch))
+            unet = DeepCacheUNet(full, shallow, self.deep_cache_interval)
+            del shallow
+        del full
         result = denoise(
             guidance.guided(unet if extra_channels is None else with_extra_channels(unet, extra_channels)),
             self.scheduler,

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .bundle import DEEP_FEATURE
 from .compile_cache import CompileCache
 from .errors import InputError
 from .openvino_runtime import ov
@@ -101,6 +102,18 @@ class UNet(CompiledComponent):
 
     def __call__(self, sample: np.ndarray, timestep: int) -> np.ndarray:
         return self.run({"sample": sample, "timestep": np.array([timestep])})
+
+    def deep_feature(self) -> np.ndarray:
+        """The last call's DeepCache feature (a UNet of a bundle with unet_shallow outputs it too)."""
+        feature: np.ndarray = self.request.get_tensor(DEEP_FEATURE).data.copy()
+        return feature
+
+
+class ShallowUNet(UNet):
+    """DeepCache's skip step: the UNet's shallow path on a deep feature cached from a full step."""
+
+    def set_deep_feature(self, feature: np.ndarray) -> None:
+        self.set_inputs({DEEP_FEATURE: feature})
 
 
 class VAEDecoder(CompiledComponent):

@@ -85,13 +85,15 @@ def png_parameters(
     negative_prompt: str | None = None,
     guidance_rescale: float = 0.0,
     loras: Sequence[Mapping[str, Any]] = (),
+    deep_cache_interval: int = 1,
 ) -> str:
     """The A1111 ``parameters`` chunk: the prompt on the first line, A1111's ``Negative prompt: ...``
     line when there is one, then key: value pairs. Image-to-image and inpainting add A1111's
     ``Denoising strength`` and the input picture's and mask's sha256 (12 hex); ``Guidance rescale``
     appears when it is not 0; ``safety_checker`` is "on" or "off" for a bundle that has one (None: it
     has none). A prompt read as diffusers reads it (``--plain-prompt``) says so, since A1111's reading
-    is what the CLI assumes. ``loras``: the bundle's fused LoRAs, as A1111's ``Lora hashes``."""
+    is what the CLI assumes. ``loras``: the bundle's fused LoRAs, as A1111's ``Lora hashes``.
+    ``DeepCache interval`` appears when DeepCache ran (deep_cache_interval > 1): it changes the image."""
     optional = {
         "Guidance rescale": guidance_rescale or None,
         "Denoising strength": strength,
@@ -99,6 +101,7 @@ def png_parameters(
         "Mask hash": mask_hash,
         "Safety checker": None if safety_checker is None else f"{safety_checker}{' (flagged)' if flagged else ''}",
         "Prompt syntax": None if prompt_syntax == "a1111" else prompt_syntax,
+        "DeepCache interval": deep_cache_interval if deep_cache_interval > 1 else None,
         # A1111's form: the LoRAs fused into the bundle, by name and the first 12 hex of their sha256.
         "Lora hashes": (
             '"' + ", ".join(f"{lora_name(lora['name'])}: {lora['sha256'][:12]}" for lora in loras) + '"'

@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 pytest.importorskip("nncf")
 
 from lcm_runtime import LCMPipeline
-from lcm_runtime.bundle import INT8_PTQ, TINY_VAE_DECODER, read_manifest, verify_files
+from lcm_runtime.bundle import INT8_PTQ, TINY_VAE_DECODER, UNET_SHALLOW, read_manifest, verify_files
 from lcm_runtime.errors import BundleError, InputError
 
 ENV = {**os.environ, "LCM_CACHE_DIR": "off", "HF_HUB_OFFLINE": "1"}
@@ -39,6 +39,8 @@ def test_export_fast_writes_int8_unet_and_tiny_vae(fast_bundle):
     assert manifest.calibration["samples"] == 4
     # The tiny UNet's full-resolution blocks hold 1 (down) + 2 (up) self-attentions; SD1.5's, 2 + 3.
     assert manifest.components["unet"]["token_downsampling"] == {"factor": 2, "self_attentions": 3}
+    # --fast adds DeepCache's shallow UNet (float: it is not calibrated), so lcm-run --deep-cache runs on it.
+    assert manifest.components[UNET_SHALLOW]["precision"] == "fp16"
     assert verify_files(fast_bundle, manifest) == []
     info = subprocess.run(
         [sys.executable, "-m", "lcm_runtime.cli", "info", str(fast_bundle)],
@@ -58,6 +60,8 @@ def test_fast_is_the_int8_unet_with_the_tiny_vae(fast_bundle):
     arguments = dict(num_inference_steps=2, height=64, width=64, output_type="np", generator=3)
     image = fast("a red cube", **arguments).images
     assert np.array_equal(image, same("a red cube", **arguments).images)
+    deep = LCMPipeline.from_pretrained(fast_bundle, cache_dir=False, fast=True, deep_cache_interval=2)
+    assert np.abs(image - deep("a red cube", **arguments).images).max() > 0.01  # the INT8 UNet's deep feature
     assert np.abs(image - full("a red cube", **arguments).images).max() > 0.05  # the full VAE was not used
 
 
