@@ -36,6 +36,7 @@ HEADLINE_PLOT = "headline.png"  # the block's plot, also at the top of the page 
 HEADLINE_ROWS: tuple[tuple[str, str, bool], ...] = (
     (BASELINE, "**lcm-run** (defaults)", True),
     ("lcm-run-fast", "**lcm-run `--fast`**", True),
+    ("lcm-run-fast-deep-cache", "**lcm-run `--fast --deep-cache 2`**", True),
     (GENAI_BASELINE, "openvino.genai", True),
     ("optimum", "optimum-intel", True),
     ("diffusers-bf16", "diffusers (torch)", True),

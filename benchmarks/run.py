@@ -33,6 +33,7 @@ from .systems import (
     BUNDLE,
     BUNDLE_BF16,
     BUNDLE_CFG,
+    BUNDLE_DEEP_CACHE,
     BUNDLE_FAST,
     BUNDLE_ONE_SHOT,
     BUNDLE_TAESD,
@@ -170,6 +171,8 @@ class Benchmark:
             exports[BUNDLE_ONE_SHOT] = (source, ["--weights", "bf16", *todo, *tiny_vae])
         if BUNDLE_BF16 in wanted:
             exports[BUNDLE_BF16] = (source, ["--weights", "bf16"])
+        if BUNDLE_DEEP_CACHE in wanted:
+            exports[BUNDLE_DEEP_CACHE] = (source, ["--deep-cache"])
         if BUNDLE_CFG in wanted:
             sd15 = self.sd15_folder(model_dir)
             exports[BUNDLE_CFG] = (sd15, ["--lcm-lora", str(lcm_lora_path(sd15))])

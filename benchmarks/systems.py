@@ -21,6 +21,8 @@ SOURCE = "source"  # the diffusers folder the bundles were exported from (torch)
 # An SD1.5 checkpoint (the same architecture without the LCM's guidance projection, random weights) with
 # a random LoRA of LCM-LoRA's targets and rank fused: lcm-export SD15 OUT --lcm-lora LORA ("cfg" guidance)
 BUNDLE_CFG = "bundle-cfg"
+BUNDLE_DEEP_CACHE = "bundle-deep-cache"  # the FP16 bundle with DeepCache's shallow UNet (lcm-export --deep-cache)
+DEEP_CACHE_INTERVAL = 2  # what the deep-cache rows run: a full UNet step every other step
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,8 @@ class Measurement:
     label: str  # how the report names it
     environment: str  # the venv (benchmarks/venvs.py) whose python runs the worker
     worker: str  # script in benchmarks/workers/
-    model: str  # BUNDLE, BUNDLE_FAST, BUNDLE_TAESD, BUNDLE_TODO, BUNDLE_BF16, BUNDLE_ONE_SHOT, BUNDLE_CFG or SOURCE
+    model: str  # BUNDLE, BUNDLE_FAST, BUNDLE_TAESD, BUNDLE_TODO, BUNDLE_BF16, BUNDLE_ONE_SHOT, BUNDLE_CFG,
+    # BUNDLE_DEEP_CACHE or SOURCE
     precision: str = "default"  # default (the library's choice), f32 or bf16
     variant: str = "default"
     module: str = ""  # importable module that must exist for --quick to run it in the current python
@@ -82,6 +85,27 @@ MEASUREMENTS: tuple[Measurement, ...] = (
         "lcm_runtime_worker.py",
         BUNDLE_FAST,
         variant="fast",
+        module="lcm_runtime",
+    ),
+    # DeepCache (lcm-run --deep-cache 2): the UNet's shallow path every other step, on --fast and alone.
+    Measurement(
+        "lcm-run-fast-deep-cache",
+        "lcm-run",
+        f"lcm-run (API), --fast --deep-cache {DEEP_CACHE_INTERVAL}",
+        "lcm-runtime",
+        "lcm_runtime_worker.py",
+        BUNDLE_FAST,
+        variant="fast-deep-cache",
+        module="lcm_runtime",
+    ),
+    Measurement(
+        "lcm-run-deep-cache",
+        "lcm-run",
+        f"lcm-run (API), --deep-cache {DEEP_CACHE_INTERVAL}",
+        "lcm-runtime",
+        "lcm_runtime_worker.py",
+        BUNDLE_DEEP_CACHE,
+        variant="deep-cache",
         module="lcm_runtime",
     ),
     Measurement(
@@ -315,6 +339,7 @@ GENAI_BASELINE = "genai"  # openvino.genai as a user first tries it: the targets
 TARGETS: dict[str, dict[str, float]] = {
     BASELINE: {"latency": 1.00, "peak_rss": 0.60},  # default settings
     "lcm-run-fast": {"latency": 0.30},
+    "lcm-run-fast-deep-cache": {"latency": 0.30},
 }
 
 
@@ -322,7 +347,7 @@ TARGETS: dict[str, dict[str, float]] = {
 # default): each group's systems are resident side by side and take turns image by image, so that the
 # per-round ratios cancel the machine's drift (run.py: measure_interleaved; the report: their median).
 INTERLEAVED: tuple[tuple[str, ...], ...] = (
-    (BASELINE, GENAI_BASELINE, "genai-reshape", "lcm-run-fast"),
+    (BASELINE, GENAI_BASELINE, "genai-reshape", "lcm-run-fast", "lcm-run-fast-deep-cache", "lcm-run-deep-cache"),
     (F32_BASELINE, "genai-reshape-f32"),
     ("lcm-run-cfg", "genai-cfg", "lcm-run-cfg-1.5", "genai-cfg-1.5"),
 )

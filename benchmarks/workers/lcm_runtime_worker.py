@@ -7,6 +7,7 @@ from typing import Any
 from common import Generate, check_batch, parse_args, run, versions
 
 PRECISION_ARGUMENT = {"default": "auto", "f32": "f32", "bf16": "bf16"}
+DEEP_CACHE_INTERVAL = 2  # systems.DEEP_CACHE_INTERVAL (workers run apart from the harness package)
 
 
 def setup(args: Any) -> tuple[Generate, dict[str, Any]]:
@@ -20,7 +21,8 @@ def setup(args: Any) -> tuple[Generate, dict[str, Any]]:
         precision=PRECISION_ARGUMENT[args.precision],
         cache_dir=False,
         vae="tiny" if args.variant == "tiny-vae" else None,
-        fast=args.variant == "fast",
+        fast=args.variant in ("fast", "fast-deep-cache"),
+        deep_cache_interval=DEEP_CACHE_INTERVAL if args.variant.endswith("deep-cache") else 1,
     )
 
     def generate(seed: int) -> tuple[Any, dict[str, Any]]:
