@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lcm_runtime.bundle import EMBEDDED, UNET_SHALLOW, component_io
+from lcm_runtime.bundle import CFG, EMBEDDED, UNET_SHALLOW, component_io
 
 from .options import TOKEN_DOWNSAMPLING_FACTORS
 
@@ -59,16 +59,28 @@ class DeepFeature:
 
 
 class UNetIO(torch.nn.Module):
-    """The UNet with the bundle's inputs; ``deep_feature``: also returns DeepCache's cached feature.
-    ``timestep_cond`` is None for a cfg UNet (no such input)."""
+    """The UNet with the bundle's inputs; ``deep_feature``: also returns DeepCache's cached feature."""
 
-    def __init__(self, unet: torch.nn.Module, embedded: bool = True, deep_feature: bool = False) -> None:
+    def __init__(self, unet: torch.nn.Module, deep_feature: bool = False) -> None:
         super().__init__()
-        self.unet, self.embedded, self.deep_feature = unet, embedded, deep_feature
+        self.unet, self.deep_feature = unet, deep_feature
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        sample, timestep, encoder_hidden_states = inputs[:3]
-        timestep_cond = inputs[3] if self.embedded else None
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        timestep_cond: torch.Tensor,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.run(sample, timestep, encoder_hidden_states, timestep_cond)
+
+    def run(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        timestep_cond: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         recorder = DeepFeature(self.unet) if self.deep_feature else None
         try:
             out = self.unet(sample, timestep, encoder_hidden_states, timestep_cond=timestep_cond, return_dict=False)[0]
@@ -81,22 +93,46 @@ class UNetIO(torch.nn.Module):
         return out, recorder.value
 
 
+class CfgUNetIO(UNetIO):
+    """A "cfg" bundle's UNet (no time_cond_proj_dim): no timestep_cond input; the runtime runs
+    classifier-free guidance around it."""
+
+    def forward(  # type: ignore[override]
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.run(sample, timestep, encoder_hidden_states)
+
+
 class ShallowUNetIO(torch.nn.Module):
     """DeepCache's skip step (branch 0), as DeepCacheSDHelper runs diffusers' UNet: every block returns its
     cached output except conv_in, the time embedding, the last up block's last resnet and transformer
     (on the cached deep feature concatenated with conv_in's fresh skip connection) and conv_out."""
 
-    def __init__(self, unet: torch.nn.Module, embedded: bool = True) -> None:
+    def __init__(self, unet: torch.nn.Module) -> None:
         super().__init__()
-        self.unet, self.embedded = unet, embedded
+        self.unet = unet
         last = unet.up_blocks[-1]
         self.resnet = last.resnets[-1]
         self.attention = last.attentions[-1] if getattr(last, "attentions", None) else None
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        sample, timestep, encoder_hidden_states = inputs[:3]
-        timestep_cond = inputs[3] if self.embedded else None
-        deep_feature = inputs[-1]
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        timestep_cond: torch.Tensor,
+        deep_feature: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.run(sample, timestep, encoder_hidden_states, deep_feature, timestep_cond)
+
+    def run(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        deep_feature: torch.Tensor,
+        timestep_cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         unet = self.unet
         emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=timestep), timestep_cond)
         if unet.time_embed_act is not None:
@@ -107,6 +143,19 @@ class ShallowUNetIO(torch.nn.Module):
         if unet.conv_norm_out is not None:
             hidden = unet.conv_act(unet.conv_norm_out(hidden))
         return unet.conv_out(hidden)
+
+
+class CfgShallowUNetIO(ShallowUNetIO):
+    """A cfg bundle's shallow UNet: no timestep_cond input."""
+
+    def forward(  # type: ignore[override]
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        deep_feature: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.run(sample, timestep, encoder_hidden_states, deep_feature)
 
 
 def check_deep_cache_supported(unet: torch.nn.Module) -> None:
@@ -338,11 +387,11 @@ def wrap_component(
     pipeline: LatentConsistencyModelPipeline, component: str, guidance_mode: str = EMBEDDED, deep_cache: bool = False
 ) -> torch.nn.Module:
     """The torch module whose forward is exactly the component's bundle signature (float32, eval)."""
-    embedded = guidance_mode == EMBEDDED
+    cfg = guidance_mode == CFG
     if component == "unet":
-        module: torch.nn.Module = UNetIO(pipeline.unet, embedded, deep_feature=deep_cache)
+        module: torch.nn.Module = (CfgUNetIO if cfg else UNetIO)(pipeline.unet, deep_feature=deep_cache)
     elif component == UNET_SHALLOW:
-        module = ShallowUNetIO(pipeline.unet, embedded)
+        module = (CfgShallowUNetIO if cfg else ShallowUNetIO)(pipeline.unet)
     else:
         module = WRAPPERS[component](pipeline)
     return module.float().eval()

@@ -344,6 +344,7 @@ def verify(bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="Bundl
 @tools_app.command()
 def info(bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle folder")) -> None:
     """Describe BUNDLE (source, precisions, model facts) and list the devices OpenVINO sees."""
+    from .bundle import UNET_SHALLOW
     from .loading import open_model_folder
 
     folder = open_model_folder(bundle_path)
@@ -364,6 +365,8 @@ def info(bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle 
                 f"token downsampling: keys/values pooled {pooled.get('factor')}x{pooled.get('factor')} "
                 f"in {pooled.get('self_attentions')} full-resolution self-attentions (approximate attention)"
             )
+        if UNET_SHALLOW in manifest.components:
+            typer.echo("deep cache: unet_shallow for lcm-run --deep-cache N (approximate)")
         typer.echo(
             "exported with: " + ", ".join(f"{name} {version}" for name, version in sorted(manifest.versions.items()))
         )

@@ -87,8 +87,12 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
     # The headline systems took turns image by image, resident side by side: ratios per round.
     from benchmarks.report_metrics import genai_ratios, paired_ratio
 
-    assert set(runs["lcm-run"]["interleaved_with"]) == {"genai", "genai-reshape"}
-    assert any(line.startswith("round 1 of 1: lcm-run, genai, genai-reshape") for line in progress), progress
+    # --quick builds no INT8 bundle, so the --fast rows are skipped; --deep-cache 2 runs on its own bundle.
+    assert set(runs["lcm-run"]["interleaved_with"]) == {"genai", "genai-reshape", "lcm-run-deep-cache"}
+    line = "round 1 of 1: lcm-run, genai, genai-reshape, lcm-run-deep-cache"
+    assert any(entry.startswith(line) for entry in progress), progress
+    assert runs["lcm-run-deep-cache"]["status"] == "ok", runs["lcm-run-deep-cache"]
+    assert runs["lcm-run-deep-cache"]["deviation_from_f32"]["max"] > 0  # DeepCache changes the image
     paired = paired_ratio(runs["lcm-run"], runs["genai"])
     lcm_run, genai = runs["lcm-run"]["worker"]["latencies_seconds"], runs["genai"]["worker"]["latencies_seconds"]
     assert paired["rounds"] == [lcm_run[0] / genai[0]]

@@ -181,6 +181,15 @@ def test_a_cfg_unet_has_no_timestep_cond_input():
     assert bundle.component_io("vae_decoder", bundle.CFG) == bundle.COMPONENT_IO["vae_decoder"]
 
 
+def test_a_deep_cache_bundle_adds_the_feature_to_the_unet_and_the_shallow_unet_takes_it():
+    assert bundle.component_io("unet", deep_cache=True)[1] == ("out_sample", bundle.DEEP_FEATURE)
+    assert bundle.component_io("unet")[1] == ("out_sample",)
+    inputs, outputs = bundle.component_io(bundle.UNET_SHALLOW, bundle.CFG)
+    assert inputs == ("sample", "timestep", "encoder_hidden_states", bundle.DEEP_FEATURE)
+    assert outputs == ("out_sample",)
+    assert "timestep_cond" in bundle.component_io(bundle.UNET_SHALLOW)[0]
+
+
 def test_an_inpainting_unet_has_more_input_channels_than_latents():
     """SD1.5 inpainting's UNet takes 9 channels (latents, mask, masked picture's latents) and predicts 4: the
     latents are 4 channels, the UNet's sample 9; anything else than 4 or 2 x 4 + 1 is refused in one line."""

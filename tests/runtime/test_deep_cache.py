@@ -1,5 +1,5 @@
 """deep_cache.py and --deep-cache: the step schedule, the refusals, and what lcm-run and lcm-run batch
-record. The image itself is compared with the deepcache package's in tests/parity/test_deep_cache.py."""
+record. The image itself is compared with the deepcache package's in tests/parity/test_deep_cache_parity.py."""
 
 import json
 from pathlib import Path
@@ -90,6 +90,8 @@ def test_lcm_run_deep_cache_writes_and_records_it(tiny_deep_cache_bundle, tmp_pa
     cached = lcm_run(*run, "--deep-cache", "2", "--output", tmp_path / "cached.png")
     assert cached.returncode == 0, cached.stderr
     assert "DeepCache interval: 2" in parameters(tmp_path / "cached.png")
+    info = lcm_run("info", tiny_deep_cache_bundle)
+    assert "deep cache: unet_shallow" in info.stdout and "unet_shallow fp32" in info.stdout, info.stderr
     every = lcm_run(*run, "--deep-cache", "1", "--output", tmp_path / "every.png")
     plain = lcm_run(*run, "--output", tmp_path / "plain.png")
     assert every.returncode == 0 and plain.returncode == 0
