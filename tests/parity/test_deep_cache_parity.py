@@ -12,12 +12,19 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 DeepCache = pytest.importorskip("DeepCache")
 
-from pictures import picture  # noqa: E402
-from references import assert_same_image, components, lcm_reference, reference  # noqa: E402
+from pictures import box_mask, picture  # noqa: E402
+from references import (  # noqa: E402
+    assert_inpainting_is_the_reference,
+    assert_same_image,
+    components,
+    lcm_inpaint_reference,
+    lcm_reference,
+    reference,
+)
 
 from lcm_export.exporter import ExportOptions, export_bundle  # noqa: E402
 from lcm_export.tiny import build_tiny_sd_pipeline, load_tiny_sd_random  # noqa: E402
-from lcm_runtime import LCMImg2ImgPipeline, LCMPipeline  # noqa: E402
+from lcm_runtime import LCMImg2ImgPipeline, LCMInpaintPipeline, LCMPipeline  # noqa: E402
 from lcm_runtime.bundle import DEEP_FEATURE, UNET_SHALLOW, read_manifest  # noqa: E402
 from lcm_runtime.image import to_uint8  # noqa: E402
 from lcm_runtime.openvino_runtime import ov  # noqa: E402
@@ -112,3 +119,25 @@ def test_classifier_free_guidance_under_deep_cache(deep_cache_cfg_bundle, torch_
     )
     assert_same_image(to_uint8(result.images), to_uint8(expected))
     assert to_uint8(expected).std() > 2
+
+
+def test_inpainting_under_deep_cache(tiny_pipeline_dir, deep_cache_bundle, torch_draws):
+    pipe = lcm_inpaint_reference(tiny_pipeline_dir)
+    ours = LCMInpaintPipeline.from_pretrained(
+        deep_cache_bundle, precision="f32", cache_dir=False, deep_cache_interval=2
+    )
+    helper = under_deep_cache(pipe, 2)
+    try:
+        assert_inpainting_is_the_reference(
+            pipe,
+            ours,
+            torch_draws,
+            ["a red door"],
+            image=picture(64, 64, seed=11),
+            mask_image=box_mask(64, 64, (16, 16, 48, 40)),
+            num_inference_steps=4,
+            strength=1.0,
+            guidance_scale=8.0,
+        )
+    finally:
+        helper.disable()
