@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from .machine import machine_slug
-from .report_metrics import GIB, at_main_shape, decodes_with_taesd, latency, latency_ratio, ok_runs, paired_ratio, ratio
+from .report_metrics import (
+    GIB,
+    at_main_shape,
+    decodes_with_taesd,
+    latency,
+    latency_ratio,
+    ok_runs,
+    paired_ratio,
+    ratio,
+    runs_deep_cache,
+)
 from .results_file import read_results
 from .systems import BASELINE, F32_BASELINE, GENAI_BASELINE, INT8_UNET_BUNDLES
 
@@ -135,8 +145,10 @@ def headline_runs(results: dict[str, Any], compared_only: bool = False) -> list[
 
 def what_ran(run: dict[str, Any]) -> str:
     precisions = sorted(set(run["worker"]["precision_executed"].values()))
-    parts = (["INT8 UNet"] if run["model"] in INT8_UNET_BUNDLES else []) + (
-        ["TAESD"] if decodes_with_taesd(run) else []
+    parts = (
+        (["INT8 UNet"] if run["model"] in INT8_UNET_BUNDLES else [])
+        + (["TAESD"] if decodes_with_taesd(run) else [])
+        + (["DeepCache"] if runs_deep_cache(run) else [])
     )
     return ", ".join(parts + ["/".join(precisions) or run["precision"]])
 

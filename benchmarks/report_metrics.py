@@ -44,7 +44,11 @@ def latency(run: dict[str, Any]) -> dict[str, float]:
 
 
 def decodes_with_taesd(run: dict[str, Any]) -> bool:
-    return run["model"] == "bundle-taesd" or run["variant"] in ("fast", "tiny-vae")
+    return run["model"] == "bundle-taesd" or run["variant"] in ("fast", "fast-deep-cache", "tiny-vae")
+
+
+def runs_deep_cache(run: dict[str, Any]) -> bool:
+    return str(run["variant"]).endswith("deep-cache")
 
 
 def unet_step_flops(results: dict[str, Any], run: dict[str, Any]) -> int | None:
@@ -65,6 +69,8 @@ def precision_label(run: dict[str, Any]) -> str:
         text = f"int8 UNet, {text}"
     if decodes_with_taesd(run):
         text = f"TAESD decoder, {text}"
+    if runs_deep_cache(run):
+        text = f"DeepCache, {text}"
     return text if run["precision"] != "default" else f"{text} (default)"
 
 
