@@ -651,7 +651,8 @@ def bound_lines(results: dict[str, Any]) -> list[str]:
         f"and convolution, 2 per multiply-add): text encoder {flops['text_encoder'] / 1e9:.1f} G, one UNet step "
         f"{flops['unet_step'] / 1e12:.3f} T"
         + downsampled_step_flops(flops)
-        + f", VAE decode {flops['vae_decode'] / 1e12:.3f} T (runs that decode with TAESD have no VAE bound).",
+        + f", VAE decode {flops['vae_decode'] / 1e12:.3f} T (runs that decode with TAESD have no VAE bound, "
+        "DeepCache runs no UNet bound).",
         "",
         "Measured OpenVINO MatMul peak on this machine (the matmul kernel's own time from OpenVINO's per-layer "
         "counters; runs before 2026-11-26T1053Z timed whole inferences, which added the input's conversion and "

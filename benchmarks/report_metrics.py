@@ -54,9 +54,9 @@ def runs_deep_cache(run: dict[str, Any]) -> bool:
 def unet_step_flops(results: dict[str, Any], run: dict[str, Any]) -> int | None:
     """One step's FLOPs in the run's bundle: with token downsampling, those of the downsampled UNet
     (fewer keys in the full-resolution self-attentions), counted like the others. None when the
-    FLOP count failed."""
+    FLOP count failed, and for DeepCache, whose steps between full ones run a fraction of them."""
     flops = results.get("flops")
-    if not flops:
+    if not flops or runs_deep_cache(run):
         return None
     factor = results["model"]["bundles"][run["model"]]["token_downsampling"]
     return flops["unet_step"] if factor == 1 else flops[f"unet_step_token_downsampling_{factor}"]

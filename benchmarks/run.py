@@ -76,6 +76,7 @@ class Settings:
     rebuild: bool = False
     prepare_only: bool = False
     int8: bool = True
+    full: bool = False  # also the rows marked full_only (sizes, batches)
     machine: str | None = None
 
 
@@ -369,6 +370,10 @@ class Benchmark:
         }
         if self.settings.quick and not available_here(measurement):
             entry.update(status="skipped", reason=f"{measurement.module} is not installed in this environment")
+            return entry
+        settings = self.settings
+        if measurement.full_only and not (settings.full or settings.quick or measurement.key in settings.only):
+            entry.update(status="skipped", reason="a --full row (sizes and batches, about 11 more minutes on 2 CPUs)")
             return entry
         minutes = (time.perf_counter() - (self.measuring_started or self.started)) / 60
         if minutes > self.settings.budget_minutes:

@@ -164,3 +164,26 @@ def test_benchmark_model_has_lcm_dreamshaper_v7_parameter_counts(benchmarks_pack
     modules = build_modules(load_configs(), seed=0, device="meta")  # shapes only: no memory, no time
     counts = {name: sum(parameter.numel() for parameter in module.parameters()) for name, module in modules.items()}
     assert counts == {"unet": 859_602_884, "vae": 83_653_863, "text_encoder": 123_060_480}
+
+
+def test_size_and_batch_rows_need_full(tmp_path: Path, benchmarks_package: ModuleType) -> None:
+    """A full run leaves the minutes-long size and batch rows to --full (or --only naming them)."""
+    from benchmarks.__main__ import parse_settings
+    from benchmarks.run import Benchmark
+    from benchmarks.systems import BUNDLE, BY_KEY
+
+    paths = {BUNDLE: tmp_path}
+    full_only = [key for key, measurement in BY_KEY.items() if measurement.full_only]
+    assert set(full_only) == {
+        "lcm-run-768",
+        "genai-768",
+        "lcm-run-1024",
+        "genai-1024",
+        "lcm-run-batch4",
+        "genai-batch4",
+    }
+    for argv, skipped in (([], True), (["--full"], False), (["--only", "lcm-run-1024"], False)):
+        settings = parse_settings([*argv, "--work-dir", str(tmp_path)])
+        entry = Benchmark(settings, lambda message: None).entry_for(BY_KEY["lcm-run-1024"], paths)
+        assert ("--full" in entry.get("reason", "")) == skipped, (argv, entry)
+        assert "reason" not in Benchmark(settings, lambda message: None).entry_for(BY_KEY["lcm-run"], paths)
