@@ -132,3 +132,16 @@ def test_a_batch_job_keeps_its_deep_cache_interval(tiny_deep_cache_bundle, tmp_p
     assert_one_line_error(resumed, "--deep-cache 1, not 2")
     plain = lcm_run("batch", prompts, "--model", tiny_deep_cache_bundle, "-o", job, *tiny)
     assert plain.returncode == 0 and "1 already done" in plain.stdout, plain.stderr
+
+
+def test_releasing_the_unet_frees_the_shallow_unet_too(tiny_deep_cache_bundle):
+    from lcm_runtime import LCMPipeline
+
+    kept = LCMPipeline.from_pretrained(tiny_deep_cache_bundle, cache_dir=False, deep_cache_interval=2)
+    kept("a cat", num_inference_steps=2, output_type="np", generator=1)
+    assert {"unet", UNET_SHALLOW} <= set(kept.models.in_memory())
+    freed = LCMPipeline.from_pretrained(
+        tiny_deep_cache_bundle, cache_dir=False, deep_cache_interval=2, release_after_use=["unet"]
+    )
+    freed("a cat", num_inference_steps=2, output_type="np", generator=1)
+    assert not {"unet", UNET_SHALLOW} & set(freed.models.in_memory())
