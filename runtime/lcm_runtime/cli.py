@@ -464,6 +464,11 @@ def serve(
     device: str = typer.Option("CPU", "--device", help="OpenVINO device: CPU, GPU, NPU, AUTO..."),
     precision: str = typer.Option("auto", "--precision", help="auto (the device's default), f32, bf16 or f16"),
     no_safety_checker: bool = typer.Option(False, "--no-safety-checker", help="Do not run the bundle's safety checker"),
+    vae: str | None = typer.Option(None, "--vae", help="full or tiny (TAESD) [default: full, tiny with --fast]"),
+    fast: bool = typer.Option(False, "--fast", help="The INT8 UNet and tiny VAE of an `lcm-export --fast` bundle"),
+    deep_cache: int = typer.Option(
+        1, "--deep-cache", metavar="N", help="DeepCache: the full UNet every N-th step (see lcm-run --help)"
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error"),
     ray: bool = typer.Option(
         False, "--ray", help="Run as a Ray Serve deployment (extra [ray]) on $RAY_ADDRESS or a local Ray instance"
@@ -517,6 +522,9 @@ def serve(
                 max_images=max_images,
                 max_side=max_side,
                 safety_checker=not no_safety_checker,
+                vae=vae,
+                fast=fast,
+                deep_cache_interval=deep_cache,
             ),
         )
         return
@@ -528,6 +536,9 @@ def serve(
         max_images=max_images,
         max_side=max_side,
         safety_checker=not no_safety_checker,
+        vae=vae,
+        fast=fast,
+        deep_cache_interval=deep_cache,
     )
     settings = Settings(
         api_key=api_key or None,

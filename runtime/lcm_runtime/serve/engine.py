@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ..core import LCMPipelineOutput
+from ..deep_cache import check_interval
 from ..denoise import StepEndCallback
 from ..errors import InputError, LCMError
 from ..guidance import Guidance
@@ -34,6 +35,7 @@ from ..loading import open_model_folder
 from ..noise import SEED_LIMIT, image_seed
 from ..outputs import png_parameters
 from ..pipeline import LCMPipeline
+from ..vae_choice import choose_vae
 from .preview import Previewer
 
 PROMPT_SYNTAX = "a1111"  # what a prompt box's users expect, as lcm-run
@@ -141,9 +143,16 @@ class Engine:
         cache_dir: str | Path | bool | None = None,
         on_step_seconds: Callable[[float], None] | None = None,
         threads: int | None = None,
+        vae: str | None = None,
+        fast: bool = False,
+        deep_cache_interval: int = 1,
     ) -> None:
         self.bundle, self.device, self.precision = Path(bundle), device, precision
         self.folder = open_model_folder(self.bundle)  # a bad bundle fails here, before the server starts
+        # So do options the bundle cannot run (--fast without its INT8 UNet, --deep-cache without unet_shallow).
+        self.vae = choose_vae(self.folder, vae, fast)
+        self.fast = fast
+        self.deep_cache_interval = check_interval(self.folder, deep_cache_interval)
         self.max_queue, self.max_images, self.max_side = max_queue, max_images, max_side
         self.safety_checker, self.cache_dir = safety_checker, cache_dir
         self.on_step_seconds = on_step_seconds
@@ -175,6 +184,9 @@ class Engine:
             cache_dir=self.cache_dir,
             safety_checker=self.safety_checker,
             max_images_per_call=self.max_images,
+            vae=self.vae,
+            fast=self.fast,
+            deep_cache_interval=self.deep_cache_interval,
         )
         if self.threads is not None:
             self.text.core.set_property(self.device, {"INFERENCE_NUM_THREADS": self.threads})
@@ -190,6 +202,8 @@ class Engine:
         latent = facts.default_image_size // facts.vae_scale_factor
         pipe.models.text_encoder()
         pipe.models.unet(1, latent, latent)
+        if pipe.deep_cache_interval > 1:
+            pipe.models.unet_shallow(1, latent, latent)
         pipe.models.vae_decoder(latent, latent)
         if pipe.folder.xml("vae_encoder").is_file():
             pipe.models.vae_encoder(facts.default_image_size, facts.default_image_size)
@@ -434,6 +448,7 @@ class Engine:
             negative_prompt=request.negative_prompt or None,
             guidance_rescale=request.guidance_rescale,
             loras=pipe.folder.loras,
+            deep_cache_interval=pipe.deep_cache_interval,
         )
 
     # --- what the APIs describe --------------------------------------------------------------------
