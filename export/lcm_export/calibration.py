@@ -216,12 +216,13 @@ def quantize_unet(
     from nncf.quantization.advanced_parameters import AdvancedSmoothQuantParameters
 
     from .compress import save_ir
-    from .convert import convert_component
+    from .convert import convert_component, hide_deep_feature_output
 
     samples = capture_unet_inputs(bundle_root, prompts, options.calibration_size, options.guidance_mode)
 
+    # The deep feature stays an output while NNCF quantizes: its tensor name would not survive otherwise.
     float_unet = convert_component(
-        pipeline, "unet", options.token_downsampling, options.guidance_mode, options.deep_cache
+        pipeline, "unet", options.token_downsampling, options.guidance_mode, options.deep_cache, hide_deep_feature=False
     )
     quantized = nncf.quantize(
         float_unet,
@@ -234,6 +235,8 @@ def quantize_unet(
         ),
     )
     del float_unet
+    if options.deep_cache:
+        hide_deep_feature_output(quantized)
 
     # Save beside, then replace: a model file may still be memory-mapped by OpenVINO, and
     # os.replace gives the new IR a new inode instead of truncating the mapped one.

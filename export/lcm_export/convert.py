@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lcm_runtime.bundle import CFG, EMBEDDED, UNET_SHALLOW, component_io
+from lcm_runtime.bundle import CFG, DEEP_FEATURE, EMBEDDED, UNET_SHALLOW, component_io
 
 from .options import TOKEN_DOWNSAMPLING_FACTORS
 
@@ -156,6 +156,15 @@ class CfgShallowUNetIO(ShallowUNetIO):
         deep_feature: torch.Tensor,
     ) -> torch.Tensor:
         return self.run(sample, timestep, encoder_hidden_states, deep_feature)
+
+
+def hide_deep_feature_output(model: ov.Model) -> None:
+    """The deep feature stays a named tensor, not an output: openvino.genai and optimum-intel run a UNet with
+    exactly one output; lcm_runtime makes it an output when DeepCache runs (models.CompiledComponent)."""
+    (result,) = [port.get_node() for port in model.outputs if DEEP_FEATURE in port.get_names()]
+    source = result.input_value(0)
+    model.remove_result(result)
+    source.get_tensor().add_names({DEEP_FEATURE})  # a Result's names go with it
 
 
 def check_deep_cache_supported(unet: torch.nn.Module) -> None:
@@ -409,17 +418,21 @@ def convert_component(
     token_downsampling: int = 1,
     guidance_mode: str = EMBEDDED,
     deep_cache: bool = False,
+    hide_deep_feature: bool = True,
 ) -> ov.Model:
     """Trace one component into an ov.Model named per bundle.component_io (the UNet through
     unet_rewrites, with ``token_downsampling``; a ``guidance_mode="cfg"`` UNet without timestep_cond;
-    ``deep_cache``: the UNet also outputs DeepCache's deep feature)."""
+    ``deep_cache``: the UNet names DeepCache's deep feature, as an output until hide_deep_feature_output when
+    ``hide_deep_feature`` is False)."""
     import openvino as ov
     from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
     from openvino.tools.ovc.moc_frontend.pytorch_frontend_utils import prepare_torch_inputs
 
     module = wrap_component(pipeline, component, guidance_mode, deep_cache)
     example, shapes = _example_and_shapes(pipeline, component, guidance_mode)
-    input_names, output_names = component_io(component, guidance_mode, deep_cache)
+    input_names, output_names = component_io(component, guidance_mode)
+    if component == "unet" and deep_cache:
+        output_names = (*output_names, DEEP_FEATURE)
     in_unet = component in ("unet", UNET_SHALLOW)
     rewrites = unet_rewrites(pipeline.unet, token_downsampling) if in_unet else nullcontext()
     with torch.no_grad(), warnings.catch_warnings(), rewrites:
@@ -443,6 +456,8 @@ def convert_component(
         port.get_tensor().set_names({name})
     for port, name in zip(model.outputs, output_names, strict=True):
         port.get_tensor().set_names({name})
+    if component == "unet" and deep_cache and hide_deep_feature:
+        hide_deep_feature_output(model)
     # A stable friendly name: the default one can carry a process-dependent counter.
     model.set_friendly_name(component)
     return model

@@ -19,6 +19,7 @@ from lcm_runtime.bundle import (
     CFG,
     COMPONENT_IO,
     CONFIG_FILE,
+    DEEP_FEATURE,
     EMBEDDED,
     FEATURE_EXTRACTOR_CONFIG,
     INT8_PTQ,
@@ -343,7 +344,7 @@ def verify_bundle(root: Path) -> None:
     core = ov.Core()
     mode = manifest.model.guidance_mode
     deep_cache = UNET_SHALLOW in manifest.components
-    required = {component: component_io(component, mode, deep_cache) for component in COMPONENT_IO}
+    required = {component: component_io(component, mode) for component in COMPONENT_IO}
     present = {name: component_io(name, mode) for name in OPTIONAL_COMPONENT_IO if name in manifest.components}
     for component, (inputs, outputs) in {**required, **present}.items():
         model = core.read_model(root / component_xml(component))
@@ -357,6 +358,13 @@ def verify_bundle(root: Path) -> None:
                 f"{component} IR has inputs {sorted(names[0])} / outputs {sorted(names[1])}, not {inputs} / {outputs}"
             )
         core.compile_model(model, "CPU")
+        if component == "unet" and deep_cache:
+            try:
+                model.add_outputs([DEEP_FEATURE])  # what lcm_runtime does for DeepCache
+            except RuntimeError:
+                raise ExportError(f"the UNet IR has no {DEEP_FEATURE} tensor for {UNET_SHALLOW}") from None
+            if len(model.outputs) != 2:
+                raise ExportError(f"the UNet IR has {len(model.outputs)} outputs with {DEEP_FEATURE}, not 2")
     import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations)
 
     core.compile_model(root / OPENVINO_TOKENIZER_XML, "CPU")

@@ -18,8 +18,8 @@ runtime needs to be exact and self-checking::
     vae_encoder/openvino_model.xml       sample -> latent_parameters
     vae_decoder_tiny/openvino_model.xml  (optional, TAESD) latent_sample -> sample
     unet_shallow/openvino_model.xml      (optional, DeepCache) the UNet's shallow path: its inputs plus
-                                         deep_feature -> out_sample; the UNet IR of such a bundle also
-                                         outputs deep_feature (see UNET_SHALLOW)
+                                         deep_feature -> out_sample; the UNet IR of such a bundle names
+                                         the tensor deep_feature (see UNET_SHALLOW)
     safety_checker/openvino_model.xml    (optional) clip_input -> image_embeds: diffusers'
                                          StableDiffusionSafetyChecker's vision model + projection
     safety_checker/<tensor>.npy          its float32 concept embeddings and thresholds (SAFETY_CONCEPT_TENSORS)
@@ -78,8 +78,9 @@ TIMESTEP_COND = "timestep_cond"  # the UNet input only an embedded-guidance bund
 # Optional components: present only when the export asked for them.
 TINY_VAE_DECODER = "vae_decoder_tiny"  # TAESD (diffusers' AutoencoderTiny) decoder, lcm-export --tiny-vae
 SAFETY_CHECKER = "safety_checker"  # diffusers' StableDiffusionSafetyChecker, run by lcm_runtime.safety_checker
-# DeepCache (lcm-export --deep-cache): the UNet IR gets a second output, DEEP_FEATURE, the hidden state
-# entering the last up block's last layer (DeepCache's branch 0: computed by everything but the first
+# DeepCache (lcm-export --deep-cache): the UNet IR names a tensor DEEP_FEATURE (not an output: openvino.genai
+# needs a UNet with one output; the runtime adds it as one for DeepCache), the hidden state entering the last
+# up block's last layer (DeepCache's branch 0: computed by everything but the first
 # and last layers at full resolution). unet_shallow recomputes only those from a cached deep_feature:
 # conv_in, the time embedding, the last up block's last resnet and transformer, conv_out.
 UNET_SHALLOW = "unet_shallow"
@@ -121,16 +122,11 @@ GUIDANCE_CONVENTIONS = {"w = guidance_scale - 1": -1.0, "w = guidance_scale": 0.
 DIFFUSERS_GUIDANCE_CONVENTION = "w = guidance_scale - 1"
 
 
-def component_io(
-    component: str, guidance_mode: str = EMBEDDED, deep_cache: bool = False
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """A component's input and output names in a bundle of this guidance mode (``deep_cache``: a bundle
-    with UNET_SHALLOW, whose UNet also outputs DEEP_FEATURE)."""
+def component_io(component: str, guidance_mode: str = EMBEDDED) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A component's input and output names in a bundle of this guidance mode."""
     inputs, outputs = COMPONENT_IO[component] if component in COMPONENT_IO else OPTIONAL_COMPONENT_IO[component]
     if component in UNET_COMPONENTS and guidance_mode == CFG:
         inputs = tuple(name for name in inputs if name != TIMESTEP_COND)
-    if component == "unet" and deep_cache:
-        outputs = (*outputs, DEEP_FEATURE)
     return inputs, outputs
 
 

@@ -30,7 +30,7 @@ import json
 import mmap
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,9 +136,16 @@ class CompileCache:
         self.index = self.folder / INDEX_FOLDER
 
     def key(
-        self, core: ov.Core, xml: Path, shapes: Mapping[str, list[int]], device: str, config: Mapping[str, Any]
+        self,
+        core: ov.Core,
+        xml: Path,
+        shapes: Mapping[str, list[int]],
+        device: str,
+        config: Mapping[str, Any],
+        extra_outputs: Sequence[str] = (),
     ) -> str | None:
-        """What identifies the compiled model, hashed; None where the index is not used."""
+        """What identifies the compiled model, hashed; None where the index is not used. ``extra_outputs``
+        (tensors made outputs before compiling) count only when there are some: older keys stay valid."""
         if device.upper() not in INDEXED_DEVICES:
             return None
         try:
@@ -152,6 +159,7 @@ class CompileCache:
             "device": [device, device_name],
             "config": {name: str(value) for name, value in sorted(config.items())},
             "openvino": ov.get_version(),
+            **({"extra_outputs": list(extra_outputs)} if extra_outputs else {}),
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 

