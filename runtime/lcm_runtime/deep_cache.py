@@ -13,13 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from . import validation
-from .bundle import DEEP_FEATURE, UNET_SHALLOW
-from .errors import BundleError, InputError
+from .bundle import UNET_SHALLOW
+from .errors import InputError
 from .loading import ModelFolder
 from .models import ShallowUNet, UNet
 
 MAX_INTERVAL = 50  # beyond any LCM schedule: every step after the first would reuse its feature
-FAST_INTERVAL = 2  # what lcm-run --deep-cache means without a value
 
 
 def check_interval(folder: ModelFolder, interval: int) -> int:
@@ -40,12 +39,7 @@ class DeepCacheUNet:
     """The UNet call of one denoising loop: full on every ``interval``-th step, shallow in between."""
 
     def __init__(self, full: UNet, shallow: ShallowUNet, interval: int) -> None:
-        outputs = {name for port in full.compiled.outputs for name in port.get_names()}
-        if DEEP_FEATURE not in outputs:
-            raise BundleError(
-                f"the bundle's UNet IR has no {DEEP_FEATURE} output, but the bundle has {UNET_SHALLOW}; "
-                "re-export the bundle with lcm-export --deep-cache"
-            )
+        """``full`` compiled with the deep feature as an output (CompiledModels(deep_cache=True))."""
         self.full, self.shallow, self.interval = full, shallow, interval
         self.steps = 0
 

@@ -10,7 +10,7 @@ import pytest
 from cli_helpers import assert_one_line_error, lcm_run
 from PIL import Image
 
-from lcm_runtime.bundle import DEEP_FEATURE, UNET_SHALLOW
+from lcm_runtime.bundle import UNET_SHALLOW
 from lcm_runtime.deep_cache import DeepCacheUNet, check_interval
 from lcm_runtime.errors import BundleError, InputError
 
@@ -18,9 +18,8 @@ from lcm_runtime.errors import BundleError, InputError
 class FakeUNet:
     """Records its calls; its output and deep feature say which call made them."""
 
-    def __init__(self, name, calls, outputs=("out_sample", DEEP_FEATURE)):
+    def __init__(self, name, calls):
         self.name, self.calls, self.fed = name, calls, []
-        self.compiled = SimpleNamespace(outputs=[SimpleNamespace(get_names=lambda n=n: {n}) for n in outputs])
 
     def __call__(self, sample, timestep):
         self.calls.append((self.name, timestep))
@@ -54,10 +53,18 @@ def test_a_full_step_every_interval_counted_from_the_first(interval, steps, expe
     assert shallow.fed == [100.0 + number for number in full_calls]
 
 
-def test_a_unet_without_the_deep_feature_is_a_bundle_error():
-    calls = []
-    with pytest.raises(BundleError, match="no deep_feature output.*lcm-export --deep-cache"):
-        DeepCacheUNet(FakeUNet("F", calls, outputs=("out_sample",)), FakeUNet("S", calls), 2)
+def test_a_unet_ir_without_the_deep_feature_is_a_one_line_bundle_error(tiny_bundle_fp32, tmp_path):
+    import shutil
+
+    from lcm_runtime import LCMPipeline
+
+    broken = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_fp32, broken)
+    shutil.copytree(broken / "unet", broken / UNET_SHALLOW)  # a shallow UNet, but no named deep feature
+    pipe = LCMPipeline.from_pretrained(broken, cache_dir=False, deep_cache_interval=2)
+    with pytest.raises(BundleError, match="no tensor named deep_feature.*re-export") as error:
+        pipe("a cat", num_inference_steps=2, output_type="np", generator=1)
+    assert "\n" not in str(error.value)
 
 
 def folder_with(tmp_path, shallow):
