@@ -58,6 +58,7 @@ class CompiledModels:
         self.folder, self.core, self.device, self.config, self.cache = folder, core, device, config, cache
         self.vae_component = vae_component  # the full VAE decoder or the tiny one
         self.release_after_use = frozenset(release_after_use)
+        self.deep_cache = deep_cache  # the shallow UNet runs between full steps
         # DeepCache: the UNet also outputs its deep feature (a named tensor of the IR).
         self.unet_outputs: tuple[str, ...] = (DEEP_FEATURE,) if deep_cache else ()
         self.compile_seconds = 0.0

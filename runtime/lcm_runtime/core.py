@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from . import validation
-from .bundle import CFG, TINY_VAE_DECODER
+from .bundle import CFG, TINY_VAE_DECODER, UNET_SHALLOW
 from .compile_cache import CompileCache, precision_folder
 from .compiled_models import CompiledModels
 from .deep_cache import DeepCacheUNet, check_interval
@@ -331,6 +331,8 @@ class LCMPipelineBase:
         needed = ["text_encoder", "unet", self.models.vae_component] + (["vae_encoder"] if encode else [])
         if self.safety_checker:
             needed.append("safety_checker")
+        if self.models.deep_cache:
+            needed.append(UNET_SHALLOW)
         loaded = {self.models.component_of(name) for name in self.models.in_memory()}
         check_fits(
             self.folder,
