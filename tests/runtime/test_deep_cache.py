@@ -141,31 +141,23 @@ def test_a_batch_job_keeps_its_deep_cache_interval(tiny_deep_cache_bundle, tmp_p
     assert plain.returncode == 0 and "1 already done" in plain.stdout, plain.stderr
 
 
-def test_releasing_the_unet_frees_the_shallow_unet_too(tiny_deep_cache_bundle):
-    from lcm_runtime import LCMPipeline
+def test_releasing_the_unet_frees_the_shallow_unet_too(tiny_deep_cache_bundle, monkeypatch):
+    """Also: the memory check is asked about every model a call will compile, the shallow UNet too,
+    and once a model is held it is no longer counted."""
+    from lcm_runtime import LCMPipeline, core
 
+    asked = []
+    check_fits = core.check_fits
+    monkeypatch.setattr(
+        core, "check_fits", lambda *args, **kwargs: (asked.append(set(args[6])), check_fits(*args, **kwargs))
+    )
     kept = LCMPipeline.from_pretrained(tiny_deep_cache_bundle, cache_dir=False, deep_cache_interval=2)
     kept("a cat", num_inference_steps=2, output_type="np", generator=1)
     assert {"unet", UNET_SHALLOW} <= set(kept.models.in_memory())
+    kept("a cat", num_inference_steps=2, output_type="np", generator=1)
+    assert {"unet", UNET_SHALLOW} <= asked[0] and not {"unet", UNET_SHALLOW} & asked[1]
     freed = LCMPipeline.from_pretrained(
         tiny_deep_cache_bundle, cache_dir=False, deep_cache_interval=2, release_after_use=["unet"]
     )
     freed("a cat", num_inference_steps=2, output_type="np", generator=1)
     assert not {"unet", UNET_SHALLOW} & set(freed.models.in_memory())
-
-
-def test_the_memory_check_counts_the_shallow_unet(tiny_deep_cache_bundle, monkeypatch):
-    """check_fits must be asked about every model the call will compile, DeepCache's shallow UNet too;
-    once compiled it is no longer counted."""
-    from lcm_runtime import LCMPipeline, core
-
-    asked = []
-    monkeypatch.setattr(core, "check_fits", lambda *args, **kwargs: asked.append(set(args[6])))
-    pipe = LCMPipeline.from_pretrained(tiny_deep_cache_bundle, cache_dir=False, deep_cache_interval=2)
-    pipe("a cat", num_inference_steps=2, output_type="np", generator=1)
-    pipe("a cat", num_inference_steps=2, output_type="np", generator=1)
-    assert UNET_SHALLOW in asked[0] and "unet" in asked[0]
-    assert UNET_SHALLOW not in asked[1]
-    plain = LCMPipeline.from_pretrained(tiny_deep_cache_bundle, cache_dir=False)
-    plain("a cat", num_inference_steps=2, output_type="np", generator=1)
-    assert UNET_SHALLOW not in asked[2]
