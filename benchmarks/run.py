@@ -518,6 +518,9 @@ class Benchmark:
                     self.log(f"  {key} stopped in round {index + 1}")
                     order.remove(key)
             order.reverse()
+        # Only now may the workers end: one that exits frees its memory while the next one measures.
+        for outcome in running.values():
+            (outcome["pace"] / "exit").touch()
         for outcome in running.values():
             outcome["thread"].join()
         results = without_group_cpu(

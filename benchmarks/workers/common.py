@@ -11,6 +11,9 @@ makes N images (one prompt, one seed) and is timed as a whole; first.png is the 
 With --pace DIR the parent takes turns between several resident workers: after first.png a worker
 writes DIR/ready, then makes timed image k only once DIR/go-k exists, and writes DIR/done-k when it
 is made. Workers compared side by side so measure in alternation, image by image (benchmarks/run.py).
+After its result a paced worker stays resident until DIR/exit exists: a process that ends frees
+gigabytes while the next worker times its image, which cost that image's first UNet step 0.25-0.35 s
+in the last round of every interleaved group before this wait.
 """
 
 from __future__ import annotations
@@ -182,6 +185,8 @@ def run(args: argparse.Namespace, setup: Callable[[argparse.Namespace], tuple[Ge
         **{key: value() if callable(value) else value for key, value in info.items()},
     )
     (args.out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if args.pace:
+        wait_for(args.pace / "exit")
 
 
 def openvino_default_precision() -> str:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+import threading
+import time
+from pathlib import Path
+
 import pytest
+from PIL import Image
 
 from benchmarks.measure import ProcessResult
-from benchmarks.run import without_group_cpu
+from benchmarks.run import wait_for_file, without_group_cpu
 
 
 def result(wall: float, cpu: float, other: float) -> ProcessResult:
@@ -31,3 +38,32 @@ def test_members_of_an_interleaved_group_do_not_count_as_disturbance() -> None:
     assert adjusted["a"].cpu_seconds == 150.0  # only the outside share changes
     # Without machine counters the results stay as measured.
     assert without_group_cpu(members, None, 5.0, 100.0) == members
+
+
+def test_a_paced_worker_stays_resident_until_the_parent_lets_it_exit(tmp_path: Path) -> None:
+    """A worker that ends frees its memory while the next one in the round times its image; so a paced
+    worker writes its result and then waits for the parent's exit file."""
+    from benchmarks.workers import common
+
+    pace, out_dir = tmp_path / "pace", tmp_path / "out"
+    pace.mkdir()
+    args = argparse.Namespace(out_dir=out_dir, runs=2, seed=0, batch=1, pace=pace)
+
+    def setup(_args: argparse.Namespace) -> tuple[common.Generate, dict]:
+        return (lambda seed: (Image.new("RGB", (8, 8)), {"unet": [0.0]})), {}
+
+    worker = threading.Thread(target=common.run, args=(args, setup), daemon=True)
+    worker.start()
+    for index in range(args.runs):
+        (pace / f"go-{index}").touch()
+        assert wait_for_file(pace / f"done-{index}", worker, timeout=10.0)
+    deadline = time.monotonic() + 10.0
+    while not (out_dir / "result.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (out_dir / "result.json").exists()
+    time.sleep(0.1)
+    assert worker.is_alive()  # its result is written, and it still holds its models
+    (pace / "exit").touch()
+    worker.join(timeout=10.0)
+    assert not worker.is_alive()
+    assert len(json.loads((out_dir / "result.json").read_text())["latencies_seconds"]) == args.runs
