@@ -52,6 +52,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 WORKERS = PACKAGE_DIR / "workers"
 FILLED_CACHE_STARTS = 3  # the median of three: a single start moves by ~0.5 s on this VM
+SETTLE_SECONDS = 2.0  # after a CLI start's exit, before its paired warm image
 
 
 @dataclass
@@ -95,6 +96,48 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.pop("PYTHONPATH", None)  # a worker sees only its own environment
     env.update(extra or {})
     return env
+
+
+class Resident:
+    """A worker that stays loaded and makes each timed image when told: the --pace protocol of
+    workers/common.py, its process run (and measured) in a thread of the harness."""
+
+    def __init__(self, out_dir: Path, pace: Path) -> None:
+        self.out_dir, self.pace = out_dir, pace
+        self.outcome: dict[str, ProcessResult] = {}
+        self.thread: threading.Thread | None = None
+
+    def start(self, command: list[str], log: Path, timeout: float) -> None:
+        self.thread = threading.Thread(
+            target=lambda: self.outcome.update(
+                result=run_measured(command, log, timeout, env=child_env(), first_png=self.out_dir / "first.png")
+            ),
+            daemon=True,
+        )
+        self.thread.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Until it has loaded and made its first image (True), or it ended or timed out first."""
+        assert self.thread is not None
+        return wait_for_file(self.pace / "ready", self.thread, timeout)
+
+    def turn(self, index: int, timeout: float) -> float | None:
+        """Timed image ``index`` made now: its seconds, or None when the worker stopped."""
+        assert self.thread is not None
+        (self.pace / f"go-{index}").touch()
+        done = self.pace / f"done-{index}"
+        if not wait_for_file(done, self.thread, timeout):
+            return None
+        return float(done.read_text())  # written whole: the worker renames it into place
+
+    def release(self) -> None:
+        """Let it exit (it has written its result; a resident frees its memory only when told)."""
+        (self.pace / "exit").touch()
+
+    def result(self) -> ProcessResult:
+        assert self.thread is not None
+        self.thread.join()
+        return self.outcome["result"]
 
 
 class Benchmark:
@@ -463,6 +506,22 @@ class Benchmark:
         )
         return self.finish(entry, result, out_dir)
 
+    def start_resident(
+        self, measurement: Measurement, paths: dict[str, Path], turns: int, timeout: float, name: str = ""
+    ) -> Resident:
+        """``measurement``'s worker in its fresh process, loading; it then makes ``turns`` timed images,
+        each when told (Resident.turn). Raises what building its environment raises. ``name`` (default:
+        the key) names its folders and log."""
+        name = name or measurement.key
+        out_dir, pace = self.scratch / "runs" / name, self.scratch / "pace" / name
+        for folder in (out_dir, pace):
+            shutil.rmtree(folder, ignore_errors=True)
+        pace.mkdir(parents=True)
+        command = self.worker_command(measurement, paths, out_dir, pace, runs=turns)
+        resident = Resident(out_dir, pace)
+        resident.start(command, self.scratch / "logs" / f"{name}.log", timeout)
+        return resident
+
     def measure_interleaved(self, group: list[Measurement], paths: dict[str, Path]) -> list[dict[str, Any]]:
         """The group's systems resident side by side, each in its fresh process, loaded one after the
         other (so that no load shares the CPU), then taking turns image by image: round k makes timed
@@ -472,74 +531,59 @@ class Benchmark:
         members = [measurement for measurement in group if "status" not in entries[measurement.key]]
         # Every member makes as many timed images as there are rounds: a worker waits for each turn.
         rounds = min((self.shape(measurement)["timed_runs"] for measurement in members), default=0)
-        running: dict[str, dict[str, Any]] = {}
+        running: dict[str, Resident] = {}
         group_busy_before, group_started = machine_busy_seconds(), time.perf_counter()
         # A resident worker waits through the others' loads and turns: --timeout for each member.
         process_timeout = self.settings.timeout * max(len(members), 1)
         for measurement in members:
-            out_dir = self.scratch / "runs" / measurement.key
-            pace = self.scratch / "pace" / measurement.key
-            for folder in (out_dir, pace):
-                shutil.rmtree(folder, ignore_errors=True)
-            pace.mkdir(parents=True)
+            self.log(f"measuring {measurement.key} (interleaved: loading)")
             try:
-                command = self.worker_command(measurement, paths, out_dir, pace, runs=rounds)
+                resident = self.start_resident(measurement, paths, rounds, process_timeout)
             except (RuntimeError, subprocess.CalledProcessError) as error:
                 entries[measurement.key].update(status="failed", reason=f"environment: {str(error)[-400:]}")
                 continue
-            self.log(f"measuring {measurement.key} (interleaved: loading)")
-            outcome: dict[str, Any] = {"out_dir": out_dir, "pace": pace}
-            thread = threading.Thread(
-                target=lambda command=command, key=measurement.key, outcome=outcome: outcome.update(
-                    result=run_measured(
-                        command,
-                        self.scratch / "logs" / f"{key}.log",
-                        process_timeout,
-                        env=child_env(),
-                        first_png=outcome["out_dir"] / "first.png",
-                    )
-                ),
-                daemon=True,
-            )
-            thread.start()
-            outcome["thread"] = thread
-            if wait_for_file(pace / "ready", thread, self.settings.timeout):
-                running[measurement.key] = outcome
+            if resident.wait_ready(self.settings.timeout):
+                running[measurement.key] = resident
             else:
-                thread.join()
-                self.finish(entries[measurement.key], outcome["result"], out_dir)
-        order = [key for key in entries if key in running]
+                self.finish(entries[measurement.key], resident.result(), resident.out_dir)
+        order = list(running)
         for index in range(rounds):
             self.log(f"round {index + 1} of {rounds}: {', '.join(order)}")
             for key in list(order):
-                outcome = running[key]
-                (outcome["pace"] / f"go-{index}").touch()
-                if not wait_for_file(outcome["pace"] / f"done-{index}", outcome["thread"], self.settings.timeout):
+                if running[key].turn(index, self.settings.timeout) is None:
                     self.log(f"  {key} stopped in round {index + 1}")
                     order.remove(key)
             order.reverse()
         # Only now may the workers end: one that exits frees its memory while the next one measures.
-        for outcome in running.values():
-            (outcome["pace"] / "exit").touch()
-        for outcome in running.values():
-            outcome["thread"].join()
+        for resident in running.values():
+            resident.release()
         results = without_group_cpu(
-            {key: outcome["result"] for key, outcome in running.items()},
+            {key: resident.result() for key, resident in running.items()},
             group_busy_before,
             machine_busy_seconds(),
             time.perf_counter() - group_started,
         )
-        for key, outcome in running.items():
-            self.finish(entries[key], results[key], outcome["out_dir"])
+        for key, resident in running.items():
+            self.finish(entries[key], results[key], resident.out_dir)
             entries[key]["interleaved_with"] = [other for other in running if other != key]
         return list(entries.values())
 
     def cold_starts(
-        self, bundle: Path, options: tuple[str, ...] = (), label: str = "", reference: str = BASELINE
+        self,
+        bundle: Path,
+        options: tuple[str, ...] = (),
+        label: str = "",
+        reference: str = BASELINE,
+        warm: Measurement | None = None,
+        paths: dict[str, Path] | None = None,
     ) -> list[dict[str, Any]]:
         """lcm-run's CLI from a new process to the PNG on disk, with an empty then a filled cache (the
         filled one FILLED_CACHE_STARTS times: the entry is the median start, the others are kept in
-        ``first_png_runs``); ``reference`` is the measurement whose warm latency the report subtracts."""
+        ``first_png_runs``); ``reference`` is the measurement whose warm latency the report subtracts.
+
+        With ``warm`` (the reference's Measurement) a resident worker of it makes one warm image right
+        after each start, kept in ``paired_warm_seconds``: this VM's speed drifts by ~10% within
+        minutes, so a start is compared with the warm latency of the same moment."""
         settings = self.settings
         if settings.quick:  # this python's own lcm-run, not whichever comes first on PATH
             beside = Path(sys.executable).parent / "lcm-run"
@@ -548,65 +592,100 @@ class Benchmark:
             lcm_run = self.lcm_run_command()
         cache = self.scratch / f"compile-cache-{bundle.name}"
         shutil.rmtree(cache, ignore_errors=True)
-        starts = []
-        for name, repeats in (
+        plan = (
             (f"{label}empty cache", 1),
             (f"{label}filled cache", 1 if settings.quick else FILLED_CACHE_STARTS),
-        ):
-            png = self.scratch / "cold" / f"{name.replace(' ', '-').replace(',', '')}.png"
-            command = [
-                lcm_run,
-                settings.prompt,
-                "--model",
-                str(bundle),
-                "--steps",
-                str(settings.steps),
-                "--guidance",
-                str(settings.guidance),
-                "--seed",
-                str(settings.seed),
-                "--height",
-                str(settings.height),
-                "--width",
-                str(settings.width),
-                "--output",
-                str(png),
-                "--overwrite",
-                *options,
-            ]
-            self.log(f"lcm-run CLI cold start, {name}" + (f" ({repeats} times)" if repeats > 1 else ""))
-            results = []
-            for _ in range(repeats):
-                png.unlink(missing_ok=True)
-                results.append(
-                    run_measured(
-                        command,
-                        self.scratch / "logs" / f"cold-{png.stem}.log",
-                        settings.timeout,
-                        env=child_env({"LCM_CACHE_DIR": str(cache)}),
-                        first_png=png,
+        )
+        resident = self.paired_resident(warm, paths, sum(repeats for _, repeats in plan))
+        turns = iter(range(sum(repeats for _, repeats in plan)))
+        starts = []
+        try:
+            for name, repeats in plan:
+                png = self.scratch / "cold" / f"{name.replace(' ', '-').replace(',', '')}.png"
+                command = [
+                    lcm_run,
+                    settings.prompt,
+                    "--model",
+                    str(bundle),
+                    "--steps",
+                    str(settings.steps),
+                    "--guidance",
+                    str(settings.guidance),
+                    "--seed",
+                    str(settings.seed),
+                    "--height",
+                    str(settings.height),
+                    "--width",
+                    str(settings.width),
+                    "--output",
+                    str(png),
+                    "--overwrite",
+                    *options,
+                ]
+                self.log(f"lcm-run CLI cold start, {name}" + (f" ({repeats} times)" if repeats > 1 else ""))
+                results, paired = [], []
+                for _ in range(repeats):
+                    png.unlink(missing_ok=True)
+                    results.append(
+                        run_measured(
+                            command,
+                            self.scratch / "logs" / f"cold-{png.stem}.log",
+                            settings.timeout,
+                            env=child_env({"LCM_CACHE_DIR": str(cache)}),
+                            first_png=png,
+                        )
                     )
-                )
-                if not results[-1].ok:
+                    # The empty-cache start leaves ~2 GB of blobs dirty in the page cache; flushing them
+                    # here keeps their writeback out of the images and starts it would otherwise slow.
+                    os.sync()
+                    if not results[-1].ok:
+                        break
+                    if resident is not None:
+                        # The start's exit has freed gigabytes; the host takes them back for a moment.
+                        time.sleep(0 if settings.quick else SETTLE_SECONDS)
+                        paired.append(resident.turn(next(turns), settings.timeout))
+                        if paired[-1] is None:
+                            self.log("  the paired warm worker stopped; later starts compare with the reference")
+                            resident = None
+                ok = all(result.ok for result in results)
+                timed = sorted(results, key=lambda result: result.first_png_seconds or float("inf"))
+                result = results[-1] if not ok else timed[len(timed) // 2]
+                entry = {
+                    "name": name,
+                    "reference": reference,
+                    "status": "ok" if ok else "failed",
+                    "process": result.to_dict(),
+                    "first_png_runs": [result.first_png_seconds for result in results],
+                    "stderr_summary": result.log_tail(2),
+                }
+                if paired:
+                    entry["paired_warm_seconds"] = paired
+                starts.append(entry)
+                if not ok:
                     break
-            # The empty-cache start leaves ~2 GB of blobs dirty in the page cache; flushing them here
-            # keeps their writeback out of the filled-cache starts it would otherwise slow down.
-            os.sync()
-            ok = all(result.ok for result in results)
-            timed = sorted(results, key=lambda result: result.first_png_seconds or float("inf"))
-            result = results[-1] if not ok else timed[len(timed) // 2]
-            entry = {
-                "name": name,
-                "reference": reference,
-                "status": "ok" if ok else "failed",
-                "process": result.to_dict(),
-                "first_png_runs": [result.first_png_seconds for result in results],
-                "stderr_summary": result.log_tail(2),
-            }
-            starts.append(entry)
-            if not ok:
-                break
+        finally:
+            if resident is not None:
+                resident.release()
+                resident.result()
         return starts
+
+    def paired_resident(self, warm: Measurement | None, paths: dict[str, Path] | None, turns: int) -> Resident | None:
+        """A loaded worker of ``warm`` for cold_starts to pair its starts with, or None (no reference
+        measurement, or its worker did not come up: the starts then compare with the reference)."""
+        if warm is None or paths is None or "status" in self.entry_for(warm, paths):
+            return None
+        self.log(f"loading {warm.key} for the warm image after each start")
+        try:
+            resident = self.start_resident(
+                warm, paths, turns, self.settings.timeout * (turns + 2), name=f"{warm.key}-paired"
+            )
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            self.log(f"  no paired warm images: {str(error)[-200:]}")
+            return None
+        if resident.wait_ready(self.settings.timeout):
+            return resident
+        self.log(f"  no paired warm images: {resident.result().log_tail(1)}")
+        return None
 
     def error(self, what: str, result: ProcessResult) -> None:
         self.results["errors"].append(f"{what}: {result.log_tail()}")
@@ -643,15 +722,16 @@ class Benchmark:
             if bundle in paths
         ]
         self.results["cold_start"] = []
+        selected = select(self.settings.only)
 
         def cold_starts_before(key: str | None) -> None:
             for planned in [planned for planned in cold_plan if key is None or planned[0] == key]:
                 cold_plan.remove(planned)
                 reference, bundle, options, label = planned
-                self.results["cold_start"] += self.cold_starts(bundle, options, label, reference)
+                warm = next((measurement for measurement in selected if measurement.key == reference), None)
+                self.results["cold_start"] += self.cold_starts(bundle, options, label, reference, warm, paths)
 
         self.results["runs"] = []
-        selected = select(self.settings.only)
         done: set[str] = set()
         for measurement in selected:
             if measurement.key in done:
