@@ -16,7 +16,6 @@ from .report_metrics import (
     GIB,
     at_main_shape,
     bound_rows,
-    cold_start_is_paired,
     cold_start_over_warm,
     default_runs_by_size,
     disturbed_runs,
@@ -541,14 +540,8 @@ def cold_start_lines(results: dict[str, Any]) -> list[str]:
             if any(len(entry["first_png_runs"]) > 1 for entry in starts)
             else ""
         )
-        + '. "Over warm": '
-        + (
-            "for each start, spawn to PNG minus the warm image that a resident API process of the same settings "
-            "made right after it, and the median of those differences (this VM's speed drifts within minutes)"
-            if all(cold_start_is_paired(entry) for entry in starts)
-            else "spawn to PNG minus the same settings' warm latency in the API"
-        )
-        + ". The target with a filled cache is at most +1.5 s.",
+        + '. "Over warm": spawn to PNG minus the same settings\' warm latency in the API (the target with a '
+        "filled cache is at most +1.5 s).",
         "",
         *table(
             [

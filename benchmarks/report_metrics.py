@@ -251,25 +251,13 @@ def default_runs_by_size(results: dict[str, Any], system: str) -> dict[tuple[int
 
 
 def cold_start_over_warm(results: dict[str, Any], entry: dict[str, Any]) -> float | None:
-    """How much longer a CLI start takes from spawn to PNG than a warm image: the median over its starts
-    of each start minus the warm image made right after it (``paired_warm_seconds``), or else the
-    median start minus the warm latency of the measurement it is compared with (its ``reference``)."""
-    if entry["status"] != "ok":
-        return None
-    starts, paired = entry.get("first_png_runs") or [], entry.get("paired_warm_seconds") or []
-    if paired and len(paired) == len(starts) and None not in paired and None not in starts:
-        return statistics.median(start - warm for start, warm in zip(starts, paired, strict=True))
+    """A CLI start's spawn-to-PNG seconds minus the warm latency of the measurement it is compared
+    with (its ``reference``), when both exist."""
     warm = {run["key"]: latency(run)["median"] for run in ok_runs(results) if at_main_shape(results, run)}
     first_png, reference = entry["process"]["first_png_seconds"], warm.get(entry["reference"])
-    if first_png is None or reference is None:
+    if first_png is None or reference is None or entry["status"] != "ok":
         return None
     return first_png - reference
-
-
-def cold_start_is_paired(entry: dict[str, Any]) -> bool:
-    """Whether cold_start_over_warm compared each start with a warm image of the same moment."""
-    paired = entry.get("paired_warm_seconds") or []
-    return bool(paired) and len(paired) == len(entry.get("first_png_runs") or []) and None not in paired
 
 
 def disturbed_runs(results: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:

@@ -52,7 +52,6 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 WORKERS = PACKAGE_DIR / "workers"
 FILLED_CACHE_STARTS = 3  # the median of three: a single start moves by ~0.5 s on this VM
-SETTLE_SECONDS = 2.0  # after a CLI start's exit, before its paired warm image
 
 
 @dataclass
@@ -506,20 +505,16 @@ class Benchmark:
         )
         return self.finish(entry, result, out_dir)
 
-    def start_resident(
-        self, measurement: Measurement, paths: dict[str, Path], turns: int, timeout: float, name: str = ""
-    ) -> Resident:
+    def start_resident(self, measurement: Measurement, paths: dict[str, Path], turns: int, timeout: float) -> Resident:
         """``measurement``'s worker in its fresh process, loading; it then makes ``turns`` timed images,
-        each when told (Resident.turn). Raises what building its environment raises. ``name`` (default:
-        the key) names its folders and log."""
-        name = name or measurement.key
-        out_dir, pace = self.scratch / "runs" / name, self.scratch / "pace" / name
+        each when told (Resident.turn). Raises what building its environment raises."""
+        out_dir, pace = self.scratch / "runs" / measurement.key, self.scratch / "pace" / measurement.key
         for folder in (out_dir, pace):
             shutil.rmtree(folder, ignore_errors=True)
         pace.mkdir(parents=True)
         command = self.worker_command(measurement, paths, out_dir, pace, runs=turns)
         resident = Resident(out_dir, pace)
-        resident.start(command, self.scratch / "logs" / f"{name}.log", timeout)
+        resident.start(command, self.scratch / "logs" / f"{measurement.key}.log", timeout)
         return resident
 
     def measure_interleaved(self, group: list[Measurement], paths: dict[str, Path]) -> list[dict[str, Any]]:
@@ -569,21 +564,11 @@ class Benchmark:
         return list(entries.values())
 
     def cold_starts(
-        self,
-        bundle: Path,
-        options: tuple[str, ...] = (),
-        label: str = "",
-        reference: str = BASELINE,
-        warm: Measurement | None = None,
-        paths: dict[str, Path] | None = None,
+        self, bundle: Path, options: tuple[str, ...] = (), label: str = "", reference: str = BASELINE
     ) -> list[dict[str, Any]]:
         """lcm-run's CLI from a new process to the PNG on disk, with an empty then a filled cache (the
         filled one FILLED_CACHE_STARTS times: the entry is the median start, the others are kept in
-        ``first_png_runs``); ``reference`` is the measurement whose warm latency the report subtracts.
-
-        With ``warm`` (the reference's Measurement) a resident worker of it makes one warm image right
-        after each start, kept in ``paired_warm_seconds``: this VM's speed drifts by ~10% within
-        minutes, so a start is compared with the warm latency of the same moment."""
+        ``first_png_runs``); ``reference`` is the measurement whose warm latency the report subtracts."""
         settings = self.settings
         if settings.quick:  # this python's own lcm-run, not whichever comes first on PATH
             beside = Path(sys.executable).parent / "lcm-run"
@@ -592,100 +577,65 @@ class Benchmark:
             lcm_run = self.lcm_run_command()
         cache = self.scratch / f"compile-cache-{bundle.name}"
         shutil.rmtree(cache, ignore_errors=True)
-        plan = (
+        starts = []
+        for name, repeats in (
             (f"{label}empty cache", 1),
             (f"{label}filled cache", 1 if settings.quick else FILLED_CACHE_STARTS),
-        )
-        resident = self.paired_resident(warm, paths, sum(repeats for _, repeats in plan))
-        turns = iter(range(sum(repeats for _, repeats in plan)))
-        starts = []
-        try:
-            for name, repeats in plan:
-                png = self.scratch / "cold" / f"{name.replace(' ', '-').replace(',', '')}.png"
-                command = [
-                    lcm_run,
-                    settings.prompt,
-                    "--model",
-                    str(bundle),
-                    "--steps",
-                    str(settings.steps),
-                    "--guidance",
-                    str(settings.guidance),
-                    "--seed",
-                    str(settings.seed),
-                    "--height",
-                    str(settings.height),
-                    "--width",
-                    str(settings.width),
-                    "--output",
-                    str(png),
-                    "--overwrite",
-                    *options,
-                ]
-                self.log(f"lcm-run CLI cold start, {name}" + (f" ({repeats} times)" if repeats > 1 else ""))
-                results, paired = [], []
-                for _ in range(repeats):
-                    png.unlink(missing_ok=True)
-                    results.append(
-                        run_measured(
-                            command,
-                            self.scratch / "logs" / f"cold-{png.stem}.log",
-                            settings.timeout,
-                            env=child_env({"LCM_CACHE_DIR": str(cache)}),
-                            first_png=png,
-                        )
+        ):
+            png = self.scratch / "cold" / f"{name.replace(' ', '-').replace(',', '')}.png"
+            command = [
+                lcm_run,
+                settings.prompt,
+                "--model",
+                str(bundle),
+                "--steps",
+                str(settings.steps),
+                "--guidance",
+                str(settings.guidance),
+                "--seed",
+                str(settings.seed),
+                "--height",
+                str(settings.height),
+                "--width",
+                str(settings.width),
+                "--output",
+                str(png),
+                "--overwrite",
+                *options,
+            ]
+            self.log(f"lcm-run CLI cold start, {name}" + (f" ({repeats} times)" if repeats > 1 else ""))
+            results = []
+            for _ in range(repeats):
+                png.unlink(missing_ok=True)
+                results.append(
+                    run_measured(
+                        command,
+                        self.scratch / "logs" / f"cold-{png.stem}.log",
+                        settings.timeout,
+                        env=child_env({"LCM_CACHE_DIR": str(cache)}),
+                        first_png=png,
                     )
-                    # The empty-cache start leaves ~2 GB of blobs dirty in the page cache; flushing them
-                    # here keeps their writeback out of the images and starts it would otherwise slow.
-                    os.sync()
-                    if not results[-1].ok:
-                        break
-                    if resident is not None:
-                        # The start's exit has freed gigabytes; the host takes them back for a moment.
-                        time.sleep(0 if settings.quick else SETTLE_SECONDS)
-                        paired.append(resident.turn(next(turns), settings.timeout))
-                        if paired[-1] is None:
-                            self.log("  the paired warm worker stopped; later starts compare with the reference")
-                            resident = None
-                ok = all(result.ok for result in results)
-                timed = sorted(results, key=lambda result: result.first_png_seconds or float("inf"))
-                result = results[-1] if not ok else timed[len(timed) // 2]
-                entry = {
-                    "name": name,
-                    "reference": reference,
-                    "status": "ok" if ok else "failed",
-                    "process": result.to_dict(),
-                    "first_png_runs": [result.first_png_seconds for result in results],
-                    "stderr_summary": result.log_tail(2),
-                }
-                if paired:
-                    entry["paired_warm_seconds"] = paired
-                starts.append(entry)
-                if not ok:
+                )
+                if not results[-1].ok:
                     break
-        finally:
-            if resident is not None:
-                resident.release()
-                resident.result()
+            # The empty-cache start leaves ~2 GB of blobs dirty in the page cache; flushing them here
+            # keeps their writeback out of the filled-cache starts it would otherwise slow down.
+            os.sync()
+            ok = all(result.ok for result in results)
+            timed = sorted(results, key=lambda result: result.first_png_seconds or float("inf"))
+            result = results[-1] if not ok else timed[len(timed) // 2]
+            entry = {
+                "name": name,
+                "reference": reference,
+                "status": "ok" if ok else "failed",
+                "process": result.to_dict(),
+                "first_png_runs": [result.first_png_seconds for result in results],
+                "stderr_summary": result.log_tail(2),
+            }
+            starts.append(entry)
+            if not ok:
+                break
         return starts
-
-    def paired_resident(self, warm: Measurement | None, paths: dict[str, Path] | None, turns: int) -> Resident | None:
-        """A loaded worker of ``warm`` for cold_starts to pair its starts with, or None (no reference
-        measurement, or its worker did not come up: the starts then compare with the reference)."""
-        if warm is None or paths is None or "status" in self.entry_for(warm, paths):
-            return None
-        self.log(f"loading {warm.key} for the warm image after each start")
-        try:
-            resident = self.start_resident(
-                warm, paths, turns, self.settings.timeout * (turns + 2), name=f"{warm.key}-paired"
-            )
-        except (RuntimeError, subprocess.CalledProcessError) as error:
-            self.log(f"  no paired warm images: {str(error)[-200:]}")
-            return None
-        if resident.wait_ready(self.settings.timeout):
-            return resident
-        self.log(f"  no paired warm images: {resident.result().log_tail(1)}")
-        return None
 
     def error(self, what: str, result: ProcessResult) -> None:
         self.results["errors"].append(f"{what}: {result.log_tail()}")
@@ -728,8 +678,7 @@ class Benchmark:
             for planned in [planned for planned in cold_plan if key is None or planned[0] == key]:
                 cold_plan.remove(planned)
                 reference, bundle, options, label = planned
-                warm = next((measurement for measurement in selected if measurement.key == reference), None)
-                self.results["cold_start"] += self.cold_starts(bundle, options, label, reference, warm, paths)
+                self.results["cold_start"] += self.cold_starts(bundle, options, label, reference)
 
         self.results["runs"] = []
         done: set[str] = set()

@@ -11,8 +11,7 @@ makes N images (one prompt, one seed) and is timed as a whole; first.png is the 
 With --pace DIR the parent takes turns between several resident workers: after first.png a worker
 writes DIR/ready, then makes timed image k only once DIR/go-k exists, and writes DIR/done-k when it
 is made. Workers compared side by side so measure in alternation, image by image (benchmarks/run.py).
-After its result a paced worker stays resident until DIR/exit exists (which also ends it early,
-with fewer timed images, when it appears while the worker waits for a turn): a process that ends frees
+After its result a paced worker stays resident until DIR/exit exists: a process that ends frees
 gigabytes while the next worker times its image, which cost that image's first UNet step 0.25-0.35 s
 in the last round of every interleaved group before this wait.
 """
@@ -60,16 +59,6 @@ def wait_for(path: Path, poll_seconds: float = 0.005) -> None:
     """Until the parent creates ``path``; it kills a worker that waits past the run's timeout."""
     while not path.exists():
         time.sleep(poll_seconds)
-
-
-def wait_for_turn(pace: Path, index: int, poll_seconds: float = 0.005) -> bool:
-    """Until the parent says go (True) or exit (False) for timed image ``index``."""
-    go, leave = pace / f"go-{index}", pace / "exit"
-    while not go.exists():
-        if leave.exists():
-            return False
-        time.sleep(poll_seconds)
-    return True
 
 
 def check_batch(made: int, asked: int) -> None:
@@ -178,8 +167,8 @@ def run(args: argparse.Namespace, setup: Callable[[argparse.Namespace], tuple[Ge
 
     latencies, stages = [], []
     for index in range(args.runs):
-        if args.pace and not wait_for_turn(args.pace, index):
-            break  # the parent lets it go with turns unused
+        if args.pace:
+            wait_for(args.pace / f"go-{index}")
         started = time.perf_counter()
         image, run_stages = generate(args.seed)
         latencies.append(time.perf_counter() - started)

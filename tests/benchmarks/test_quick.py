@@ -72,13 +72,6 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
     assert {"empty cache", "filled cache", "bf16 weights, filled cache"} <= set(starts)
     assert starts["bf16 weights, filled cache"]["reference"] == "lcm-run-bf16"
     assert starts["filled cache"]["first_png_runs"] == [starts["filled cache"]["process"]["first_png_seconds"]]
-    # Every start is followed by a warm image of its reference, made by a resident worker of the same moment.
-    from benchmarks.report_metrics import cold_start_over_warm
-
-    for start in starts.values():
-        assert len(start["paired_warm_seconds"]) == 1 and start["paired_warm_seconds"][0] > 0, start
-    filled = starts["filled cache"]
-    assert cold_start_over_warm(results, filled) == filled["first_png_runs"][0] - filled["paired_warm_seconds"][0]
     # Each cold start just before the warm measurement it is compared with, nothing in between.
     progress = [line.split("] ", 1)[1] for line in completed.stdout.splitlines() if line.startswith("[")]
     steps = [line for line in progress if line.startswith(("lcm-run CLI cold start", "measuring "))]
@@ -133,7 +126,6 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
     ):
         assert f"## {title}" in page
     assert "(1 round)" in page  # the per-round range of the interleaved rows
-    assert "minus the warm image that a resident API process" in page  # the starts' paired comparison
 
 
 def test_results_file_names_carry_the_minute(tmp_path: Path, benchmarks_package: ModuleType) -> None:

@@ -104,7 +104,6 @@ def test_block_numbers_come_from_the_results(tmp_path: Path, benchmarks_package:
             "status": "ok",
             "reference": "lcm-run",
             "process": {"first_png_seconds": 16.5, "peak_rss_bytes": 2 * 2**30},
-            "first_png_runs": [16.5],
         }
     ]
     block = readme_block.render_block(results, "benchmarks/results/r.json", "docs/benchmarks/headline.png")

@@ -220,38 +220,6 @@ def test_interleaved_runs_compare_by_the_median_of_their_per_round_ratios(
     assert "`genai`, `lcm-run`" in targets
 
 
-def test_a_cold_start_compares_with_the_warm_image_made_right_after_it(
-    tmp_path: Path, benchmarks_package: ModuleType
-) -> None:
-    """Each start minus the warm image a resident process made just after it, the median of those; a start
-    without its paired image falls back to the reference measurement's warm median."""
-    from benchmarks.report import render
-    from benchmarks.report_metrics import cold_start_over_warm
-
-    results = fake_results([fake_run("lcm-run", "lcm-run", "default", 10.0)])
-    start = {
-        "name": "filled cache",
-        "status": "ok",
-        "reference": "lcm-run",
-        "process": {"first_png_seconds": 13.0, "peak_rss_bytes": 2**31, "wall_seconds": 14.0},
-        "first_png_runs": [12.0, 13.0, 16.0],
-        "paired_warm_seconds": [9.5, 11.0, 10.0],  # the machine slowed during the second start
-        "stderr_summary": "done",
-    }
-    assert cold_start_over_warm(results, start) == pytest.approx(2.5)  # median of 2.5, 2.0, 6.0
-    results["cold_start"] = [start]
-    page = render(results, tmp_path / "r.json", tmp_path / "benchmarks.md").read_text()
-    assert "| filled cache | ok | 13.0 (12.0, 13.0, 16.0) | +2.50 |" in page
-    assert "minus the warm image that a resident API process" in page
-    for unpaired in ([9.5, None, 10.0], []):
-        start["paired_warm_seconds"] = unpaired
-        assert cold_start_over_warm(results, start) == pytest.approx(3.0)  # 13.0 - lcm-run's 10.0
-        page = render(results, tmp_path / "r.json", tmp_path / "benchmarks.md").read_text()
-        assert "minus the same settings' warm latency in the API" in page
-    start["status"] = "failed"
-    assert cold_start_over_warm(results, start) is None
-
-
 def test_report_renders_without_the_project_installed(tmp_path: Path) -> None:
     """The report runs in the harness environment (matplotlib, no lcm_runtime or lcm_export): it must
     render a committed results file with the project's modules unimportable."""

@@ -67,22 +67,3 @@ def test_a_paced_worker_stays_resident_until_the_parent_lets_it_exit(tmp_path: P
     worker.join(timeout=10.0)
     assert not worker.is_alive()
     assert len(json.loads((out_dir / "result.json").read_text())["latencies_seconds"]) == args.runs
-
-
-def test_a_paced_worker_let_go_with_turns_unused_ends_with_what_it_made(tmp_path: Path) -> None:
-    """cold_starts stops pairing when a start fails; the resident must not wait for a turn that never comes."""
-    from benchmarks.workers import common
-
-    pace, out_dir = tmp_path / "pace", tmp_path / "out"
-    pace.mkdir()
-    args = argparse.Namespace(out_dir=out_dir, runs=3, seed=0, batch=1, pace=pace)
-    worker = threading.Thread(
-        target=common.run, args=(args, lambda _args: ((lambda seed: (Image.new("RGB", (8, 8)), None)), {})), daemon=True
-    )
-    worker.start()
-    (pace / "go-0").touch()
-    assert wait_for_file(pace / "done-0", worker, timeout=10.0)
-    (pace / "exit").touch()
-    worker.join(timeout=10.0)
-    assert not worker.is_alive()
-    assert len(json.loads((out_dir / "result.json").read_text())["latencies_seconds"]) == 1
