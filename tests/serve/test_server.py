@@ -193,14 +193,21 @@ LONG = {"prompt": "a red cube", "size": "256x256", "num_inference_steps": 50}
 
 def test_a_client_that_leaves_has_its_queued_and_running_jobs_dropped(small_queue_server):
     server = small_queue_server
-    running = threading.Thread(
-        target=lambda: httpx.post(f"{server.url}/v1/images/generations", json=LONG, timeout=0.8), daemon=True
-    )
+    left: list[httpx.TimeoutException] = []
+
+    def leave_mid_image() -> None:
+        try:
+            httpx.post(f"{server.url}/v1/images/generations", json=LONG, timeout=0.8)
+        except httpx.TimeoutException as error:  # the client's own timeout: it hangs up mid-image
+            left.append(error)
+
+    running = threading.Thread(target=leave_mid_image, daemon=True)
     running.start()
     wait_until(lambda: metric(server, "lcm_running") == 1, what="the first job running")
     with pytest.raises(httpx.TimeoutException):  # queued behind it, then gone
         httpx.post(f"{server.url}/v1/images/generations", json=SMALL, timeout=0.4)
     running.join(timeout=30)
+    assert left, "the first client had its answer before it could leave"
     wait_until(lambda: metric(server, "lcm_running") == 0 and metric(server, "lcm_queue_length") == 0, 30, "idle")
     assert metric(server, "lcm_images_total") == 0  # the running job stopped at a step, the queued one dropped
     assert metric(server, "lcm_requests_total", '{api="openai",status="499"}') == 2
