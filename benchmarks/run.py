@@ -120,14 +120,11 @@ class Resident:
         assert self.thread is not None
         return wait_for_file(self.pace / "ready", self.thread, timeout)
 
-    def turn(self, index: int, timeout: float) -> float | None:
-        """Timed image ``index`` made now: its seconds, or None when the worker stopped."""
+    def turn(self, index: int, timeout: float) -> bool:
+        """Timed image ``index`` made now (True), or the worker stopped or timed out first (False)."""
         assert self.thread is not None
         (self.pace / f"go-{index}").touch()
-        done = self.pace / f"done-{index}"
-        if not wait_for_file(done, self.thread, timeout):
-            return None
-        return float(done.read_text())  # written whole: the worker renames it into place
+        return wait_for_file(self.pace / f"done-{index}", self.thread, timeout)
 
     def release(self) -> None:
         """Let it exit (it has written its result; a resident frees its memory only when told)."""
@@ -545,7 +542,7 @@ class Benchmark:
         for index in range(rounds):
             self.log(f"round {index + 1} of {rounds}: {', '.join(order)}")
             for key in list(order):
-                if running[key].turn(index, self.settings.timeout) is None:
+                if not running[key].turn(index, self.settings.timeout):
                     self.log(f"  {key} stopped in round {index + 1}")
                     order.remove(key)
             order.reverse()
@@ -672,7 +669,6 @@ class Benchmark:
             if bundle in paths
         ]
         self.results["cold_start"] = []
-        selected = select(self.settings.only)
 
         def cold_starts_before(key: str | None) -> None:
             for planned in [planned for planned in cold_plan if key is None or planned[0] == key]:
@@ -681,6 +677,7 @@ class Benchmark:
                 self.results["cold_start"] += self.cold_starts(bundle, options, label, reference)
 
         self.results["runs"] = []
+        selected = select(self.settings.only)
         done: set[str] = set()
         for measurement in selected:
             if measurement.key in done:

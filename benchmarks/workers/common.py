@@ -173,9 +173,8 @@ def run(args: argparse.Namespace, setup: Callable[[argparse.Namespace], tuple[Ge
         image, run_stages = generate(args.seed)
         latencies.append(time.perf_counter() - started)
         stages.append(run_stages)
-        if args.pace:  # renamed into place, so the parent never reads it half-written
-            (args.pace / f"done-{index}.tmp").write_text(f"{latencies[-1]}\n")
-            (args.pace / f"done-{index}.tmp").replace(args.pace / f"done-{index}")
+        if args.pace:
+            (args.pace / f"done-{index}").write_text(f"{latencies[-1]}\n")
     result.update(
         latencies_seconds=latencies,
         median_seconds=statistics.median(latencies) if latencies else None,
