@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .machine import machine_slug
+from .machine import cpu_name, machine_slug
 from .report_metrics import (
     GIB,
     at_main_shape,
@@ -106,7 +106,7 @@ PER_CPU_COLUMNS: tuple[tuple[str, str, str], ...] = (
 def cpu_text(machine: dict[str, Any]) -> str:
     flags = machine["flags"]
     kind = "AMX" if flags.get("amx_bf16") else "avx512_bf16, no AMX" if flags.get("avx512_bf16") else "no bf16"
-    name = re.sub(r"\((R|TM)\)| Processor| CPU\b|@.*", "", machine["cpu_model"]).strip() or machine["cpu_model"]
+    name = re.sub(r"\((R|TM)\)| Processor| CPU\b|@.*", "", cpu_name(machine)).strip() or cpu_name(machine)
     return f"{name} ({kind}, {machine['usable_cpus']} CPUs)"
 
 
@@ -170,7 +170,7 @@ def machine_text(results: dict[str, Any]) -> str:
     memory = machine["memory_bytes"]  # None when /proc/meminfo could not be read
     extras += [f"{memory / GIB:.0f} GiB RAM"] if memory else []
     version = str(results["openvino_version"] or "unknown").split("-")[0]  # None when the matmul peak failed
-    return f"{machine['cpu_model']} ({machine['usable_cpus']} CPUs, {', '.join(extras)}), OpenVINO {version}"
+    return f"{cpu_name(machine)} ({machine['usable_cpus']} CPUs, {', '.join(extras)}), OpenVINO {version}"
 
 
 def render_block(

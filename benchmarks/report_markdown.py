@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .machine import cpu_name
 from .readme_block import HEADLINE_PLOT, per_cpu_lines
 from .report_metrics import (
     GIB,
@@ -106,7 +107,7 @@ def machine_lines(results: dict[str, Any]) -> list[str]:
     machine = results["machine"]
     flags = ", ".join(flag for flag, present in machine["flags"].items() if present) or "none of interest"
     return [
-        f"- CPU: {machine['cpu_model']} — {machine['usable_cpus']} usable logical CPUs"
+        f"- CPU: {cpu_name(machine)} — {machine['usable_cpus']} usable logical CPUs"
         f"{' (virtual machine)' if machine['hypervisor'] else ''}, {gib(machine['memory_bytes'])} GiB RAM",
         f"- Flags that matter: {flags}",
         f"- OpenVINO {results['openvino_version'] or 'unknown'}; kernel {machine['kernel']}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .machine import cpu_name
 from .readme_block import HEADLINE_PLOT, headline_runs, what_ran
 from .readme_block import seconds as seconds_text
 from .report_metrics import GIB, at_main_shape, latency, median_stages, ok_runs, precision_label
@@ -69,7 +70,7 @@ def render_headline_plot(results: dict[str, Any], folder: Path, plt: Any) -> Pat
     settings, machine = results["settings"], results["machine"]
     figure.suptitle(
         f"{settings['width']}x{settings['height']}, {settings['steps']} steps: "
-        f"{machine['cpu_model']}, {machine['usable_cpus']} CPUs (run {str(results['date'])[:10]})",
+        f"{cpu_name(machine)}, {machine['usable_cpus']} CPUs (run {str(results['date'])[:10]})",
         fontsize=10,
     )
     figure.tight_layout()
@@ -91,7 +92,7 @@ def render_latency_plot(
     axes.set_xlabel(
         f"seconds per {settings['width']}x{settings['height']} image ({settings['steps']} steps), median, min–max"
     )
-    axes.set_title(f"Warm latency — {machine['cpu_model']}, {machine['usable_cpus']} CPUs")
+    axes.set_title(f"Warm latency — {cpu_name(machine)}, {machine['usable_cpus']} CPUs")
     axes.tick_params(axis="y", labelsize=8)
     figure.tight_layout()
     return save(figure, folder / "latency.png", plt)
