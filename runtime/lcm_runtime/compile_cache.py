@@ -30,7 +30,6 @@ import json
 import mmap
 import os
 import tempfile
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +47,6 @@ HEADER_TAG = b"<compiled_blob "
 UNPADDED_HEADER = b'header_size_alignment="0"'
 HEADER_LIMIT = 64 * 1024
 INDEXED_DEVICES = ("CPU",)  # the only plugin whose blobs were checked here
-# Held by a compile for its whole length, since it tells the blob it used by the files it added or
-# mapped meanwhile, and by an import (on any thread: compiled_models imports ahead) while it maps its
-# blob, so that a compile never counts another's blob as its own. Imports map in turn but then run
-# side by side; a compile waits for no import. Reentrant: a thread's import that turns out unusable
-# compiles instead.
-BLOB_ATTRIBUTION = threading.RLock()
 
 
 class ReadOnlyBlob:
@@ -188,8 +181,7 @@ class CompileCache:
             return None
         blob = None
         try:
-            with BLOB_ATTRIBUTION:
-                blob = ReadOnlyBlob(blob_path)
+            blob = ReadOnlyBlob(blob_path)
             offset = plugin_stream_offset(bytes(blob.array[:HEADER_LIMIT]))
             if offset is None:
                 raise ValueError("unknown blob header")
@@ -206,26 +198,21 @@ class CompileCache:
             pass
         return compiled, blob
 
-    def indexed(self, key: str) -> bool:
-        """Whether the index names a blob for ``key`` (``load`` may still find it unusable)."""
-        return (self.index / f"{key}.json").is_file()
-
     def compile(
         self, core: ov.Core, model: ov.Model, key: str, device: str, config: Mapping[str, Any], xml: Path
     ) -> ov.CompiledModel:
         """Compile through OpenVINO's cache (CACHE_DIR is this folder) and index the blob it used;
         after writing a new blob, delete those that only stale entries use."""
-        with BLOB_ATTRIBUTION:
-            blobs_before = self._blob_files()
-            mapped_before = _mapped_blobs(self.folder)
-            compiled = core.compile_model(model, device, dict(config))
-            written = self._blob_files() - blobs_before
-            read = _mapped_blobs(self.folder) - mapped_before
-            used = written or read
-            if len(used) == 1:
-                self._record(key, next(iter(used)), xml)
-            if written:
-                self.prune_stale()
+        blobs_before = self._blob_files()
+        mapped_before = _mapped_blobs(self.folder)
+        compiled = core.compile_model(model, device, dict(config))
+        written = self._blob_files() - blobs_before
+        read = _mapped_blobs(self.folder) - mapped_before
+        used = written or read
+        if len(used) == 1:
+            self._record(key, next(iter(used)), xml)
+        if written:
+            self.prune_stale()
         return compiled
 
     def entries(self) -> list[CacheEntry]:

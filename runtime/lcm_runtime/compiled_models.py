@@ -5,22 +5,13 @@ With every model held, the peak comes during the VAE decode. A process that make
 never needs the text encoder again once the prompt is encoded, nor the UNet once the latents are
 denoised; freeing them costs that process only the free itself, where a process making more calls
 would import them again.
-
-A call can start importing the UNet and the VAE decoder it will need ahead (``unet_ahead``,
-``vae_decoder_ahead``), each on a thread of its own, while the text encoder (and the VAE encoder)
-import and run on the caller's: a fresh process with a filled cache then waits for its longest
-import, not for their sum. Only an import from the cache index goes ahead; a compile stays on the
-caller's thread, where it always was.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Collection, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from .bundle import DEEP_FEATURE, EMBEDDED, TIMESTEP_COND, UNET_SHALLOW
@@ -73,8 +64,6 @@ class CompiledModels:
         self.compile_seconds = 0.0
         self.facts: dict[str, CompiledFacts] = {}  # per model compiled so far, kept after a release
         self._loaded: dict[str, tuple[CompiledComponent, dict[str, list[int]]]] = {}
-        # Imports started ahead of need: the shapes each was started at, and its outcome to come.
-        self._ahead: dict[str, tuple[dict[str, list[int]], Future[CompiledComponent]]] = {}
 
     def text_encoder(self) -> TextEncoder:
         # Batch 1 whatever the request: one pass per prompt.
@@ -96,15 +85,6 @@ class CompiledModels:
             )
         return unet
 
-    def unet_ahead(self, batch: int, latent_h: int, latent_w: int, sequence_length: int | None = None) -> None:
-        """Start importing the UNet at ``unet``'s shapes (``_import_ahead``)."""
-        shapes = self._unet_shapes(batch, latent_h, latent_w, sequence_length)
-        self._import_ahead("unet", UNet, "unet", shapes, self.unet_outputs)
-
-    def vae_decoder_ahead(self, latent_h: int, latent_w: int) -> None:
-        """Start importing the VAE decoder at ``vae_decoder``'s shapes (``_import_ahead``)."""
-        self._import_ahead("vae_decoder", VAEDecoder, self.vae_component, self._vae_decoder_shapes(latent_h, latent_w))
-
     def unet_shallow(self, batch: int, latent_h: int, latent_w: int, sequence_length: int | None = None) -> ShallowUNet:
         """DeepCache's shallow UNet (deep_cache.py), at the UNet's shapes."""
         shapes = self._unet_shapes(batch, latent_h, latent_w, sequence_length)
@@ -125,10 +105,8 @@ class CompiledModels:
         return shapes
 
     def vae_decoder(self, latent_h: int, latent_w: int) -> VAEDecoder:
-        return self._get("vae_decoder", VAEDecoder, self.vae_component, self._vae_decoder_shapes(latent_h, latent_w))
-
-    def _vae_decoder_shapes(self, latent_h: int, latent_w: int) -> dict[str, list[int]]:
-        return {"latent_sample": [1, self.folder.facts.latent_channels, latent_h, latent_w]}
+        shapes = {"latent_sample": [1, self.folder.facts.latent_channels, latent_h, latent_w]}
+        return self._get("vae_decoder", VAEDecoder, self.vae_component, shapes)
 
     def vae_encoder(self, height: int, width: int) -> VAEEncoder:
         """Batch 1 whatever the request: one pass per input picture bounds the peak memory."""
@@ -172,62 +150,15 @@ class CompiledModels:
         self._loaded.pop(name, None)  # free the old compiled model before compiling the new one
         del loaded
         started = time.perf_counter()
-        compiled = self._take_ahead(name, shapes)
-        if compiled is None:
-            with released_while_running(self._mapped_folders()):
-                compiled = kind(
-                    self.core, self.folder.xml(component), shapes, self.device, self.config, self.cache, extra_outputs
-                )
+        mapped = [self.folder.root] + ([self.cache.folder] if self.cache is not None else [])
+        with released_while_running(mapped):
+            compiled = kind(
+                self.core, self.folder.xml(component), shapes, self.device, self.config, self.cache, extra_outputs
+            )
         self._loaded[name] = (compiled, shapes)
         self.facts[name] = CompiledFacts(
             precision=compiled.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
             from_cache_index=compiled.from_cache_index,
         )
         self.compile_seconds += time.perf_counter() - started
-        return cast(Component, compiled)
-
-    def _import_ahead(
-        self,
-        name: str,
-        kind: type[CompiledComponent],
-        component: str,
-        shapes: dict[str, list[int]],
-        extra_outputs: tuple[str, ...] = (),
-    ) -> None:
-        """Start importing ``name`` at these shapes on a thread of its own; ``_get`` then takes it.
-        Nothing when it is held at these shapes, one is on its way already, or the cache index has no
-        blob for them (a compile would gain nothing beside another on 2 cores)."""
-        loaded = self._loaded.get(name)
-        if (loaded is not None and loaded[1] == shapes) or name in self._ahead or self.cache is None:
-            return
-        xml, cache = self.folder.xml(component), self.cache
-        key = cache.key(self.core, xml, shapes, self.device, self.config, extra_outputs)
-        if key is None or not cache.indexed(key):
-            return
-        outcome: Future[CompiledComponent] = Future()
-
-        def import_model() -> None:
-            try:
-                with released_while_running(self._mapped_folders()):
-                    outcome.set_result(kind(self.core, xml, shapes, self.device, self.config, cache, extra_outputs))
-            except BaseException as error:  # handed to the caller of _get, who raises it there
-                outcome.set_exception(error)
-
-        self._ahead[name] = (shapes, outcome)
-        threading.Thread(target=import_model, name=f"lcm-import-ahead-{name}").start()
-
-    def _take_ahead(self, name: str, shapes: dict[str, list[int]]) -> CompiledComponent | None:
-        """The import started ahead for ``name``, once done, if it was at these shapes (its error, if
-        it failed); None when there was none, or it was at other shapes (then it is freed)."""
-        ahead = self._ahead.pop(name, None)
-        if ahead is None:
-            return None
-        ahead_shapes, outcome = ahead
-        if ahead_shapes != shapes:
-            outcome.exception()  # waits: the same model twice at once would double its memory
-            return None
-        return outcome.result()
-
-    def _mapped_folders(self) -> list[Path]:
-        """Where the compiled models' files are mapped from: the bundle and the cache."""
-        return [self.folder.root] + ([self.cache.folder] if self.cache is not None else [])
+        return compiled

@@ -33,7 +33,7 @@ from .memory import check_fits
 from .models import check_device, compile_config, resolve_cache_dir
 from .noise import NoiseSource, draw_normal
 from .openvino_runtime import ov
-from .prompt_weighting import embeddings_length, encode_prompts
+from .prompt_weighting import encode_prompts
 from .release import resolve_release
 from .safety_checker import (
     SafetyConcepts,
@@ -391,27 +391,6 @@ class LCMPipelineBase:
 
     # --- the stages --------------------------------------------------------------------------------
 
-    def import_ahead(
-        self,
-        prompts: list[str],
-        guidance: Guidance,
-        batch: int,
-        height: int,
-        width: int,
-        prompt_syntax: str,
-        tiled_vae: bool | None,
-    ) -> None:
-        """Start importing the UNet and the VAE decoder from the compile cache, at the shapes ``denoise``
-        and ``decode`` will ask for, while the prompt (and any picture) is encoded
-        (CompiledModels.unet_ahead, vae_decoder_ahead): a fresh process then waits for its longest
-        import alone. A tiled decode, chosen when memory is short, imports its decoder when it starts."""
-        texts = prompts + list(guidance.negative_prompts or ())
-        length = embeddings_length(texts, self.tokenizer) if prompt_syntax == "a1111" else self.facts.text_max_length
-        _batch, _channels, latent_h, latent_w = self.latent_shape(batch, height, width)
-        self.models.unet_ahead(guidance.unet_batch(batch), latent_h, latent_w, length)
-        if self.vae_tile(latent_h, latent_w, tiled_vae) is None:
-            self.models.vae_decoder_ahead(latent_h, latent_w)
-
     def encode_prompt(
         self,
         prompts: list[str],
@@ -498,18 +477,13 @@ class LCMPipelineBase:
         self.models.release("unet")
         return result
 
-    def vae_tile(self, latent_h: int, latent_w: int, tiled_vae: bool | None) -> int | None:
-        """The latent tile side ``decode`` will use, or None to decode whole (vae_choice.choose_vae_tile)."""
-        scale = self.facts.vae_scale_factor
-        return choose_vae_tile(
-            self.folder, self.vae, latent_h * scale, latent_w * scale, tiled_vae, self.execution_default
-        )
-
     def decode(self, latents: np.ndarray, tiled_vae: bool | None, run: Run) -> np.ndarray:
         """Latents -> pictures in [-1, 1], one at a time to bound peak memory; tiled when large."""
         _, _, latent_h, latent_w = latents.shape
         scale = self.facts.vae_scale_factor
-        tile = self.vae_tile(latent_h, latent_w, tiled_vae)
+        tile = choose_vae_tile(
+            self.folder, self.vae, latent_h * scale, latent_w * scale, tiled_vae, self.execution_default
+        )
         decoder = self.models.vae_decoder(
             *((latent_h, latent_w) if tile is None else (min(tile, latent_h), min(tile, latent_w)))
         )

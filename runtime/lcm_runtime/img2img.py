@@ -81,7 +81,6 @@ class LCMImg2ImgPipeline(LCMPipelineBase):
         noise = as_noise_source(generator)
         run = Run(self.models)
 
-        self.import_ahead(prompts, guidance, batch, height, width, prompt_syntax, tiled_vae)
         embeddings = self.encode_prompt(prompts, per_prompt, run, prompt_syntax, guidance)
         image_latents = repeat_to_batch(self.encode_images(pixels, noise, run), batch, "image")
         latents = self.scheduler.add_noise(

@@ -92,7 +92,6 @@ class LCMInpaintPipeline(LCMPipelineBase):
         # The one choice: an inpainting UNet takes the mask and the masked picture; a 4-channel one is blended.
         concatenated = self.facts.inpainting_unet
 
-        self.import_ahead(prompts, guidance, batch, height, width, prompt_syntax, tiled_vae)
         embeddings = self.encode_prompt(prompts, per_prompt, run, prompt_syntax, guidance)
         # diffusers encodes the picture for the first latents (strength < 1) or the blend (4 channels).
         encoded = not concatenated or strength < 1.0

@@ -65,7 +65,6 @@ class LCMPipeline(LCMPipelineBase):
         noise = as_noise_source(generator)
         run = Run(self.models)
 
-        self.import_ahead(prompts, guidance, batch, height, width, prompt_syntax, tiled_vae)
         embeddings = self.encode_prompt(prompts, per_prompt, run, prompt_syntax, guidance)
         latents = draw_normal(noise, self.latent_shape(batch, height, width))
         result = self.denoise(

@@ -263,12 +263,6 @@ def encode_chunks(prompts: Sequence[Sequence[PromptChunk]], encode: Callable[[np
     return np.concatenate(rows)
 
 
-def embeddings_length(prompts: Sequence[str], tokenizer: PromptTokenizer) -> int:
-    """The length of ``encode_prompts``' embeddings for these prompts: 77 x the longest's chunk count."""
-    special = SpecialTokens.of(tokenizer)
-    return tokenizer.max_length * max(len(prompt_chunks(prompt, tokenizer, special)) for prompt in prompts)
-
-
 def encode_prompts(
     prompts: Sequence[str], tokenizer: PromptTokenizer, encode: Callable[[np.ndarray], np.ndarray]
 ) -> np.ndarray:
