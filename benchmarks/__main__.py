@@ -50,7 +50,8 @@ def parse_settings(argv: list[str]) -> Settings:
     parser.add_argument(
         "--full",
         action="store_true",
-        help="also the 768x768, 1024x1024 and 4-images-per-call rows (about 11 more minutes on 2 CPUs)",
+        help="also the 768x768, 1024x1024 and 4-images-per-call rows, and what each piece of --fast "
+        "is worth alone (four more exports)",
     )
     parser.add_argument(
         "--prepare-only",

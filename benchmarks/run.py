@@ -173,6 +173,16 @@ class Benchmark:
     def lcm_run_command(self) -> str:
         return str(Path(self.python_for("lcm-runtime")).parent / "lcm-run")
 
+    def to_measure(self) -> list[Measurement]:
+        """The selected measurements this run makes: a full_only row only with --full (or --quick, or
+        named by --only), so that a default run neither exports its bundle nor builds its environment."""
+        settings = self.settings
+        return [
+            measurement
+            for measurement in select(settings.only)
+            if not measurement.full_only or settings.full or settings.quick or measurement.key in settings.only
+        ]
+
     # -- model ----------------------------------------------------------------------------------
     def prepare_model(self) -> dict[str, Path]:
         settings = self.settings
@@ -194,7 +204,7 @@ class Benchmark:
             shutil.rmtree(model_dir, ignore_errors=True)
         model_dir.mkdir(parents=True, exist_ok=True)
         source = self.source_folder(model_dir)
-        wanted = {measurement.model for measurement in select(settings.only)}
+        wanted = {measurement.model for measurement in self.to_measure()}
         # --fast's factor, so that the rows compare. Imported here: the report renders in the harness
         # environment, which has no lcm_export.
         from lcm_export.options import FAST_TOKEN_DOWNSAMPLING
@@ -414,9 +424,8 @@ class Benchmark:
         if self.settings.quick and not available_here(measurement):
             entry.update(status="skipped", reason=f"{measurement.module} is not installed in this environment")
             return entry
-        settings = self.settings
-        if measurement.full_only and not (settings.full or settings.quick or measurement.key in settings.only):
-            entry.update(status="skipped", reason="a --full row (sizes and batches, about 11 more minutes on 2 CPUs)")
+        if measurement.full_only and measurement not in self.to_measure():
+            entry.update(status="skipped", reason="a --full row (sizes, batches, --fast's pieces alone)")
             return entry
         minutes = (time.perf_counter() - (self.measuring_started or self.started)) / 60
         if minutes > self.settings.budget_minutes:
@@ -643,7 +652,7 @@ class Benchmark:
         self.results["machine"] = machine_facts()
         paths = self.prepare_model()
         # Every environment before any measurement: pip's minutes must not eat the measuring budget.
-        for environment in dict.fromkeys(["lcm-runtime", *(m.environment for m in select(self.settings.only))]):
+        for environment in dict.fromkeys(["lcm-runtime", *(m.environment for m in self.to_measure())]):
             try:
                 self.python_for(environment)
             except (RuntimeError, subprocess.CalledProcessError) as error:

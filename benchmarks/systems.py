@@ -41,8 +41,9 @@ class Measurement:
     runs: int | None = None  # timed images after the first, at most --runs; None: --runs
     batch: int = 1  # images per call (num_images_per_prompt)
     guidance: float | None = None  # None: the run's --guidance
-    # Only with --full (and --quick, or when named by --only): minutes each at real size, not needed for
-    # the headline; a full run without them ends within 40 minutes on the slowest CPU measured (Zen 5).
+    # Only with --full (and --quick, or when named by --only): the size and batch rows (minutes each at
+    # real size) and what each piece of --fast is worth alone (four exports more); none is needed for the
+    # headline, and a run without them ends within 40 minutes from nothing on the slowest CPU measured (Zen 4).
     full_only: bool = False
 
 
@@ -119,6 +120,7 @@ MEASUREMENTS: tuple[Measurement, ...] = (
         "lcm_runtime_worker.py",
         BUNDLE_ONE_SHOT,
         variant="tiny-vae",
+        full_only=True,
         module="lcm_runtime",
     ),
     Measurement(
@@ -129,6 +131,7 @@ MEASUREMENTS: tuple[Measurement, ...] = (
         "lcm_runtime_worker.py",
         BUNDLE_BF16,
         variant="bf16-weights",
+        full_only=True,
         module="lcm_runtime",
     ),
     Measurement(
@@ -139,6 +142,7 @@ MEASUREMENTS: tuple[Measurement, ...] = (
         "lcm_runtime_worker.py",
         BUNDLE_TAESD,
         variant="tiny-vae",
+        full_only=True,
         module="lcm_runtime",
     ),
     Measurement(
@@ -149,6 +153,7 @@ MEASUREMENTS: tuple[Measurement, ...] = (
         "lcm_runtime_worker.py",
         BUNDLE_TODO,
         variant="token-downsampling",
+        full_only=True,
         module="lcm_runtime",
     ),
     # The --fast bundle's UNet (INT8 and token downsampling) with the full VAE.

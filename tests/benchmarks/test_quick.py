@@ -166,11 +166,12 @@ def test_benchmark_model_has_lcm_dreamshaper_v7_parameter_counts(benchmarks_pack
     assert counts == {"unet": 859_602_884, "vae": 83_653_863, "text_encoder": 123_060_480}
 
 
-def test_size_and_batch_rows_need_full(tmp_path: Path, benchmarks_package: ModuleType) -> None:
-    """A full run leaves the minutes-long size and batch rows to --full (or --only naming them)."""
+def test_size_batch_and_piece_rows_need_full(tmp_path: Path, benchmarks_package: ModuleType) -> None:
+    """A full run leaves the minutes-long size and batch rows, and --fast's pieces alone (four exports
+    more), to --full (or --only naming them): without it their bundles are never exported."""
     from benchmarks.__main__ import parse_settings
     from benchmarks.run import Benchmark
-    from benchmarks.systems import BUNDLE, BY_KEY
+    from benchmarks.systems import BUNDLE, BUNDLE_BF16, BUNDLE_ONE_SHOT, BUNDLE_TAESD, BUNDLE_TODO, BY_KEY
 
     paths = {BUNDLE: tmp_path}
     full_only = [key for key, measurement in BY_KEY.items() if measurement.full_only]
@@ -181,9 +182,17 @@ def test_size_and_batch_rows_need_full(tmp_path: Path, benchmarks_package: Modul
         "genai-1024",
         "lcm-run-batch4",
         "genai-batch4",
+        "lcm-run-one-shot",
+        "lcm-run-bf16",
+        "lcm-run-taesd",
+        "lcm-run-todo",
     }
+    pieces = {BUNDLE_BF16, BUNDLE_ONE_SHOT, BUNDLE_TAESD, BUNDLE_TODO}
     for argv, skipped in (([], True), (["--full"], False), (["--only", "lcm-run-1024"], False)):
         settings = parse_settings([*argv, "--work-dir", str(tmp_path)])
-        entry = Benchmark(settings, lambda message: None).entry_for(BY_KEY["lcm-run-1024"], paths)
+        benchmark = Benchmark(settings, lambda message: None)
+        entry = benchmark.entry_for(BY_KEY["lcm-run-1024"], paths)
         assert ("--full" in entry.get("reason", "")) == skipped, (argv, entry)
-        assert "reason" not in Benchmark(settings, lambda message: None).entry_for(BY_KEY["lcm-run"], paths)
+        assert "reason" not in benchmark.entry_for(BY_KEY["lcm-run"], paths)
+        exported = {measurement.model for measurement in benchmark.to_measure()}
+        assert (not exported & pieces) == (argv != ["--full"]), (argv, exported)
