@@ -1,6 +1,6 @@
 """`python -m benchmarks`: measure everything and regenerate docs/benchmarks.md.
 
-python -m benchmarks                 # the full run (real-size model; about 28 min from nothing on a 2-CPU Zen 5)
+python -m benchmarks                 # the full run (real-size model; about 36 min from nothing on a 2-CPU Zen 4)
 python -m benchmarks --headline      # only the interleaved headline comparisons: results/headline/
 python -m benchmarks --quick         # tiny model, current environment only; checks the harness
 python -m benchmarks report [RESULTS]  # regenerate the page, its plots and the README's benchmark
