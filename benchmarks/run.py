@@ -43,7 +43,7 @@ from .systems import (
     SOURCE,
     Measurement,
     available_here,
-    interleaved_group,
+    measurement_groups,
     select,
 )
 from .venvs import ENVIRONMENTS, ensure_environment, installed_size
@@ -686,20 +686,13 @@ class Benchmark:
                 self.results["cold_start"] += self.cold_starts(bundle, options, label, reference)
 
         self.results["runs"] = []
-        selected = select(self.settings.only)
-        done: set[str] = set()
-        for measurement in selected:
-            if measurement.key in done:
-                continue
-            # A headline comparison's systems are measured together, where the first of them stands.
-            group = [other for other in selected if other.key in interleaved_group(measurement.key)]
+        for group in measurement_groups(select(self.settings.only)):
             for member in group:
                 cold_starts_before(member.key)
             if len(group) > 1:
                 self.results["runs"] += self.measure_interleaved(group, paths)
             else:
-                self.results["runs"].append(self.measure(measurement, paths))
-            done.update(member.key for member in group)
+                self.results["runs"].append(self.measure(group[0], paths))
         cold_starts_before(None)  # those whose reference was not measured
         self.results["minutes"]["measuring"] = round((time.perf_counter() - self.measuring_started) / 60, 1)
         attach_deviations(self.results["runs"], self.scratch / "runs", F32_BASELINE)

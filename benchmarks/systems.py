@@ -363,8 +363,10 @@ TARGETS: dict[str, dict[str, float]] = {
 # The headline comparisons (default and --fast against genai, the equal-precision rows, --fast against
 # default): each group's systems are resident side by side and take turns image by image, so that the
 # per-round ratios cancel the machine's drift (run.py: measure_interleaved; the report: their median).
+# They take turns in the order written, then reversed: compared systems stand next to each other, since
+# this VM's speed also moves in waves of 20-40 s that a round of the first group (~65 s on Zen 4) spans.
 INTERLEAVED: tuple[tuple[str, ...], ...] = (
-    (BASELINE, GENAI_BASELINE, "genai-reshape", "lcm-run-fast", "lcm-run-fast-deep-cache", "lcm-run-deep-cache"),
+    ("genai-reshape", BASELINE, GENAI_BASELINE, "lcm-run-fast", "lcm-run-fast-deep-cache", "lcm-run-deep-cache"),
     (F32_BASELINE, "genai-reshape-f32"),
     ("lcm-run-cfg", "genai-cfg", "lcm-run-cfg-1.5", "genai-cfg-1.5"),
 )
@@ -377,6 +379,19 @@ CFG_PAIRS: tuple[tuple[str, str], ...] = (("lcm-run-cfg", "genai-cfg"), ("lcm-ru
 def interleaved_group(key: str) -> tuple[str, ...]:
     """The keys measured together with ``key`` (itself included; alone when it is in no group)."""
     return next((group for group in INTERLEAVED if key in group), (key,))
+
+
+def measurement_groups(selected: list[Measurement]) -> list[list[Measurement]]:
+    """The selected measurements in the order they run: each alone, or with its interleaved group where
+    the group's first selected member stands, in the group's own order (its turn order)."""
+    chosen = {measurement.key: measurement for measurement in selected}
+    groups: list[list[Measurement]] = []
+    done: set[str] = set()
+    for measurement in selected:
+        if measurement.key not in done:
+            groups.append([chosen[key] for key in interleaved_group(measurement.key) if key in chosen])
+            done.update(member.key for member in groups[-1])
+    return groups
 
 
 def available_here(measurement: Measurement) -> bool:

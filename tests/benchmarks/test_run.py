@@ -67,3 +67,20 @@ def test_a_paced_worker_stays_resident_until_the_parent_lets_it_exit(tmp_path: P
     worker.join(timeout=10.0)
     assert not worker.is_alive()
     assert len(json.loads((out_dir / "result.json").read_text())["latencies_seconds"]) == args.runs
+
+
+def test_compared_systems_take_their_turns_next_to_each_other() -> None:
+    """A round of the headline group lasts about a minute, longer than this VM's 20-40 s waves of speed:
+    the systems a headline ratio compares must stand side by side in the turn order."""
+    from benchmarks.systems import GENAI_BASELINE, INTERLEAVED, MEASUREMENTS, measurement_groups, select
+
+    groups = [[member.key for member in group] for group in measurement_groups(list(MEASUREMENTS))]
+    assert [group for group in groups if len(group) > 1] == [list(group) for group in INTERLEAVED]
+    assert sorted(key for group in groups for key in group) == sorted(m.key for m in MEASUREMENTS)
+    headline = groups[0]
+    for compared in ("lcm-run", "lcm-run-fast"):
+        assert abs(headline.index(compared) - headline.index(GENAI_BASELINE)) == 1, headline
+    assert abs(headline.index("lcm-run") - headline.index("genai-reshape")) == 1
+    # A partial selection keeps the group's order and leaves out what was not chosen.
+    partial = measurement_groups(select(["lcm-run-fast", "genai", "optimum"]))
+    assert [[member.key for member in group] for group in partial] == [["genai", "lcm-run-fast"], ["optimum"]]
