@@ -173,15 +173,15 @@ class Benchmark:
     def lcm_run_command(self) -> str:
         return str(Path(self.python_for("lcm-runtime")).parent / "lcm-run")
 
-    def to_measure(self) -> list[Measurement]:
-        """The selected measurements this run makes: a full_only row only with --full (or --quick, or
-        named by --only), so that a default run neither exports its bundle nor builds its environment."""
+    def wants(self, measurement: Measurement) -> bool:
+        """A full_only row runs only with --full (or --quick, or named by --only)."""
         settings = self.settings
-        return [
-            measurement
-            for measurement in select(settings.only)
-            if not measurement.full_only or settings.full or settings.quick or measurement.key in settings.only
-        ]
+        return not measurement.full_only or settings.full or settings.quick or measurement.key in settings.only
+
+    def to_measure(self) -> list[Measurement]:
+        """The selected measurements this run makes, so that a default run neither exports a --full
+        row's bundle nor builds its environment."""
+        return [measurement for measurement in select(self.settings.only) if self.wants(measurement)]
 
     # -- model ----------------------------------------------------------------------------------
     def prepare_model(self) -> dict[str, Path]:
@@ -424,7 +424,7 @@ class Benchmark:
         if self.settings.quick and not available_here(measurement):
             entry.update(status="skipped", reason=f"{measurement.module} is not installed in this environment")
             return entry
-        if measurement.full_only and measurement not in self.to_measure():
+        if not self.wants(measurement):
             entry.update(status="skipped", reason="a --full row (sizes, batches, --fast's pieces alone)")
             return entry
         minutes = (time.perf_counter() - (self.measuring_started or self.started)) / 60
