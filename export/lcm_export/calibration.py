@@ -1,10 +1,12 @@
-"""Post-training INT8 quantization of the UNet, calibrated on the UNet inputs it really sees.
+"""Post-training INT8 quantization of the UNet and the tiny VAE decoder, calibrated on the inputs they
+really see.
 
 The inputs are captured by running the exported (floating-point) text encoder and UNet
 through the runtime's own tokenizer, guidance (guidance.py) and LCM scheduler, so that the
 activation statistics match deployment: an LCM at guidance 8 (its embedding bound), a cfg
-(LCM-LoRA) bundle at its default guidance 1, one UNet pass on the prompt. Capture runs at f32
-precision with fixed seeds: bf16 (the CPU default on some machines) would make the statistics, and
+(LCM-LoRA) bundle at its default guidance 1, one UNet pass on the prompt. The tiny VAE decoder is
+calibrated on every step's denoised latents of the same runs: what it decodes after that many steps.
+Capture runs at f32 precision with fixed seeds: bf16 (the CPU default on some machines) would make the statistics, and
 therefore the quantized bundle's checksums, depend on the CPU.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +37,8 @@ from .options import ExportOptions
 
 if TYPE_CHECKING:
     from diffusers import LatentConsistencyModelPipeline
+
+    from .tiny_vae import LoadedTinyVae
 
 
 DEFAULT_PROMPTS_FILE = "calibration_prompts.txt"
@@ -121,17 +126,23 @@ def calibration_guidance_scale(guidance_mode: str) -> float:
     return CFG_CALIBRATION_GUIDANCE_SCALE if guidance_mode == CFG else CALIBRATION_GUIDANCE_SCALE
 
 
-def capture_unet_inputs(
+@dataclass
+class CalibrationRuns:
+    unet_inputs: list[dict[str, np.ndarray]]  # every UNet call's inputs, as the UNet gets them
+    denoised: list[np.ndarray]  # every step's denoised latents (unscaled), what a decoder gets after that step
+
+
+def run_calibration_prompts(
     bundle_root: Path,
     prompts: list[str],
     size: int,
     guidance_mode: str = EMBEDDED,
     guidance_scale: float | None = None,
-) -> list[dict[str, np.ndarray]]:
+) -> CalibrationRuns:
     """Run the exported text encoder + UNet through the runtime's own denoising loop (denoise.denoise,
-    f32, fixed seeds) and guidance (at ``guidance_scale``, the mode's calibration scale by default);
-    record every UNet call's inputs through its hook, as the UNet gets them: the doubled batch
-    [uncond, cond] when the guidance is classifier-free."""
+    f32, fixed seeds) and guidance (at ``guidance_scale``, the mode's calibration scale by default) until
+    ``size`` UNet calls; record every call's inputs through its hook, as the UNet gets them (the doubled
+    batch [uncond, cond] when the guidance is classifier-free), and every step's denoised latents."""
     from lcm_runtime.denoise import denoise
     from lcm_runtime.guidance import Guidance
     from lcm_runtime.models import TextEncoder, UNet
@@ -176,6 +187,7 @@ def capture_unet_inputs(
     )
 
     samples: list[dict[str, np.ndarray]] = []
+    denoised: list[np.ndarray] = []
     for index, prompt in enumerate(prompts):
         if len(samples) >= size:
             break
@@ -195,12 +207,19 @@ def capture_unet_inputs(
 
         latents = rng.standard_normal((1, latent_channels, latent_side, latent_side), dtype=np.float32)
         scheduler.set_timesteps(CALIBRATION_STEPS)
-        denoise(guidance.guided(unet), scheduler, latents, rng, on_unet_input=record)
-    return samples[:size]
+        denoise(
+            guidance.guided(unet),
+            scheduler,
+            latents,
+            rng,
+            on_unet_input=record,
+            callback_on_step_end=lambda index, total, step_denoised: denoised.append(step_denoised.copy()),
+        )
+    return CalibrationRuns(unet_inputs=samples[:size], denoised=denoised[:size])
 
 
 def calibration_prompts(options: ExportOptions) -> tuple[list[str], str]:
-    """The prompts --quantize-unet will use (loaded before the export starts, so a bad dataset fails fast)."""
+    """The prompts the calibration runs use (loaded before the export starts, so a bad dataset fails fast)."""
     return load_prompts(options.calibration_dataset, -(-options.calibration_size // CALIBRATION_STEPS))
 
 
@@ -208,17 +227,13 @@ def quantize_unet(
     pipeline: LatentConsistencyModelPipeline,
     bundle_root: Path,
     options: ExportOptions,
-    prompts: list[str],
-    dataset: str,
-) -> dict[str, Any]:
-    """Replace the bundle's UNet IR with an INT8 post-training-quantized one; return manifest details."""
+    samples: list[dict[str, np.ndarray]],
+) -> None:
+    """Replace the bundle's UNet IR with an INT8 post-training-quantized one, calibrated on ``samples``."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedSmoothQuantParameters
 
-    from .compress import save_ir
     from .convert import convert_component, hide_deep_feature_output
-
-    samples = capture_unet_inputs(bundle_root, prompts, options.calibration_size, options.guidance_mode)
 
     # The deep feature stays an output while NNCF quantizes: its tensor name would not survive otherwise.
     float_unet = convert_component(
@@ -237,28 +252,68 @@ def quantize_unet(
     del float_unet
     if options.deep_cache:
         hide_deep_feature_output(quantized)
+    _write_ir(quantized, Path(bundle_root), "unet", options.weights)
 
-    # Save beside, then replace: a model file may still be memory-mapped by OpenVINO, and
-    # os.replace gives the new IR a new inode instead of truncating the mapped one.
-    scratch = Path(bundle_root) / ".unet-ptq"
-    save_ir(quantized, scratch / "openvino_model.xml", options.weights)
+
+def quantize_tiny_vae(
+    tiny_vae: LoadedTinyVae, bundle_root: Path, options: ExportOptions, denoised: list[np.ndarray]
+) -> None:
+    """Write the bundle's tiny VAE decoder as an INT8 post-training-quantized IR, calibrated on ``denoised``
+    divided by its scaling factor, as the runtime feeds it. The mixed preset (asymmetric activations) kept
+    a trained TAE decoder's image 1.4 dB closer to its float image than the default (docs/performance.md)."""
+    import nncf
+
+    from lcm_runtime.bundle import TINY_VAE_DECODER
+
+    from .tiny_vae import convert_tiny_vae_decoder
+
+    scale = np.float32(tiny_vae.vae.config.scaling_factor)
+    quantized = nncf.quantize(
+        convert_tiny_vae_decoder(tiny_vae),
+        nncf.Dataset([latents / scale for latents in denoised]),
+        subset_size=len(denoised),
+        preset=nncf.QuantizationPreset.MIXED,
+    )
+    _write_ir(quantized, Path(bundle_root), TINY_VAE_DECODER, options.weights)
+
+
+def _write_ir(model: Any, bundle_root: Path, component: str, weights: str) -> None:
+    """Save ``component``'s IR beside, then replace: a model file may still be memory-mapped by OpenVINO,
+    and os.replace gives the new IR a new inode instead of truncating the mapped one."""
+    from .compress import save_ir
+
+    scratch = bundle_root / f".{component}-ptq"
+    save_ir(model, scratch / "openvino_model.xml", weights)
+    (bundle_root / component).mkdir(exist_ok=True)
     for name in ("openvino_model.xml", "openvino_model.bin"):
-        os.replace(scratch / name, Path(bundle_root) / "unet" / name)
+        os.replace(scratch / name, bundle_root / component / name)
     scratch.rmdir()
 
-    used_prompts = prompts[: -(-len(samples) // CALIBRATION_STEPS)]
-    return {
+
+def calibration_details(
+    options: ExportOptions, prompts: list[str], dataset: str, runs: CalibrationRuns
+) -> dict[str, Any]:
+    """What the manifest records about the calibration runs and what they quantized."""
+    used_prompts = prompts[: -(-len(runs.unet_inputs) // CALIBRATION_STEPS)]
+    details: dict[str, Any] = {
         "method": "nncf.quantize",
         "precision": "int8",
-        "model_type": "transformer",
-        "smooth_quant": False,
         "dataset": dataset,
         "prompts": len(used_prompts),
         "prompts_sha256": hashlib.sha256("\n".join(used_prompts).encode()).hexdigest(),
-        "samples": len(samples),
+        "samples": len(runs.unet_inputs),
         "steps": CALIBRATION_STEPS,
         "guidance_scale": calibration_guidance_scale(options.guidance_mode),
-        "latent_size": int(samples[0]["sample"].shape[-1]) if samples else None,
+        "latent_size": int(runs.unet_inputs[0]["sample"].shape[-1]) if runs.unet_inputs else None,
         "seed": CALIBRATION_SEED,
         "inference_precision": "f32",
     }
+    if options.quantize_unet:
+        details.update({"model_type": "transformer", "smooth_quant": False})
+    if options.quantize_tiny_vae:
+        details["tiny_vae"] = {
+            "samples": len(runs.denoised),
+            "inputs": "each calibration step's denoised latents / the tiny VAE's scaling_factor",
+            "preset": "mixed",
+        }
+    return details

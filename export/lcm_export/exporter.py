@@ -207,12 +207,15 @@ def export_bundle(
     facts = ModelFacts.from_configs(
         dict(pipeline.unet.config), dict(pipeline.vae.config), max_length, guidance_mode=options.guidance_mode
     )
-    if options.quantize_unet and facts.inpainting_unet:
+    if options.calibrates and facts.inpainting_unet:
+        flag = "--quantize-unet" if options.quantize_unet else "--quantize-tiny-vae"
         raise InputError(
-            f"--quantize-unet {options.quantize_unet} calibrates the UNet on text-to-image, which an inpainting "
-            f"UNet ({facts.unet_channels} input channels) does not run; drop --quantize-unet (and --fast), or use "
-            "--weights int8 (weight-only) instead"
+            f"{flag} int8 calibrates on text-to-image runs, which an inpainting UNet "
+            f"({facts.unet_channels} input channels) does not make; drop {flag} (and --fast)"
+            + (", or use --weights int8 (weight-only) instead" if options.quantize_unet else "")
         )
+    if options.quantize_tiny_vae and tiny_vae is None:
+        raise InputError("--quantize-tiny-vae quantizes the --tiny-vae decoder; add --tiny-vae madebyollin/taesd")
     scheduler = export_scheduler(pipeline, options.guidance_mode)
     precisions = {component: component_precision(options.weights, component) for component in COMPONENTS}
     if options.quantize_unet:
@@ -221,7 +224,9 @@ def export_bundle(
         from .tiny_vae import check_compatible
 
         check_compatible(tiny_vae, facts.latent_channels)
-        precisions[TINY_VAE_DECODER] = component_precision(options.weights, "vae_decoder")
+        precisions[TINY_VAE_DECODER] = (
+            INT8_PTQ if options.quantize_tiny_vae else component_precision(options.weights, "vae_decoder")
+        )
     if checker is not None:
         precisions[SAFETY_CHECKER] = component_precision(options.weights, SAFETY_CHECKER)
     if options.deep_cache:
@@ -231,7 +236,7 @@ def export_bundle(
         # Weight-compressed as the float UNet would be; not calibrated: it is a small part of a skip step.
         precisions[UNET_SHALLOW] = component_precision(options.weights, "unet")
     calibration = None
-    if options.quantize_unet:
+    if options.calibrates:
         from .calibration import calibration_prompts
 
         prompts, dataset = calibration_prompts(options)
@@ -257,19 +262,28 @@ def export_bundle(
                 write_text(
                     staging / TINY_VAE_DECODER / CONFIG_FILE, dumps_json(clean_config(tiny_vae.vae.to_json_string()))
                 )
-                model = compress_weights(convert_tiny_vae_decoder(tiny_vae), precisions[TINY_VAE_DECODER])
-                save_ir(model, staging / component_xml(TINY_VAE_DECODER), options.weights)
-                del model
+                if precisions[TINY_VAE_DECODER] != INT8_PTQ:  # PTQ writes it after the calibration runs
+                    model = compress_weights(convert_tiny_vae_decoder(tiny_vae), precisions[TINY_VAE_DECODER])
+                    save_ir(model, staging / component_xml(TINY_VAE_DECODER), options.weights)
+                    del model
         if checker is not None:
             from .safety_checker import write_safety_checker
 
             with progress.stage(f"{SAFETY_CHECKER} ({precisions[SAFETY_CHECKER]})"):
                 write_safety_checker(checker, staging, precisions[SAFETY_CHECKER], options.weights)
-        if options.quantize_unet:
-            from .calibration import quantize_unet
+        if options.calibrates:
+            from .calibration import calibration_details, quantize_tiny_vae, quantize_unet, run_calibration_prompts
 
-            with progress.stage(f"unet calibration + int8 quantization ({options.calibration_size} samples)"):
-                calibration = quantize_unet(pipeline, staging, options, prompts, dataset)
+            with progress.stage(f"calibration runs ({options.calibration_size} UNet steps at f32)"):
+                runs = run_calibration_prompts(staging, prompts, options.calibration_size, options.guidance_mode)
+            if options.quantize_unet:
+                with progress.stage("unet int8 quantization"):
+                    quantize_unet(pipeline, staging, options, runs.unet_inputs)
+            if options.quantize_tiny_vae and tiny_vae is not None:
+                with progress.stage(f"{TINY_VAE_DECODER} int8 quantization"):
+                    quantize_tiny_vae(tiny_vae, staging, options, runs.denoised)
+            calibration = calibration_details(options, prompts, dataset, runs)
+            del runs
         with progress.stage("manifest"):
             from .convert import deep_feature_name, downsampled_self_attentions
 

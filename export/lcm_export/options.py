@@ -10,7 +10,7 @@ from lcm_runtime.bundle import EMBEDDED, GUIDANCE_MODES
 from lcm_runtime.errors import InputError
 
 WEIGHT_OPTIONS = ("fp32", "fp16", "bf16", "int8", "int4")  # lcm-export --weights
-QUANTIZE_OPTIONS = ("int8",)  # lcm-export --quantize-unet
+QUANTIZE_OPTIONS = ("int8",)  # lcm-export --quantize-unet and --quantize-tiny-vae
 TOKEN_DOWNSAMPLING_FACTORS = (1, 2, 4)  # lcm-export --token-downsampling; 1 is exact attention
 FAST_TOKEN_DOWNSAMPLING = 2  # what --fast uses unless --token-downsampling is given
 DEFAULT_TINY_VAE = "madebyollin/taesd"  # what --fast exports unless --tiny-vae is given
@@ -22,6 +22,8 @@ DEFAULT_CALIBRATION_SIZE = 16
 class ExportOptions:
     weights: str = "fp16"
     quantize_unet: str | None = None
+    # The TAESD decoder (--tiny-vae) quantized too, calibrated on the latents the same runs decode.
+    quantize_tiny_vae: str | None = None
     calibration_dataset: str | None = None
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
     token_downsampling: int = 1
@@ -37,6 +39,8 @@ class ExportOptions:
             raise InputError(f"unknown --weights {self.weights!r}; choose one of {', '.join(WEIGHT_OPTIONS)}")
         if self.quantize_unet is not None and self.quantize_unet not in QUANTIZE_OPTIONS:
             raise InputError(f"unknown --quantize-unet {self.quantize_unet!r}; the only choice is int8")
+        if self.quantize_tiny_vae is not None and self.quantize_tiny_vae not in QUANTIZE_OPTIONS:
+            raise InputError(f"unknown --quantize-tiny-vae {self.quantize_tiny_vae!r}; the only choice is int8")
         if self.token_downsampling not in TOKEN_DOWNSAMPLING_FACTORS:
             raise InputError(
                 f"--token-downsampling must be one of {', '.join(map(str, TOKEN_DOWNSAMPLING_FACTORS))} "
@@ -46,5 +50,13 @@ class ExportOptions:
             raise InputError(f"--calibration-size must be at least 1, got {self.calibration_size}")
         if self.guidance_mode not in GUIDANCE_MODES:
             raise InputError(f"unknown guidance mode {self.guidance_mode!r}; one of {', '.join(GUIDANCE_MODES)}")
-        if self.quantize_unet is None and self.calibration_dataset is not None:
-            raise InputError("--calibration-dataset only applies with --quantize-unet int8; add it or drop the dataset")
+        if not self.calibrates and self.calibration_dataset is not None:
+            raise InputError(
+                "--calibration-dataset only applies with --quantize-unet int8 or --quantize-tiny-vae int8; "
+                "add one or drop the dataset"
+            )
+
+    @property
+    def calibrates(self) -> bool:
+        """Whether the export runs the calibration prompts (for the UNet, the tiny VAE or both)."""
+        return self.quantize_unet is not None or self.quantize_tiny_vae is not None

@@ -68,15 +68,20 @@ def test_the_mode_and_the_unet_must_agree_before_any_work(tiny_pipeline_dir, tmp
 
 
 def test_calibration_records_what_the_unet_gets_in_each_guidance(tiny_cfg_bundle):
-    from lcm_export.calibration import capture_unet_inputs
+    from lcm_export.calibration import run_calibration_prompts
 
-    single = capture_unet_inputs(tiny_cfg_bundle, ["a cat"], 4, "cfg")
+    runs = run_calibration_prompts(tiny_cfg_bundle, ["a cat"], 4, "cfg")
+    single = runs.unet_inputs
     assert [int(sample["timestep"][0]) for sample in single] == [999, 759, 499, 259]
     assert all(set(sample) == {"sample", "timestep", "encoder_hidden_states"} for sample in single)
     assert single[0]["sample"].shape == (1, 4, 8, 8) and single[0]["encoder_hidden_states"].shape == (1, 77, 32)
     # Above guidance 1: the doubled batch [uncond, cond], the same latents twice, "" first.
-    doubled = capture_unet_inputs(tiny_cfg_bundle, ["a cat", "a dog"], 8, "cfg", guidance_scale=2.0)
+    doubled_runs = run_calibration_prompts(tiny_cfg_bundle, ["a cat", "a dog"], 8, "cfg", guidance_scale=2.0)
+    doubled = doubled_runs.unet_inputs
     assert len(doubled) == 8 and doubled[0]["sample"].shape == (2, 4, 8, 8)
+    # The decoder's calibration: one guided latent a step (the batch of one image), as the runtime decodes it.
+    assert len(doubled_runs.denoised) == 8 and doubled_runs.denoised[0].shape == (1, 4, 8, 8)
+    assert not np.array_equal(doubled_runs.denoised[0], doubled_runs.denoised[3])
     for sample in doubled:
         np.testing.assert_array_equal(sample["sample"][0], sample["sample"][1])
     cat, dog = doubled[0]["encoder_hidden_states"], doubled[4]["encoder_hidden_states"]

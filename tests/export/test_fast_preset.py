@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import openvino as ov
 import pytest
 from image_bounds import assert_near
 
@@ -12,9 +13,21 @@ pytest.importorskip("torch")
 pytest.importorskip("nncf")
 
 from lcm_runtime import LCMPipeline
-from lcm_runtime.bundle import INT8_PTQ, TINY_VAE_DECODER, UNET_SHALLOW, read_manifest, verify_files
+from lcm_runtime.bundle import (
+    INT8_PTQ,
+    TINY_VAE_DECODER,
+    UNET_SHALLOW,
+    component_xml,
+    read_manifest,
+    verify_files,
+)
 from lcm_runtime.errors import BundleError, InputError
 
+# The INT8 TAESD's deviation from its float decoder on the tiny random model, in the decoder's [-1, 1] units:
+# measured mean 0.0023, max 0.012-0.031 over three prompts (2026-12-07, Zen 4); the bounds leave room for other
+# CPUs and NNCF versions.
+TINY_VAE_INT8_MEAN = 0.02
+TINY_VAE_INT8_MAX = 0.2
 ENV = {**os.environ, "LCM_CACHE_DIR": "off", "HF_HUB_OFFLINE": "1"}
 
 
@@ -36,7 +49,12 @@ def test_export_fast_writes_int8_unet_and_tiny_vae(fast_bundle):
     manifest = read_manifest(fast_bundle)
     assert manifest.components["unet"]["precision"] == INT8_PTQ
     assert manifest.components[TINY_VAE_DECODER]["source"]["kind"] == "tiny-random"
-    assert manifest.calibration["samples"] == 4
+    assert manifest.calibration["samples"] == 4 and manifest.calibration["model_type"] == "transformer"
+    # The TAESD decoder is INT8 too, calibrated on the 4 steps' denoised latents of the same runs.
+    assert manifest.components[TINY_VAE_DECODER]["precision"] == INT8_PTQ
+    assert manifest.calibration["tiny_vae"]["samples"] == 4
+    tiny_ir = ov.Core().read_model(fast_bundle / component_xml(TINY_VAE_DECODER))
+    assert "FakeQuantize" in {node.get_type_name() for node in tiny_ir.get_ops()}
     # The tiny UNet's full-resolution blocks hold 1 (down) + 2 (up) self-attentions; SD1.5's, 2 + 3.
     assert manifest.components["unet"]["token_downsampling"] == {"factor": 2, "self_attentions": 3}
     # --fast adds DeepCache's shallow UNet (float: it is not calibrated), so lcm-run --deep-cache runs on it.
@@ -64,6 +82,24 @@ def test_fast_is_the_int8_unet_with_the_tiny_vae(fast_bundle):
     deep = LCMPipeline.from_pretrained(fast_bundle, cache_dir=False, fast=True, deep_cache_interval=2)
     assert not np.array_equal(image, deep("a red cube", **arguments).images)
     assert np.abs(image - full("a red cube", **arguments).images).max() > 0.05  # the full VAE was not used
+
+
+def test_the_int8_tiny_vae_decodes_near_its_float_decoder(fast_bundle):
+    """The quantized TAESD against the same random TAESD in float (tiny_random_vae(0), what --tiny-random --fast
+    exports), both at f32 on latents like the calibration's: a decoder calibrated on the wrong inputs would
+    clip them."""
+    from lcm_export.calibration import run_calibration_prompts
+    from lcm_export.tiny_vae import convert_tiny_vae_decoder, tiny_random_vae
+
+    core = ov.Core()
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    quantized = core.compile_model(fast_bundle / component_xml(TINY_VAE_DECODER), "CPU", f32)
+    reference = core.compile_model(convert_tiny_vae_decoder(tiny_random_vae(0)), "CPU", f32)
+    latents = run_calibration_prompts(fast_bundle, ["a red cube"], 4).denoised[-1]
+    expected, image = reference(latents)[0], quantized(latents)[0]
+    assert np.abs(expected).max() > 0.05  # the decoder's output is not flat
+    assert not np.array_equal(image, expected)  # int8 is not the float decoder
+    assert np.abs(image - expected).mean() < TINY_VAE_INT8_MEAN and np.abs(image - expected).max() < TINY_VAE_INT8_MAX
 
 
 def test_the_fast_unet_makes_the_fp32_bundles_image_within_its_bound(fast_bundle, tiny_bundle_fp32):
