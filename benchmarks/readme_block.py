@@ -27,6 +27,7 @@ from .report_metrics import (
     paired_ratio,
     ratio,
     runs_deep_cache,
+    taesd_name,
 )
 from .results_file import read_results
 from .systems import BASELINE, F32_BASELINE, GENAI_BASELINE, INT8_UNET_BUNDLES
@@ -144,11 +145,11 @@ def headline_runs(results: dict[str, Any], compared_only: bool = False) -> list[
     ]
 
 
-def what_ran(run: dict[str, Any]) -> str:
+def what_ran(results: dict[str, Any], run: dict[str, Any]) -> str:
     precisions = sorted(set(run["worker"]["precision_executed"].values()))
     parts = (
         (["INT8 UNet"] if run["model"] in INT8_UNET_BUNDLES else [])
-        + (["TAESD"] if decodes_with_taesd(run) else [])
+        + ([taesd_name(results, run)] if decodes_with_taesd(run) else [])
         + (["DeepCache"] if runs_deep_cache(run) else [])
     )
     return ", ".join(parts + ["/".join(precisions) or run["precision"]])
@@ -209,7 +210,7 @@ def render_block(
         rss = run["process"]["peak_rss_bytes"]
         against = compared and genai is not None
         lines.append(
-            f"| {name} | {what_ran(run)} | {seconds(latency(run)['median'])} | "
+            f"| {name} | {what_ran(results, run)} | {seconds(latency(run)['median'])} | "
             f"{ratio_with_spread(run, genai) if against else times(None)} | {rss / GIB:.2f} GiB | "
             f"{times(rss / genai['process']['peak_rss_bytes'] if against else None)} |"
         )

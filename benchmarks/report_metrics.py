@@ -47,6 +47,12 @@ def decodes_with_taesd(run: dict[str, Any]) -> bool:
     return run["model"] == "bundle-taesd" or run["variant"] in ("fast", "fast-deep-cache", "tiny-vae")
 
 
+def taesd_name(results: dict[str, Any], run: dict[str, Any]) -> str:
+    """ "INT8 TAESD" when the run's bundle recorded a quantized decoder (lcm-export --quantize-tiny-vae)."""
+    bundle = results.get("model", {}).get("bundles", {}).get(run["model"], {})
+    return "INT8 TAESD" if bundle.get("tiny_vae_precision") == "int8-ptq" else "TAESD"
+
+
 def runs_deep_cache(run: dict[str, Any]) -> bool:
     return str(run["variant"]).endswith("deep-cache")
 

@@ -47,7 +47,7 @@ def render_headline_plot(results: dict[str, Any], folder: Path, plt: Any) -> Pat
     rows = headline_runs(results, compared_only=True)
     if not rows:
         return None
-    names = [f"{name.replace('*', '').replace('`', '')}\n{what_ran(run)}" for name, run, _compared in rows]
+    names = [f"{name.replace('*', '').replace('`', '')}\n{what_ran(results, run)}" for name, run, _compared in rows]
     colors = ["tab:green" if run["system"] == "lcm-run" else "tab:gray" for _name, run, _compared in rows]
     columns = (
         ("seconds per image (median)", [latency(run)["median"] for _n, run, _c in rows], seconds_text),

@@ -239,7 +239,12 @@ class Benchmark:
         with concurrent.futures.ThreadPoolExecutor(max_workers=2 if settings.quick else 1) as pool:
             list(pool.map(lambda kind: self.export(exports[kind][0], paths[kind], exports[kind][1]), exports))
         self.results["model"]["bundles"] = {
-            kind: {"path": str(path), "bytes": _folder_bytes(path), "token_downsampling": _token_downsampling(path)}
+            kind: {
+                "path": str(path),
+                "bytes": _folder_bytes(path),
+                "token_downsampling": _token_downsampling(path),
+                "tiny_vae_precision": _tiny_vae_precision(path),
+            }
             for kind, path in paths.items()
             if path.exists()
         }
@@ -337,7 +342,11 @@ class Benchmark:
         return folder
 
     def export(self, source: Path, out: Path, options: list[str]) -> None:
-        if out.exists() and (out / "manifest.json").exists():
+        # A bundle is reused while the code that wrote it and its options stand; otherwise a change to
+        # the export (a new --fast piece, say) would be measured on the old bundle.
+        stamp_file = out.parent / f"{out.name}.export.json"
+        stamp = {"options": options, "code": export_code_digest()}
+        if (out / "manifest.json").exists() and stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
             return
         self.log(f"exporting {out.name} with lcm-export {' '.join(options)}".rstrip())
         command = [
@@ -359,6 +368,8 @@ class Benchmark:
         self.results["model"].setdefault("exports", {})[out.name] = {"options": options, **result.to_dict()}
         if not result.ok:
             self.error(f"lcm-export {' '.join(options)} failed", result)
+        else:
+            stamp_file.write_text(json.dumps(stamp))
 
     # -- bounds -----------------------------------------------------------------------------------
     def count_flops(self, source: Path) -> None:
@@ -725,6 +736,15 @@ def wait_for_file(path: Path, thread: threading.Thread, timeout: float) -> bool:
     return True
 
 
+def _tiny_vae_precision(folder: Path) -> str | None:
+    """The precision of the bundle's TAESD decoder (int8-ptq with lcm-export --quantize-tiny-vae), None without one."""
+    from lcm_runtime.bundle import MANIFEST_FILE, TINY_VAE_DECODER, read_manifest
+
+    if not (Path(folder) / MANIFEST_FILE).is_file():
+        return None
+    return read_manifest(folder).components.get(TINY_VAE_DECODER, {}).get("precision")
+
+
 def _token_downsampling(folder: Path) -> int:
     """The factor the bundle's UNet pools self-attention keys by, from its manifest (1: exact
     attention, and for the diffusers source folder, which is no bundle)."""
@@ -734,6 +754,29 @@ def _token_downsampling(folder: Path) -> int:
         return 1
     pooled = read_manifest(folder).components.get("unet", {}).get("token_downsampling") or {}
     return int(pooled.get("factor", 1))
+
+
+# What writes a bundle: lcm_export, and the runtime modules its calibration runs and manifest use.
+EXPORT_CODE = (
+    "export/lcm_export",
+    "runtime/lcm_runtime/bundle.py",
+    "runtime/lcm_runtime/denoise.py",
+    "runtime/lcm_runtime/guidance.py",
+    "runtime/lcm_runtime/models.py",
+    "runtime/lcm_runtime/tokenizer.py",
+    "runtime/lcm_runtime/schedulers",
+)
+
+
+def export_code_digest() -> str:
+    """A digest of the code that writes bundles (EXPORT_CODE): the benchmark re-exports when it changes."""
+    digest = hashlib.sha256()
+    for entry in EXPORT_CODE:
+        root = REPO_ROOT / entry
+        for path in sorted(root.rglob("*") if root.is_dir() else [root]):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _folder_bytes(folder: Path) -> int:

@@ -121,6 +121,11 @@ def test_block_numbers_come_from_the_results(tmp_path: Path, benchmarks_package:
         and "16.5 s from start to PNG (+2.5 s over warm), peak 2.00 GiB" in block
     )
 
+    # A --fast bundle whose TAESD decoder was quantized too (lcm-export --quantize-tiny-vae) says so.
+    results["model"]["bundles"]["bundle-fast"] = {"path": "/b/f", "bytes": 1, "tiny_vae_precision": "int8-ptq"}
+    block_int8_taesd = readme_block.render_block(results, "benchmarks/results/r.json", "docs/benchmarks/headline.png")
+    assert "| **lcm-run `--fast`** | INT8 UNet, INT8 TAESD, bf16 | 6.00 s |" in block_int8_taesd
+
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\nbefore\n{readme_block.START}\nhand-typed 1.23 s\n{readme_block.END}\nafter\n")
     assert readme_block.update_readme(readme, block)

@@ -84,3 +84,40 @@ def test_compared_systems_take_their_turns_next_to_each_other() -> None:
     # A partial selection keeps the group's order and leaves out what was not chosen.
     partial = measurement_groups(select(["lcm-run-fast", "genai", "optimum"]))
     assert [[member.key for member in group] for group in partial] == [["genai", "lcm-run-fast"], ["optimum"]]
+
+
+def test_a_bundle_is_exported_again_when_the_export_code_or_its_options_change(tmp_path: Path, monkeypatch) -> None:
+    """Reusing a bundle written by older export code would measure the old bundle under the new name."""
+    from benchmarks import run as run_module
+    from benchmarks.run import Benchmark, Settings
+
+    exported: list[list[str]] = []
+
+    def fake_export(command: list[str], *args: object, **kwargs: object) -> ProcessResult:
+        out = Path(command[4])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "manifest.json").write_text("{}")
+        exported.append(command[6:])
+        return result(1.0, 1.0, 0.0)
+
+    monkeypatch.setattr(run_module, "run_measured", fake_export)
+    code = ["digest-1"]
+    monkeypatch.setattr(run_module, "export_code_digest", lambda: code[0])
+    benchmark = Benchmark(Settings(work_dir=tmp_path), lambda message: None)
+    benchmark.results["model"] = {}
+    out = tmp_path / "bundle-fast"
+    benchmark.export(tmp_path / "source", out, ["--fast"])
+    benchmark.export(tmp_path / "source", out, ["--fast"])
+    assert exported == [["--fast"]]  # the second is reused
+    benchmark.export(tmp_path / "source", out, ["--fast", "--tiny-vae", "taesd"])
+    code[0] = "digest-2"
+    benchmark.export(tmp_path / "source", out, ["--fast", "--tiny-vae", "taesd"])
+    assert exported == [["--fast"], ["--fast", "--tiny-vae", "taesd"], ["--fast", "--tiny-vae", "taesd"]]
+
+
+def test_the_export_code_digest_covers_the_exporter_and_the_calibrations_runtime() -> None:
+    from benchmarks.run import EXPORT_CODE, REPO_ROOT, export_code_digest
+
+    assert all((REPO_ROOT / entry).exists() for entry in EXPORT_CODE)
+    assert "export/lcm_export" in EXPORT_CODE and "runtime/lcm_runtime/denoise.py" in EXPORT_CODE
+    assert len(export_code_digest()) == 16 and export_code_digest() == export_code_digest()
