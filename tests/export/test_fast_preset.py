@@ -68,6 +68,7 @@ def test_export_fast_writes_int8_unet_and_tiny_vae(fast_bundle):
         timeout=120,
     )
     assert "token downsampling: keys/values pooled 2x2 in 3 full-resolution self-attentions" in info.stdout, info.stderr
+    assert "vae_decoder_tiny int8-ptq" in info.stdout
 
 
 def test_fast_is_the_int8_unet_with_the_tiny_vae(fast_bundle):
