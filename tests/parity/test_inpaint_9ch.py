@@ -201,6 +201,14 @@ def test_int8_calibration_is_refused_for_an_inpainting_unet(tmp_path):
             quantize_unet="int8",
         )
     assert "\n" not in str(error.value) and "--weights int8" in str(error.value)
+    # The tiny VAE's calibration runs the same text-to-image prompts.
+    with pytest.raises(InputError, match="--quantize-tiny-vae int8 .*inpainting UNet.*drop --quantize-tiny-vae"):
+        export(
+            load_tiny_sd_random(0, in_channels=INPAINTING_CHANNELS),
+            tmp_path / "out",
+            guidance_mode="cfg",
+            quantize_tiny_vae="int8",
+        )
     assert list(tmp_path.iterdir()) == []  # refused before anything is staged
 
 
