@@ -218,7 +218,7 @@ class Benchmark:
         if BUNDLE_TODO in wanted:
             exports[BUNDLE_TODO] = (source, todo)
         if BUNDLE_ONE_SHOT in wanted:
-            exports[BUNDLE_ONE_SHOT] = (source, ["--weights", "bf16", *todo, *tiny_vae])
+            exports[BUNDLE_ONE_SHOT] = (source, ["--weights", "bf16", *todo, *tiny_vae, "--quantize-tiny-vae", "int8"])
         if BUNDLE_BF16 in wanted:
             exports[BUNDLE_BF16] = (source, ["--weights", "bf16"])
         if BUNDLE_DEEP_CACHE in wanted and not settings.quick:

@@ -14,8 +14,9 @@ BUNDLE_TODO = "bundle-todo"  # the FP16 bundle with --fast's token downsampling 
 BUNDLE_BF16 = (
     "bundle-bf16"  # the FP16 bundle's weights, matmul/conv ones stored as bfloat16 (lcm-export --weights bf16)
 )
-# --fast's token downsampling and TAESD with bf16 weights instead of its INT8 UNet, whose import costs
-# more than it saves when a process makes one image (lcm-export --weights bf16 --token-downsampling 2 --tiny-vae)
+# --fast's token downsampling and INT8 TAESD with bf16 weights instead of its INT8 UNet, whose import costs
+# more than it saves when a process makes one image
+# (lcm-export --weights bf16 --token-downsampling 2 --tiny-vae --quantize-tiny-vae int8)
 BUNDLE_ONE_SHOT = "bundle-one-shot"
 SOURCE = "source"  # the diffusers folder the bundles were exported from (torch)
 # An SD1.5 checkpoint (the same architecture without the LCM's guidance projection, random weights) with

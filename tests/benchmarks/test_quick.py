@@ -67,6 +67,11 @@ def test_quick_run_writes_results_and_page(tmp_path: Path) -> None:
     assert flops["unet_step_token_downsampling_4"] < flops["unet_step_token_downsampling_2"] < flops["unet_step"]
     bundles = results["model"]["bundles"]
     assert bundles["bundle"]["token_downsampling"] == 1 and bundles["bundle-one-shot"]["token_downsampling"] == 2
+    # The one-image recipe (docs/running.md) has the INT8 TAESD; the FP16 bundle has no TAESD.
+    assert (
+        bundles["bundle-one-shot"]["tiny_vae_precision"] == "int8-ptq"
+        and bundles["bundle"]["tiny_vae_precision"] is None
+    )
     assert set(results["matmul"]["peak_gops"]) == {"f32", "bf16", "int8"}
     starts = {start["name"]: start for start in results["cold_start"]}
     assert all(start["status"] == "ok" for start in starts.values()), starts
