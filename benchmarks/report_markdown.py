@@ -158,7 +158,7 @@ def latency_lines(results: dict[str, Any], plots: list[str]) -> list[str]:
         rows.append(
             [
                 run["label"],
-                precision_label(run),
+                precision_label(results, run),
                 f"**{seconds(stats['median'])}** ({seconds(stats['min'])}–{seconds(stats['max'])})",
                 "1.00"
                 if factor and abs(factor - 1) < 1e-12 and run["key"] in (BASELINE, F32_BASELINE)
@@ -230,7 +230,7 @@ def headline_lines(results: dict[str, Any]) -> list[str]:
             verb = "faster" if factor >= 1 else "slower"
             lines.append(
                 f"- lcm-run is **{max(factor, 1 / factor):.2f}×** {verb} than {run['label']}, "
-                f"both at {precision_label(run)}"
+                f"both at {precision_label(results, run)}"
             )
     for run in runs:
         factor = ratio(results, run) if run["system"] == "lcm-run" else None
@@ -289,7 +289,7 @@ def target_lines(results: dict[str, Any]) -> list[str]:
         rows.append(
             [
                 run["label"],
-                precision_label(run),
+                precision_label(results, run),
                 target_cell(against_genai.get("latency"), targets.get("latency")),
                 rounds_cell(against_genai.get("latency_rounds")),
                 target_cell(against_genai.get("peak_rss"), targets.get("peak_rss")),
@@ -384,7 +384,7 @@ def cfg_lines(results: dict[str, Any]) -> list[str]:
         rows.append(
             [
                 ours["label"],
-                precision_label(ours),
+                precision_label(results, ours),
                 seconds(latency(ours)["median"]),
                 seconds(latency(theirs)["median"]) if theirs else theirs_status(results, theirs_key),
                 f"{latency_ratio(ours, theirs):.2f}" if theirs else "–",
@@ -481,13 +481,13 @@ def deviation_lines(results: dict[str, Any]) -> list[str]:
     for run in runs:
         deviation = run[DEVIATION]
         if deviation is None:
-            rows.append([run["label"], precision_label(run), size_text(run), "–", "–", "–"])
+            rows.append([run["label"], precision_label(results, run), size_text(run), "–", "–", "–"])
             continue
         psnr = "∞" if math.isinf(deviation["psnr_db"]) else f"{deviation['psnr_db']:.1f}"
         rows.append(
             [
                 run["label"],
-                precision_label(run),
+                precision_label(results, run),
                 size_text(run),
                 f"{deviation['max']:.0f}",
                 f"{deviation['mean']:.2f}",
@@ -596,7 +596,7 @@ def stage_lines(results: dict[str, Any]) -> list[str]:
         rows.append(
             [
                 run["label"],
-                precision_label(run),
+                precision_label(results, run),
                 seconds(stages.get("text_encoder")),
                 seconds(stages.get("unet_step")),
                 " / ".join(seconds(step) for step in stages.get("unet_each", [])) or "–",

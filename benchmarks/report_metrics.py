@@ -68,13 +68,13 @@ def unet_step_flops(results: dict[str, Any], run: dict[str, Any]) -> int | None:
     return flops["unet_step"] if factor == 1 else flops[f"unet_step_token_downsampling_{factor}"]
 
 
-def precision_label(run: dict[str, Any]) -> str:
+def precision_label(results: dict[str, Any], run: dict[str, Any]) -> str:
     """What actually ran, and whether it was asked for or the library's default."""
     text = "/".join(sorted(set(run["worker"]["precision_executed"].values()))) or run["precision"]
     if run["model"] in INT8_UNET_BUNDLES:
         text = f"int8 UNet, {text}"
     if decodes_with_taesd(run):
-        text = f"TAESD decoder, {text}"
+        text = f"{taesd_name(results, run)} decoder, {text}"
     if runs_deep_cache(run):
         text = f"DeepCache, {text}"
     return text if run["precision"] != "default" else f"{text} (default)"

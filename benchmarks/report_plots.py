@@ -30,7 +30,7 @@ def render_plots(results: dict[str, Any], folder: Path) -> list[Path]:
     if not runs:
         return []
     folder.mkdir(parents=True, exist_ok=True)
-    names = [f"{run['label']}\n{precision_label(run)}" for run in runs]
+    names = [f"{run['label']}\n{precision_label(results, run)}" for run in runs]
     written = [render_headline_plot(results, folder, plt), render_latency_plot(results, runs, names, folder, plt)]
     written.append(render_stages_plot(runs, names, folder, plt))
     return [plot for plot in written if plot]
