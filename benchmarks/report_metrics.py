@@ -50,6 +50,7 @@ def decodes_with_taesd(run: dict[str, Any]) -> bool:
 def taesd_name(results: dict[str, Any], run: dict[str, Any]) -> str:
     """ "INT8 TAESD" when the run's bundle recorded a quantized decoder (lcm-export --quantize-tiny-vae)."""
     bundle = results.get("model", {}).get("bundles", {}).get(run["model"], {})
+    # lcm_runtime.bundle.INT8_PTQ, spelled out: the report renders where lcm_runtime may not be installed.
     return "INT8 TAESD" if bundle.get("tiny_vae_precision") == "int8-ptq" else "TAESD"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -242,8 +243,7 @@ class Benchmark:
             kind: {
                 "path": str(path),
                 "bytes": _folder_bytes(path),
-                "token_downsampling": _token_downsampling(path),
-                "tiny_vae_precision": _tiny_vae_precision(path),
+                **_bundle_facts(path),
             }
             for kind, path in paths.items()
             if path.exists()
@@ -736,24 +736,20 @@ def wait_for_file(path: Path, thread: threading.Thread, timeout: float) -> bool:
     return True
 
 
-def _tiny_vae_precision(folder: Path) -> str | None:
-    """The precision of the bundle's TAESD decoder (int8-ptq with lcm-export --quantize-tiny-vae), None without one."""
+def _bundle_facts(folder: Path) -> dict[str, Any]:
+    """From the bundle's manifest: the factor its UNet pools self-attention keys by (1: exact attention,
+    and for the diffusers source folder, which is no bundle) and its TAESD decoder's precision (int8-ptq
+    with lcm-export --quantize-tiny-vae; None without one)."""
     from lcm_runtime.bundle import MANIFEST_FILE, TINY_VAE_DECODER, read_manifest
 
     if not (Path(folder) / MANIFEST_FILE).is_file():
-        return None
-    return read_manifest(folder).components.get(TINY_VAE_DECODER, {}).get("precision")
-
-
-def _token_downsampling(folder: Path) -> int:
-    """The factor the bundle's UNet pools self-attention keys by, from its manifest (1: exact
-    attention, and for the diffusers source folder, which is no bundle)."""
-    from lcm_runtime.bundle import MANIFEST_FILE, read_manifest
-
-    if not (Path(folder) / MANIFEST_FILE).is_file():
-        return 1
-    pooled = read_manifest(folder).components.get("unet", {}).get("token_downsampling") or {}
-    return int(pooled.get("factor", 1))
+        return {"token_downsampling": 1, "tiny_vae_precision": None}
+    components = read_manifest(folder).components
+    pooled = components.get("unet", {}).get("token_downsampling") or {}
+    return {
+        "token_downsampling": int(pooled.get("factor", 1)),
+        "tiny_vae_precision": components.get(TINY_VAE_DECODER, {}).get("precision"),
+    }
 
 
 # What writes a bundle: lcm_export, and the runtime modules its calibration runs and manifest use.
@@ -768,6 +764,7 @@ EXPORT_CODE = (
 )
 
 
+@functools.cache
 def export_code_digest() -> str:
     """A digest of the code that writes bundles (EXPORT_CODE): the benchmark re-exports when it changes."""
     digest = hashlib.sha256()

@@ -284,7 +284,6 @@ def _write_ir(model: Any, bundle_root: Path, component: str, weights: str) -> No
 
     scratch = bundle_root / f".{component}-ptq"
     save_ir(model, scratch / "openvino_model.xml", weights)
-    (bundle_root / component).mkdir(exist_ok=True)
     for name in ("openvino_model.xml", "openvino_model.bin"):
         os.replace(scratch / name, bundle_root / component / name)
     scratch.rmdir()

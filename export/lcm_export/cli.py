@@ -175,8 +175,6 @@ def export(
             )
         quantize_tiny_vae = "int8"
         deep_cache = True
-    elif quantize_tiny_vae is not None and tiny_vae is None:
-        raise InputError("--quantize-tiny-vae quantizes the --tiny-vae decoder; add --tiny-vae madebyollin/taesd")
     options = ExportOptions(
         weights=weights,
         quantize_unet=quantize_unet,
@@ -189,6 +187,7 @@ def export(
         guidance_mode=CFG if lcm_lora is not None else EMBEDDED,
     )
     options.validate()
+    options.check_tiny_vae(tiny_vae is not None or (fast and tiny_random))
     run_export(
         source,
         Path(out),

@@ -214,8 +214,7 @@ def export_bundle(
             f"({facts.unet_channels} input channels) does not make; drop {flag} (and --fast)"
             + (", or use --weights int8 (weight-only) instead" if options.quantize_unet else "")
         )
-    if options.quantize_tiny_vae and tiny_vae is None:
-        raise InputError("--quantize-tiny-vae quantizes the --tiny-vae decoder; add --tiny-vae madebyollin/taesd")
+    options.check_tiny_vae(tiny_vae is not None)
     scheduler = export_scheduler(pipeline, options.guidance_mode)
     precisions = {component: component_precision(options.weights, component) for component in COMPONENTS}
     if options.quantize_unet:

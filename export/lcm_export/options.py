@@ -56,6 +56,11 @@ class ExportOptions:
                 "add one or drop the dataset"
             )
 
+    def check_tiny_vae(self, has_tiny_vae: bool) -> None:
+        """--quantize-tiny-vae needs a TAESD to quantize; checked before loading anything."""
+        if self.quantize_tiny_vae is not None and not has_tiny_vae:
+            raise InputError("--quantize-tiny-vae quantizes the --tiny-vae decoder; add --tiny-vae madebyollin/taesd")
+
     @property
     def calibrates(self) -> bool:
         """Whether the export runs the calibration prompts (for the UNet, the tiny VAE or both)."""

@@ -236,3 +236,14 @@ def test_unknown_calibration_dataset_offline_fails_before_exporting(tmp_path, em
     check(result, "calibration dataset", "someone/no-such-prompts", "local")
     assert "tokenizer" not in result.stderr  # failed before any bundle stage ran
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".lcm-export-*"))
+
+
+def test_the_library_refuses_quantize_tiny_vae_without_a_tiny_vae():
+    """export_bundle's own callers (not the CLI) get the same one-line refusal, before any work."""
+    from lcm_export.options import ExportOptions
+    from lcm_runtime.errors import InputError
+
+    ExportOptions(quantize_tiny_vae="int8").check_tiny_vae(True)
+    ExportOptions().check_tiny_vae(False)
+    with pytest.raises(InputError, match="add --tiny-vae"):
+        ExportOptions(quantize_tiny_vae="int8").check_tiny_vae(False)
