@@ -21,6 +21,9 @@ import pytest
 
 # Tests never touch the network: hub access must come from local folders or fail fast.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Nor does OpenVINO's or NNCF's usage telemetry, which forks a sender for each event: importing
+# lcm_export turns it off, but only before anything imports openvino (lcm_export/telemetry.py).
+import lcm_export  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session", autouse=True)
