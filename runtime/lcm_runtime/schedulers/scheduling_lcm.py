@@ -18,6 +18,7 @@ from ..errors import BundleError, InputError
 from ..noise import NoiseSource, draw_normal
 
 SIGMA_DATA = 0.5  # hard-coded in diffusers' LCMScheduler
+LARGEST_SCALED_TIMESTEP = float(np.sqrt(np.finfo(np.float32).max)) / 2  # its square plus sigma^2 stays finite
 # The tables hold one value per train timestep (diffusers' models: 1000): beyond this is garbage.
 MAX_TRAIN_TIMESTEPS = 1_000_000
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # diffusers'; compute_tables does the first two
@@ -85,6 +86,13 @@ class LCMSchedulerConfig:
                     f"{SCHEDULER_CONFIG} has {key} = {describe_value(value)}, not {wanted}; re-export the bundle"
                 )
         parsed = cls(**values)
+        # The boundary condition squares timestep * timestep_scaling in float32, as diffusers does: past
+        # this it overflows, and c_out becomes inf / inf, a NaN image (in diffusers too).
+        if max(parsed.num_train_timesteps - 1, 1) * parsed.timestep_scaling > LARGEST_SCALED_TIMESTEP:
+            raise BundleError(
+                f"{SCHEDULER_CONFIG} has timestep_scaling = {describe_value(parsed.timestep_scaling)}, too large: "
+                f"the boundary condition overflows float32 (LCM schedulers use 10.0); re-export the bundle"
+            )
         if parsed.original_inference_steps > parsed.num_train_timesteps:
             raise BundleError(
                 f"{SCHEDULER_CONFIG} has original_inference_steps = {parsed.original_inference_steps}, "
