@@ -412,6 +412,21 @@ def example_inputs(
     return _example_and_shapes(pipeline, component, guidance_mode)[0]
 
 
+@contextmanager
+def quiet_tracing() -> Iterator[None]:
+    """No gradients, and none of the warnings that tracing a module for OpenVINO raises but that say
+    nothing to whoever exports: the shape checks of diffusers and CLIP (sizes divisible by the
+    up-sampling factor, batch >= 64, image size against the position embeddings) become constants of
+    the trace, which is intended since the IR's input shapes fix them; OpenVINO's PyTorch frontend
+    traces with torch.jit, which torch 2.13 deprecates; and the trace reads transformers' deprecated
+    ``is_gradient_checkpointing``."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", r"`torch\.jit\.trace(_method)?` is deprecated", DeprecationWarning)
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        yield
+
+
 def convert_component(
     pipeline: LatentConsistencyModelPipeline,
     component: str,
@@ -435,11 +450,7 @@ def convert_component(
         output_names = (*output_names, DEEP_FEATURE)
     in_unet = component in ("unet", UNET_SHALLOW)
     rewrites = unet_rewrites(pipeline.unet, token_downsampling) if in_unet else nullcontext()
-    with torch.no_grad(), warnings.catch_warnings(), rewrites:
-        # diffusers' shape checks (sizes divisible by the up-sampling factor, batch >= 64) become
-        # constants in the trace; that is intended, since they only pick contiguous() or
-        # an explicit upsample size, so the warnings are noise.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+    with quiet_tracing(), rewrites:
         # convert_model's own decoder, but without torch.jit.trace's check_trace: that runs the module
         # once more and compares the two traces, which doubled the tracing time of every export (the
         # parity tests compare the IR's outputs with diffusers' anyway).

@@ -11,6 +11,7 @@ is one line that names it and says why.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -395,7 +396,10 @@ def fuse_loras(pipeline: LatentConsistencyModelPipeline, loras: list[ResolvedLor
             adapter = f"lcm_export_{index}"
             try:
                 # From the file, not the tensors: a diffusers/peft file's metadata holds its alphas.
-                pipeline.load_lora_weights(str(lora.path), adapter_name=adapter)
+                with warnings.catch_warnings():
+                    # Several LoRAs are several adapters on purpose (weighed, then fused); peft warns.
+                    warnings.filterwarnings("ignore", "Already found a `peft_config` attribute", UserWarning)
+                    pipeline.load_lora_weights(str(lora.path), adapter_name=adapter)
             except (ValueError, KeyError, RuntimeError, TypeError) as error:
                 raise LoraError(f"{lora.label}: diffusers cannot load it ({first_line(error)})") from None
             adapters.append(adapter)

@@ -15,7 +15,6 @@ such as CompVis/stable-diffusion-safety-checker or a local folder with config.js
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -36,6 +35,7 @@ from lcm_runtime.bundle import (
 )
 from lcm_runtime.errors import BundleError, first_line
 
+from .convert import quiet_tracing
 from .hub import HUB_ID, PICKLE_WEIGHTS, SAFE_WEIGHTS, SourceError, download_from_hub, read_json_object, weights_sha256
 
 if TYPE_CHECKING:
@@ -249,10 +249,7 @@ def convert_safety_checker(loaded: LoadedSafetyChecker) -> ov.Model:
     channels = int(loaded.checker.config.vision_config.num_channels)
     height, width = loaded.crop_size
     example = (torch.randn(1, channels, height, width, generator=torch.Generator().manual_seed(6)),)
-    with torch.no_grad(), warnings.catch_warnings():
-        # CLIP's checks of the image size against its position embeddings become constants of the
-        # trace; the size is fixed by the IR's input shape, so the warnings are noise.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+    with quiet_tracing():
         model = ov.convert_model(
             SafetyCheckerIO(loaded.checker).float().eval(),
             example_input=example,

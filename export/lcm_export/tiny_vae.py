@@ -18,6 +18,7 @@ import torch
 from lcm_runtime.bundle import OPTIONAL_COMPONENT_IO, TINY_VAE_DECODER
 from lcm_runtime.errors import first_line
 
+from .convert import quiet_tracing
 from .hub import HUB_ID, SourceError, download_from_hub, weights_sha256
 from .options import DEFAULT_TINY_VAE
 
@@ -110,7 +111,7 @@ def convert_tiny_vae_decoder(tiny: LoadedTinyVae) -> ov.Model:
 
     channels = int(tiny.vae.config.latent_channels)
     example = (torch.randn(1, channels, 9, 9, generator=torch.Generator().manual_seed(5)),)
-    with torch.no_grad():
+    with quiet_tracing():
         model = ov.convert_model(
             TinyVaeDecoderIO(tiny.vae).float().eval(),
             example_input=example,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import warnings
 
 import pytest
 
@@ -83,7 +84,9 @@ def _fused_by_diffusers(sd15_dir, loras_and_scales):
     pipeline = StableDiffusionPipeline.from_pretrained(sd15_dir, safety_checker=None)
     names = []
     for index, (path, _scale) in enumerate(loras_and_scales):
-        pipeline.load_lora_weights(str(path), adapter_name=f"reference_{index}")
+        with warnings.catch_warnings():  # peft warns at the second adapter, which is the recipe
+            warnings.filterwarnings("ignore", "Already found a `peft_config` attribute", UserWarning)
+            pipeline.load_lora_weights(str(path), adapter_name=f"reference_{index}")
         names.append(f"reference_{index}")
     pipeline.set_adapters(names, adapter_weights=[scale for _path, scale in loras_and_scales])
     pipeline.fuse_lora(components=["unet", "text_encoder"], adapter_names=names)

@@ -201,6 +201,8 @@ IMG2IMG_CASES = [
 ]
 
 
+# More prompts than images: diffusers repeats the images, with a deprecation warning; compared on purpose.
+@pytest.mark.filterwarnings("ignore:You have passed .* text prompts:FutureWarning")
 @pytest.mark.parametrize("prompts,pictures,per_prompt,steps,strength,guidance,negative", IMG2IMG_CASES)
 def test_image_to_image_is_diffusers_stable_diffusion_img2img(
     reference_img2img, img2img, torch_draws, prompts, pictures, per_prompt, steps, strength, guidance, negative
