@@ -18,6 +18,7 @@ import numpy as np
 
 from .batch import Failure, Generated, Generator, GeneratorOptions
 from .batch_plan import ImageTask
+from .ray_start import init_ray
 
 
 class RayGenerator:
@@ -45,7 +46,7 @@ def on_ray(
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        init_ray(address, configure_logging=False)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the batch's own progress bar is the one to show
     tasks = ray.data.from_items([{"task": pickle.dumps(task.to_dict())} for task in todo])

@@ -16,6 +16,7 @@ from typing import Any
 from ray import serve
 from ray.serve.deployment import Application
 
+from ..ray_start import init_ray
 from .app import create_app
 from .engine import Engine
 from .state import Settings
@@ -105,7 +106,7 @@ def run(
     import ray
 
     stop = threading.Event()
-    ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    init_ray(address)
     # After ray.init: Ray installs its own handlers, which abort the process on SIGTERM.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
