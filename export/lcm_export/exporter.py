@@ -40,9 +40,11 @@ from lcm_runtime.bundle import (
     verify_files,
     write_manifest,
 )
-from lcm_runtime.errors import InputError, LCMError
+from lcm_runtime.errors import BundleError, InputError, LCMError
+from lcm_runtime.schedulers.scheduling_lcm import LCMSchedulerConfig
 
 from .compress import component_precision, compress_weights, compression_details, save_ir
+from .hub import SourceError
 from .options import ExportOptions
 from .source import LoadedSource
 from .writer import check_free_space, check_output, clean_config, staged_output, write_text
@@ -166,6 +168,16 @@ def export_scheduler(pipeline: LatentConsistencyModelPipeline, guidance_mode: st
         logging.set_verbosity(verbosity)
 
 
+def check_scheduler_config(config: dict[str, Any]) -> None:
+    """Refuse, before any work, a scheduler config that the runtime would refuse to load (SourceError)."""
+    try:
+        LCMSchedulerConfig.from_dict(
+            config, where="the source's scheduler config", fix=f"correct it in the source's {SCHEDULER_CONFIG}"
+        )
+    except BundleError as error:
+        raise SourceError(str(error)) from None
+
+
 def estimate_bundle_bytes(pipeline: LatentConsistencyModelPipeline, weights: str) -> int:
     parameters = sum(
         p.numel() for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder) for p in module.parameters()
@@ -216,6 +228,8 @@ def export_bundle(
         )
     options.check_tiny_vae(tiny_vae is not None)
     scheduler = export_scheduler(pipeline, options.guidance_mode)
+    scheduler_config = clean_config(scheduler.to_json_string())
+    check_scheduler_config(scheduler_config)
     precisions = {component: component_precision(options.weights, component) for component in COMPONENTS}
     if options.quantize_unet:
         precisions["unet"] = INT8_PTQ
@@ -246,7 +260,7 @@ def export_bundle(
             write_text(staging / MODEL_INDEX_FILE, dumps_json(index))
             for component, config in component_configs(pipeline).items():
                 write_text(staging / component / CONFIG_FILE, dumps_json(config))
-            write_text(staging / SCHEDULER_CONFIG, dumps_json(clean_config(scheduler.to_json_string())))
+            write_text(staging / SCHEDULER_CONFIG, dumps_json(scheduler_config))
         with progress.stage("scheduler tables"):
             write_scheduler_tables(staging, scheduler)
         with progress.stage("tokenizer"):

@@ -115,3 +115,22 @@ def test_a_unet_of_another_channel_layout_is_refused_before_loading(tiny_pipelin
     with pytest.raises(SourceError, match=f"takes {in_channels} input channels and predicts 4") as error:
         validate_pipeline_folder(source, allow_pickle=False)
     assert "\n" not in str(error.value) and str(source) in str(error.value)
+
+
+@pytest.mark.parametrize("field,value", [("timestep_scaling", 1e17), ("original_inference_steps", 5000)])
+def test_a_scheduler_config_the_runtime_would_refuse_is_refused_before_writing(
+    tiny_pipeline_dir, tmp_path, field, value
+):
+    """The runtime refuses such a bundle at load (NaN tables, or steps beyond the train timesteps): the export
+    refuses its source first, in one line naming the field, and writes nothing."""
+    from lcm_export.exporter import ExportOptions, export_bundle
+
+    source = tmp_path / "source"
+    shutil.copytree(tiny_pipeline_dir, source)
+    config_path = source / "scheduler" / "scheduler_config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), field: value}))
+    out = tmp_path / "out"
+    with pytest.raises(SourceError, match=f"the source's scheduler config has {field} = ") as error:
+        export_bundle(load_source(str(source)), out, ExportOptions(weights="fp32"))
+    assert "\n" not in str(error.value) and "scheduler/scheduler_config.json" in str(error.value)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["source"]

@@ -73,30 +73,31 @@ class LCMSchedulerConfig:
     timestep_scaling: float = 10.0
 
     @classmethod
-    def from_dict(cls, config: Mapping[str, Any]) -> LCMSchedulerConfig:
-        """The known fields of a diffusers scheduler config, each checked (BundleError naming the field)."""
+    def from_dict(
+        cls, config: Mapping[str, Any], where: str = SCHEDULER_CONFIG, fix: str = "re-export the bundle"
+    ) -> LCMSchedulerConfig:
+        """The known fields of a diffusers scheduler config, each checked (BundleError naming the field).
+        ``where`` names the config and ``fix`` says what to do, in the error: lcm-export checks a source's."""
         if not isinstance(config, Mapping):
-            raise BundleError(f"{SCHEDULER_CONFIG} is {describe_value(config)}, not an object; re-export the bundle")
+            raise BundleError(f"{where} is {describe_value(config)}, not an object; {fix}")
         known = cls.__dataclass_fields__
         values = {key: value for key, value in config.items() if isinstance(key, str) and key in known}
         for key, value in values.items():
             accepts, wanted = _FIELD_RULES[key]
             if not accepts(value):
-                raise BundleError(
-                    f"{SCHEDULER_CONFIG} has {key} = {describe_value(value)}, not {wanted}; re-export the bundle"
-                )
+                raise BundleError(f"{where} has {key} = {describe_value(value)}, not {wanted}; {fix}")
         parsed = cls(**values)
         # The boundary condition squares timestep * timestep_scaling in float32, as diffusers does: past
         # this it overflows, and c_out becomes inf / inf, a NaN image (in diffusers too).
         if max(parsed.num_train_timesteps - 1, 1) * parsed.timestep_scaling > LARGEST_SCALED_TIMESTEP:
             raise BundleError(
-                f"{SCHEDULER_CONFIG} has timestep_scaling = {describe_value(parsed.timestep_scaling)}, too large: "
-                f"the boundary condition overflows float32 (LCM schedulers use 10.0); re-export the bundle"
+                f"{where} has timestep_scaling = {describe_value(parsed.timestep_scaling)}, too large: "
+                f"the boundary condition overflows float32 (LCM schedulers use 10.0); {fix}"
             )
         if parsed.original_inference_steps > parsed.num_train_timesteps:
             raise BundleError(
-                f"{SCHEDULER_CONFIG} has original_inference_steps = {parsed.original_inference_steps}, "
-                f"more than num_train_timesteps = {parsed.num_train_timesteps}; re-export the bundle"
+                f"{where} has original_inference_steps = {parsed.original_inference_steps}, "
+                f"more than num_train_timesteps = {parsed.num_train_timesteps}; {fix}"
             )
         return parsed
 
