@@ -228,12 +228,17 @@ class BundleDefaults:
     guidance: float
     size: int
     multiple: int
+    min_side: int = 0
 
     @classmethod
     def from_folder(cls, folder: ModelFolder) -> BundleDefaults:
         facts = folder.facts
         return cls(
-            facts.default_steps, float(facts.default_guidance_scale), facts.default_image_size, folder.size_multiple
+            facts.default_steps,
+            float(facts.default_guidance_scale),
+            facts.default_image_size,
+            folder.size_multiple,
+            folder.min_side,
         )
 
 
@@ -308,7 +313,7 @@ def check_defaults(defaults: Defaults, facts: BundleDefaults) -> None:
         validation.real_number(defaults.guidance, "--guidance", 0.0, validation.MAX_GUIDANCE)
     for name, side in (("--width", defaults.width), ("--height", defaults.height)):
         if side is not None:
-            validation.image_side(side, name, facts.multiple)
+            validation.image_side(side, name, facts.multiple, facts.min_side)
     validation.whole_number(defaults.num_images, "--num-images", 1, MAX_IMAGES_PER_ROW)
     if defaults.strength is not None:
         validation.real_number(defaults.strength, "--strength", 0.0, 1.0, low_open=True)
@@ -438,4 +443,4 @@ def _pick(values: dict[str, Any], name: str, default: Any, fallback: Any) -> Any
 def _size(values: dict[str, Any], defaults: Defaults, facts: BundleDefaults) -> tuple[int, int]:
     height = _pick(values, "height", defaults.height, facts.size)
     width = _pick(values, "width", defaults.width, facts.size)
-    return validation.image_size(height, width, facts.multiple)
+    return validation.image_size(height, width, facts.multiple, facts.min_side)

@@ -374,8 +374,10 @@ def info(bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle 
             typer.echo(f"calibration: {manifest.calibration}")
     else:
         typer.echo("format: folder without manifest (optimum-cli export); files cannot be verified")
+    smallest = f", at least {folder.min_side}" if folder.min_side > folder.size_multiple else ""
     typer.echo(
-        f"native size: {facts.default_image_size}x{facts.default_image_size}, sides multiple of {folder.size_multiple}"
+        f"native size: {facts.default_image_size}x{facts.default_image_size}, "
+        f"sides multiple of {folder.size_multiple}{smallest}"
     )
     from .bundle import EMBEDDED
 
@@ -497,6 +499,9 @@ def serve(
         )
     if log_level not in ("debug", "info", "warning", "error"):
         raise InputError(f"--log-level must be debug, info, warning or error, got {log_level!r}")
+    from .models import compile_config
+
+    compile_config(precision)  # here for --ray too: its replicas would each fail to load
     if not ray and (ray_address is not None or replicas != 1 or cpus_per_replica != 1.0):
         raise InputError("--ray-address, --replicas and --cpus-per-replica go with --ray; add --ray")
     if replicas < 1 or cpus_per_replica <= 0:
@@ -546,8 +551,16 @@ def serve(
         max_body_bytes=int(max_body * 2**20),
         cors_origins=tuple(cors_origin),
     )
-    typer.echo(f"lcm-run serve: {engine.model_name} on http://{host}:{port}/ (loading the models)", err=True)
-    run_server(engine, settings, host=host, port=port, log_level=log_level)
+    run_server(
+        engine,
+        settings,
+        host=host,
+        port=port,
+        log_level=log_level,
+        on_listening=lambda: typer.echo(
+            f"lcm-run serve: {engine.model_name} on http://{host}:{port}/ (loading the models)", err=True
+        ),
+    )
 
 
 def _serve_on_ray(

@@ -327,7 +327,7 @@ class LCMPipelineBase:
         memory; ``unet_batch``: the UNet's batch when it is not ``batch`` (classifier-free guidance)."""
         height = self.facts.default_image_size if height is None else height
         width = self.facts.default_image_size if width is None else width
-        height, width = validation.image_size(height, width, self.folder.size_multiple)
+        height, width = validation.image_size(height, width, self.folder.size_multiple, self.folder.min_side)
         needed = ["text_encoder", "unet", self.models.vae_component] + (["vae_encoder"] if encode else [])
         if self.safety_checker:
             needed.append("safety_checker")

@@ -29,6 +29,7 @@ class ModelFolder:
     scheduler_config: dict[str, Any]
     scheduler_tables: dict[str, np.ndarray] | None
     size_multiple: int  # image sides must be multiples of this (VAE factor x UNet down-sampling)
+    min_side: int  # and at least this: a token-downsampled UNet pools the latent grid (a side below fails)
     vae_block_out_channels: tuple[int, ...]
     unet_block_out_channels: tuple[int, ...]
     tiny_vae_config: dict[str, Any] | None = None  # the TAESD decoder's config, when the bundle has one
@@ -126,10 +127,21 @@ def open_model_folder(path: str | os.PathLike[str]) -> ModelFolder:
         scheduler_config=scheduler_config,
         scheduler_tables=tables,
         size_multiple=facts.vae_scale_factor * facts.latent_size_multiple,
+        min_side=facts.vae_scale_factor * token_downsampling_factor(manifest),
         vae_block_out_channels=vae_channels,
         unet_block_out_channels=unet_channels,
         tiny_vae_config=tiny_vae_config,
     )
+
+
+def token_downsampling_factor(manifest: Manifest | None) -> int:
+    """How many latents a side the UNet's full-resolution self-attentions pool into one (1: exact attention).
+
+    OpenVINO's pooling refuses a grid smaller than its kernel, so the latent side must be at least this."""
+    unet = manifest.components.get("unet") if manifest is not None else None
+    pooled = unet.get("token_downsampling") if isinstance(unet, dict) else None
+    factor = pooled.get("factor") if isinstance(pooled, dict) else None
+    return factor if type(factor) is int and factor > 1 else 1
 
 
 def _check_unet_channels(root: Path, facts: ModelFacts, unet_config: dict[str, Any]) -> None:

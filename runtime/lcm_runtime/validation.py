@@ -65,16 +65,23 @@ def image_count(num_images_per_prompt: object, prompts: int, max_images: int) ->
     return per_prompt
 
 
-def image_side(value: object, name: str, multiple: int) -> int:
+def image_side(value: object, name: str, multiple: int, minimum: int = 0) -> int:
+    """A side in pixels: a positive multiple of ``multiple``, at least ``minimum`` (a bundle's own floor)."""
     if isinstance(value, bool) or not isinstance(value, Integral) or int(value) < multiple or int(value) % multiple:
         raise InputError(f"{name} must be a positive multiple of {multiple} for this model, got {value}", argument=name)
+    if int(value) < minimum:
+        raise InputError(
+            f"{name} must be at least {minimum} for this bundle (its token downsampling pools the latents), "
+            f"got {value}",
+            argument=name,
+        )
     if int(value) > MAX_SIDE:
         raise InputError(f"{name} must be at most {MAX_SIDE}, got {value}", argument=name)
     return int(value)
 
 
-def image_size(height: object, width: object, multiple: int) -> tuple[int, int]:
-    height, width = image_side(height, "height", multiple), image_side(width, "width", multiple)
+def image_size(height: object, width: object, multiple: int, minimum: int = 0) -> tuple[int, int]:
+    height, width = image_side(height, "height", multiple, minimum), image_side(width, "width", multiple, minimum)
     if height * width > MAX_PIXELS:
         raise InputError(
             f"height={height} x width={width} is more than {MAX_PIXELS // 2**20} megapixels; choose a smaller size",

@@ -128,6 +128,28 @@ def test_long_a1111_prompts_run_on_the_int8_token_downsampled_unet(fast_bundle):
     assert np.isfinite(weighted).all() and np.abs(weighted - plain).max() > 1e-3
 
 
+@pytest.mark.parametrize("task", ["text-to-image", "image-to-image"])
+def test_a_side_below_the_pooling_window_is_one_input_error_and_the_smallest_runs(fast_bundle, task):
+    """Token downsampling 2 pools 2x2 latents: an 8-pixel side (one latent) failed inside OpenVINO with a
+    RuntimeError (a 500 from the server); it is refused naming the side, and 16 pixels run."""
+    from lcm_runtime import LCMImg2ImgPipeline
+
+    fast = LCMPipeline.from_pretrained(fast_bundle, cache_dir=False, fast=True)
+    assert fast.folder.min_side == 16
+    arguments = dict(num_inference_steps=1, output_type="np", generator=3)
+    if task == "text-to-image":
+        with pytest.raises(InputError, match="height must be at least 16 for this bundle") as error:
+            fast("a cube", height=8, width=64, **arguments)
+        assert error.value.argument == "height"
+        images = fast("a cube", height=16, width=24, **arguments).images
+    else:
+        img2img = LCMImg2ImgPipeline.from_pipe(fast)
+        with pytest.raises(InputError, match="width must be at least 16 for this bundle"):
+            img2img("a cube", image=np.full((40, 8, 3), 0.5, np.float32), **arguments)
+        images = img2img("a cube", image=np.full((24, 16, 3), 0.5, np.float32), **arguments).images
+    assert images.shape[1:3] == ((16, 24) if task == "text-to-image" else (24, 16)) and np.isfinite(images).all()
+
+
 def test_one_call_keeps_the_unet_before_a_tiny_vae_decode_unless_low_memory(fast_bundle, tmp_path):
     one_call = LCMPipeline.from_pretrained(fast_bundle, cache_dir=False, fast=True, release_after_use="one-call")
     one_call("a red cube", num_inference_steps=1, height=64, width=64, output_type="np", generator=3)

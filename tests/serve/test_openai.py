@@ -184,3 +184,54 @@ def test_bad_requests_raise_bad_request_error_naming_the_field(client):
 def test_models_lists_the_bundle(client, tiny_bundle_fp32):
     models = client.models.list()
     assert [model.id for model in models.data] == [tiny_bundle_fp32.name]
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [({"size": "65x64"}, "size"), ({"size": "64x64", "num_inference_steps": 0}, "num_inference_steps")],
+)
+def test_a_streamed_request_the_pipeline_refuses_is_a_400_not_a_200_error_event(server, body, param):
+    """The stream starts with the job's first event: a refusal before the first step is the same 4xx as
+    without streaming (it was a 200 with an error event, counted as a success)."""
+    with server.client() as http:
+        streamed = http.post(
+            "/v1/images/generations", json={"prompt": "a cube", "stream": True, "partial_images": 1, **body}
+        )
+        plain = http.post("/v1/images/generations", json={"prompt": "a cube", **body})
+    assert streamed.status_code == plain.status_code == 400, streamed.text
+    assert streamed.json()["error"]["param"] == plain.json()["error"]["param"] == param
+
+
+def test_edits_are_bounded_by_max_side_before_resizing_and_by_their_own_size(server):
+    """An edit makes a picture of the requested size, or of the image's: both bounded by --max-side (2048),
+    checked before the server resizes anything (a 4096x2048 edit ran for minutes)."""
+    with server.client() as http:
+        start = png_file(Image.new("RGB", (64, 64), (90, 90, 90)))
+        too_big = http.post("/v1/images/edits", data={"prompt": "x", "size": "4096x2048"}, files={"image": start})
+        assert too_big.status_code == 400 and too_big.json()["error"]["param"] == "size"
+        assert "2048x2048" in too_big.json()["error"]["message"]
+        tall = png_file(Image.new("RGB", (8, 3000), (90, 90, 90)))
+        own_size = http.post("/v1/images/edits", data={"prompt": "x"}, files={"image": tall})
+        assert own_size.status_code == 400 and own_size.json()["error"]["param"] == "image"
+        assert "8x3000" in own_size.json()["error"]["message"]
+
+
+def test_a_mask_sent_as_a_text_field_is_read_as_base64_not_dropped(server):
+    start = png_file(Image.new("RGB", (64, 64), (200, 30, 30)))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    fields = {"prompt": "x", "size": SIZE, "num_inference_steps": "2", "seed": "1"}
+    with server.client() as http:
+        masked = http.post(
+            "/v1/images/edits",
+            data={**fields, "mask": base64.b64encode(png_file(mask)).decode()},
+            files={"image": start},
+        )
+        assert masked.status_code == 200, masked.text
+        assert "Mask hash" in decode(masked.json()["data"][0]["b64_json"]).text["parameters"]
+        garbage = http.post("/v1/images/edits", data={**fields, "mask": "hello"}, files={"image": start})
+        assert garbage.status_code == 400 and garbage.json()["error"]["param"] == "mask"
+        two = http.post(
+            "/v1/images/edits", data=fields, files=[("image", start), ("mask", png_file(mask)), ("mask", start)]
+        )
+        assert two.status_code == 400 and two.json()["error"]["param"] == "mask"

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from servers import start_server
+from servers import free_port, start_server
 
 SMALL = {"prompt": "a red cube", "size": "64x64", "num_inference_steps": 1}
 
@@ -287,3 +287,61 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_max_queue_0_runs_one_request_at_a_time_and_queues_none(tiny_bundle_fp32, tmp_path):
+    """--max-queue counts requests that wait: 0 used to answer every request 429, an idle server's too."""
+    server = start_server(tiny_bundle_fp32, tmp_path / "server.log", "--max-queue", "0")
+    try:
+        assert httpx.post(f"{server.url}/v1/images/generations", json=SMALL, timeout=30).status_code == 200
+        statuses: list[int] = []
+
+        def ask() -> None:
+            statuses.append(httpx.post(f"{server.url}/v1/images/generations", json=LONG, timeout=120).status_code)
+
+        first = threading.Thread(target=ask)
+        first.start()
+        wait_until(lambda: metric(server, "lcm_running") == 1, what="the first job running")
+        refused = httpx.post(f"{server.url}/v1/images/generations", json=SMALL, timeout=30)
+        assert refused.status_code == 429 and refused.headers["retry-after"]
+        first.join(timeout=120)
+        assert statuses == [200]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--precision", "f64"], "precision must be one of auto, f32, bf16, f16, got 'f64'"),
+        (["--device", "TPU"], "OpenVINO has no device 'TPU' on this machine"),
+        (["--host", "999.1.1.1"], "--host '999.1.1.1' is not an address of this machine"),
+        (["--port", "TAKEN"], "is in use by another program; choose another --port"),
+    ],
+)
+def test_a_server_that_cannot_serve_is_refused_in_one_line_before_it_starts(tiny_bundle_fp32, options, message):
+    """A taken port aborted the process (SIGABRT, uvicorn exiting while OpenVINO compiled on another thread);
+    a precision or device lcm-run refuses gave a server that answered every request 503."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        options = [port if option == "TAKEN" else option for option in options]
+        command = [sys.executable, "-m", "lcm_runtime.cli", "serve", "--model", str(tiny_bundle_fp32)]
+        if "--port" not in options:
+            options = [*options, "--port", str(free_port())]
+        result = subprocess.run(
+            [*command, *options],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "LCM_CACHE_DIR": "off"},
+        )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, result.stderr

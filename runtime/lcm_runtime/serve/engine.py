@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .. import validation
 from ..core import LCMPipelineOutput
 from ..deep_cache import check_interval
 from ..denoise import StepEndCallback
@@ -32,7 +33,9 @@ from ..img2img import LCMImg2ImgPipeline
 from ..inpaint import DEFAULT_STRENGTH as INPAINT_STRENGTH
 from ..inpaint import LCMInpaintPipeline
 from ..loading import open_model_folder
+from ..models import check_device, compile_config
 from ..noise import SEED_LIMIT, image_seed
+from ..openvino_runtime import ov
 from ..outputs import png_parameters
 from ..pipeline import LCMPipeline
 from ..vae_choice import choose_vae
@@ -149,6 +152,10 @@ class Engine:
     ) -> None:
         self.bundle, self.device, self.precision = Path(bundle), device, precision
         self.folder = open_model_folder(self.bundle)  # a bad bundle fails here, before the server starts
+        # So do a precision or a device the pipeline would refuse: a server that can never load would
+        # otherwise answer every request 503.
+        compile_config(precision)
+        check_device(ov.Core(), device)
         # So do options the bundle cannot run (--fast without its INT8 UNet, --deep-cache without unet_shallow).
         self.vae = choose_vae(self.folder, vae, fast)
         self.fast = fast
@@ -236,7 +243,9 @@ class Engine:
         with self._lock:
             if not self._accepting:
                 raise Cancelled("the server is shutting down")
-            if len(self._queue) >= self.max_queue:
+            # max_queue counts requests that wait: one that runs at once (nothing running or queued) is taken.
+            busy = self.running is not None or bool(self._queue) or not self.ready.is_set()
+            if busy and len(self._queue) >= self.max_queue:
                 raise QueueFull(f"{len(self._queue)} requests are waiting, the most this server queues; retry later")
             self._queue.append(job)
             self._lock.notify_all()
@@ -253,6 +262,17 @@ class Engine:
             side = getattr(request, name)
             if side is not None and side > self.max_side:
                 raise InputError(f"{name} must be at most {self.max_side} on this server, got {side}", argument=name)
+            if side is not None:
+                validation.image_side(side, name, self.folder.size_multiple, self.folder.min_side)
+        if request.image is not None and request.width is None and request.height is None:
+            # Image-to-image makes a picture of the image's own size: it is bounded as a requested size is.
+            width, height = request.image.size
+            if max(width, height) > self.max_side:
+                raise InputError(
+                    f"the image is {width}x{height}, and this server makes pictures of at most {self.max_side} "
+                    "pixels a side; send a smaller image or ask for a size",
+                    argument="image",
+                )
         if request.seed is not None and not 0 <= request.seed < SEED_LIMIT:
             raise InputError(f"seed must be from 0 to {SEED_LIMIT - 1} (or -1 for random)", argument="seed")
         if request.mask is not None and request.image is None:

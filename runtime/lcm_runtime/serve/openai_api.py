@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from .engine import GeneratedImage, GenerationRequest, StepEvent
+from .engine import GeneratedImage, GenerationRequest, Job, Result, StepEvent
 from .http import (
     ApiError,
     ClientGone,
@@ -104,8 +104,15 @@ def parse_size(size: object, state: ServerState) -> tuple[int | None, int | None
         return None, None
     if isinstance(size, str):
         width, separator, height = size.lower().partition("x")
-        if separator and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0:
-            return int(width), int(height)
+        if separator and width.isascii() and height.isascii() and width.isdigit() and height.isdigit():
+            if int(width) > 0 and int(height) > 0:
+                # Checked before an edit resizes its picture to it: no request makes the server allocate more.
+                if max(int(width), int(height)) > state.engine.max_side:
+                    limit = state.engine.max_side
+                    raise ApiError(
+                        400, f"size must be at most {limit}x{limit} on this server, got {size!r}", param="size"
+                    )
+                return int(width), int(height)
     raise ApiError(400, f"size must be WIDTHxHEIGHT (e.g. 512x512) or auto, got {size!r}", param="size")
 
 
@@ -203,7 +210,10 @@ async def edits(request: Request) -> Response:
     if len(images) > 1:
         raise ApiError(400, f"this server edits one image per request, got {len(images)}", param="image")
     picture = open_picture(images[0], "image")
-    masks = files.get("mask") or []
+    # A mask sent as a text field is base64, as the image: dropping it would quietly make an image-to-image.
+    masks = files.get("mask") or ([decode_base64(fields["mask"], "mask")] if "mask" in fields else [])
+    if len(masks) > 1:
+        raise ApiError(400, f"an edit takes one mask, got {len(masks)}", param="mask")
     mask = mask_from_alpha_or_white(open_picture(masks[0], "mask")) if masks else None
     width, height = parse_size(fields.get("size"), state)
     picture = fit_to_size(picture.convert("RGB"), width, height)
@@ -277,11 +287,7 @@ def image_data(state: ServerState, request: Request, generated: GeneratedImage, 
 async def answer(state: ServerState, request: Request, generation: GenerationRequest, options: Answer) -> Response:
     started = time.perf_counter()
     if options.stream:
-        return StreamingResponse(
-            stream_events(state, request, generation, options, started),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return await stream_answer(state, request, generation, options, started)
     try:
         job = state.engine.submit(generation)
         result = await wait_for_job(state.engine, job, request, state.settings.timeout)
@@ -308,11 +314,11 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-async def stream_events(
+async def stream_answer(
     state: ServerState, request: Request, generation: GenerationRequest, options: Answer, started: float
-) -> AsyncIterator[bytes]:
-    """Server-sent events as the OpenAI SDK parses them: a partial image per step (when asked), then
-    one completed event per image; an error after the stream began is an ``error`` event."""
+) -> Response:
+    """Server-sent events, once the job has sent its first one: a request the pipeline refuses before its
+    first step (a size, a strength) is answered 4xx as without streaming, not 200 and an ``error`` event."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[StepEvent | GeneratedImage] = asyncio.Queue()
 
@@ -321,18 +327,53 @@ async def stream_events(
 
     try:
         job = state.engine.submit(generation, listener)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - answered in OpenAI's error shape
         failure = api_error(error, PARAMS)
         state.metrics.answered("openai", failure.status, time.perf_counter() - started)
-        yield sse("error", {"type": "error", **openai_error_body(failure)})
-        return
+        raise failure from None
     waiting = asyncio.ensure_future(wait_for_job(state.engine, job, request, state.settings.timeout))
+    first = asyncio.ensure_future(events.get())
+    try:
+        await asyncio.wait({first, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        first.cancel()
+        waiting.cancel()
+        state.engine.remove(job, "the client disconnected")
+        raise
+    refused = None if first.done() else waiting.exception()
+    if refused is not None:
+        first.cancel()
+        if isinstance(refused, ClientGone):
+            state.metrics.answered("openai", 499, time.perf_counter() - started)
+            return Response(status_code=499)
+        failure = api_error(refused, PARAMS)
+        state.metrics.answered("openai", failure.status, time.perf_counter() - started)
+        raise failure from None
+    return StreamingResponse(
+        stream_events(state, request, job, events, first, waiting, options, started),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def stream_events(
+    state: ServerState,
+    request: Request,
+    job: Job,
+    events: asyncio.Queue[StepEvent | GeneratedImage],
+    getter: asyncio.Future[StepEvent | GeneratedImage],
+    waiting: asyncio.Future[Result],
+    options: Answer,
+    started: float,
+) -> AsyncIterator[bytes]:
+    """The events as the OpenAI SDK parses them: a partial image per step (when asked), then one
+    completed event per image; an error after the stream began is an ``error`` event."""
     base = {"quality": "auto", "background": "opaque", "output_format": options.image_format.lower()}
     partial_index = 0
     try:
         while True:
-            getter = asyncio.ensure_future(events.get())
-            done, _ = await asyncio.wait({getter, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {getter, waiting}
+            done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
                 getter.cancel()
                 while not events.empty():
@@ -345,6 +386,7 @@ async def stream_events(
                 yield chunk
             if isinstance(event, StepEvent) and event.preview is not None:
                 partial_index += 1
+            getter = asyncio.ensure_future(events.get())
         result = waiting.result()
         state.metrics.images.inc(len(result.images))
         state.metrics.answered("openai", 200, time.perf_counter() - started)
@@ -355,6 +397,7 @@ async def stream_events(
         state.metrics.answered("openai", failure.status, time.perf_counter() - started)
         yield sse("error", {"type": "error", **openai_error_body(failure)})
     finally:
+        getter.cancel()
         if not job.future.done():
             state.engine.remove(job, "the client disconnected")
         waiting.cancel()
