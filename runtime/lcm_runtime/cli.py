@@ -296,7 +296,10 @@ def generate(
             loras=pipe.folder.loras,
             deep_cache_interval=pipe.deep_cache_interval,
         )
-        written.append(save_png(picture, path, {"parameters": text}, overwrite=overwrite))
+        try:
+            written.append(save_png(picture, path, {"parameters": text}, overwrite=overwrite))
+        except OSError as error:  # after the folder's check: a full disk, a quota, a file system gone
+            raise InputError(f"cannot write {path} ({error.strerror}); choose another --output") from None
     saved = time.perf_counter() - started
 
     timings = result.timings

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,8 +31,7 @@ def plan_output_paths(output: Path | None, seed: int, count: int, overwrite: boo
         raise InputError(
             f"cannot create the output folder {folder} ({error.strerror}); choose another --output"
         ) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write to {folder} (permission denied); choose another --output")
+    check_writable(folder)
 
     names = [f"{stem}.png"] if count == 1 else [f"{stem}-{index}.png" for index in range(1, count + 1)]
     paths: list[Path] = []
@@ -45,6 +45,17 @@ def plan_output_paths(output: Path | None, seed: int, count: int, overwrite: boo
         paths.append(path)
         taken.add(path)
     return paths
+
+
+def check_writable(folder: Path) -> None:
+    """Create and remove a file in ``folder``: permission bits do not tell for root, a read-only mount,
+    /sys or /proc, where only a write fails."""
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".lcm-run-probe.", dir=folder)
+    except OSError as error:
+        raise InputError(f"cannot write to {folder} ({error.strerror}); choose another --output") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def _free_path(path: Path, taken: set[Path]) -> Path:

@@ -1,6 +1,7 @@
 """Output naming never clobbers; PNG parameters record what is needed to regenerate an image."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +41,13 @@ def test_unwritable_folder_is_refused_before_any_work(tmp_path):
     locked.mkdir(mode=0o500)
     with pytest.raises(InputError, match="cannot write"):
         plan_output_paths(locked / "x.png", seed=1, count=1)
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs sysfs")
+def test_a_folder_only_a_write_finds_unwritable_is_refused_before_any_work():
+    """sysfs refuses new files even to root, whose permission bits say yes: the check creates a file."""
+    with pytest.raises(InputError, match=r"^cannot write to /sys \(.+\); choose another --output$"):
+        plan_output_paths(Path("/sys/x.png"), seed=1, count=1)
 
 
 def test_unwritable_path_is_refused_before_any_work(tmp_path):

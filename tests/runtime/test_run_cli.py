@@ -217,3 +217,28 @@ def test_a_cfg_bundle_records_its_negative_prompt_and_guidance_rescale(tiny_cfg_
     info = lcm_run("info", tiny_cfg_bundle)
     assert info.returncode == 0, info.stderr
     assert "v2," in info.stdout and "defaults: 4 steps, guidance 1.0 (cfg: classifier-free" in info.stdout
+
+
+def test_a_write_that_fails_after_the_checks_is_one_line_and_leaves_no_file(tiny_bundle_fp32, tmp_path):
+    """A full disk or a quota met while the PNG is written (here a file size limit): one line naming the
+    file, exit 2, and neither the PNG nor its temporary file left behind."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))  # Python ignores SIGXFSZ: writes get EFBIG
+
+    result = subprocess.run(
+        [sys.executable, "-m", "lcm_runtime.cli", "a cat", "--model", str(tiny_bundle_fp32), "--steps", "1"]
+        + ["--output", str(tmp_path / "out" / "cat.png")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "LCM_CACHE_DIR": "off", "HF_HUB_OFFLINE": "1"},
+        preexec_fn=small_files,
+    )
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, f"cannot write {tmp_path / 'out' / 'cat.png'} (File too large)", "--output")
+    assert list((tmp_path / "out").iterdir()) == []
