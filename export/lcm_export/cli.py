@@ -86,7 +86,7 @@ def export(
     allow_pickle: bool = typer.Option(
         False, "--allow-pickle", help="Accept pickle (.bin) weights; they can run code when loaded"
     ),
-    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists"),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it holds a bundle (never another folder)"),
     tiny_random: bool = typer.Option(
         False, "--tiny-random", help="Export a tiny random-weight LCM with the real CLIP vocabulary instead of SOURCE"
     ),

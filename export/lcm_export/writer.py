@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lcm_runtime.bundle import MANIFEST_FILE, MODEL_INDEX_FILE
 from lcm_runtime.errors import LCMError
 
 STAGING_PREFIX = ".lcm-export-"
@@ -35,11 +36,24 @@ def check_output(out: Path, force: bool) -> None:
             raise OutputError(f"{out} already exists; pass --force to replace it or choose another OUT")
         if not out.is_dir():
             raise OutputError(f"{out} exists and is not a folder; remove it or choose another OUT")
+        if not is_replaceable_model_folder(out):
+            raise OutputError(
+                f"{out} is not a model bundle (no manifest.json or model_index.json), and --force only replaces "
+                "bundles; choose another OUT, or remove the folder yourself"
+            )
     parent = out.absolute().parent
     if not parent.is_dir():
         raise OutputError(f"the parent folder {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"cannot write to {parent} (permission denied); choose another OUT")
+
+
+def is_replaceable_model_folder(folder: Path) -> bool:
+    """Whether --force may delete ``folder``: empty, or a model bundle (lcm-export's, or optimum-cli's) that
+    the export replaces with another. Any other folder may hold what a user made."""
+    if os.path.lexists(folder / MANIFEST_FILE) or os.path.lexists(folder / MODEL_INDEX_FILE):
+        return True
+    return next(folder.iterdir(), None) is None
 
 
 def check_free_space(out: Path, needed_bytes: int) -> None:

@@ -28,8 +28,10 @@ def _fail_at(stage_prefix, error):
 
 
 def _existing_out(parent):
+    """An earlier bundle at OUT (what --force replaces), with a file of the user's in it."""
     out = parent / "bundle"
     out.mkdir()
+    (out / "manifest.json").write_text("{}")
     (out / "keep.txt").write_text("precious")
     return out
 
@@ -53,19 +55,37 @@ def test_failure_leaves_existing_out_untouched(loaded, tmp_path):
             loaded, out, ExportOptions(weights="fp32", force=True), _fail_at("vae_decoder", RuntimeError("boom"))
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
-    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "manifest.json"]
+    assert (out / "keep.txt").read_text() == "precious"
 
 
 def test_existing_out_needs_force_and_is_then_replaced(loaded, tmp_path, tiny_bundle_fp32):
     out = _existing_out(tmp_path)
     with pytest.raises(OutputError, match="--force"):
         export_bundle(loaded, out, ExportOptions(weights="fp32"))
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "manifest.json"]
     export_bundle(loaded, out, ExportOptions(weights="fp32", force=True))
     assert not (out / "keep.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
     # Also a determinism check: the same export, done again in this process, is byte-identical.
     assert (out / "manifest.json").read_bytes() == (tiny_bundle_fp32 / "manifest.json").read_bytes()
+
+
+@pytest.mark.parametrize("kept", ["thesis.txt", "sub/thesis.txt"])
+def test_force_never_deletes_a_folder_that_is_not_a_bundle(loaded, tmp_path, kept):
+    """--force replaces an earlier bundle; a folder without manifest.json or model_index.json may hold what
+    a user made, so it is refused before any work, untouched. An empty folder is replaced."""
+    out = tmp_path / "work"
+    (out / kept).parent.mkdir(parents=True, exist_ok=True)
+    (out / kept).write_text("precious")
+    with pytest.raises(OutputError, match="is not a model bundle .* --force only replaces bundles") as error:
+        export_bundle(loaded, out, ExportOptions(weights="fp32", force=True))
+    assert "\n" not in str(error.value) and (out / kept).read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    export_bundle(loaded, empty, ExportOptions(weights="fp32", force=True))
+    assert (empty / "manifest.json").is_file()
 
 
 def test_no_space_while_writing_is_one_clear_error(loaded, tmp_path, monkeypatch):
