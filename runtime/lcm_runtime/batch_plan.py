@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import validation
 from .errors import InputError, first_line
 from .noise import MAX_SEED, image_seed
+from .schedulers.scheduling_lcm import LCMSchedulerConfig
 
 if TYPE_CHECKING:
     from .loading import ModelFolder
@@ -30,7 +31,8 @@ FIELDS = tuple("prompt negative_prompt seed steps guidance width height num_imag
 WHOLE_FIELDS = ("seed", "steps", "width", "height", "num_images")
 NUMBER_FIELDS = ("guidance", "strength")
 MAX_IMAGES_PER_ROW = 1000
-MAX_STEPS = 1000  # the scheduler's own bound (original_inference_steps, strength) is checked per image
+MAX_STEPS = 1000  # beyond the bundle's original_inference_steps (checked per row); strength's bound per image
+STEPS_HINT = " for this model (original_inference_steps)"
 MAX_NAME = 100
 # What makes an image: a finished image whose record differs from its task in one of these was made
 # by other options or another row, and is never silently kept or replaced.
@@ -229,16 +231,19 @@ class BundleDefaults:
     size: int
     multiple: int
     min_side: int = 0
+    max_steps: int = MAX_STEPS  # the scheduler's original_inference_steps: no image runs more
 
     @classmethod
     def from_folder(cls, folder: ModelFolder) -> BundleDefaults:
         facts = folder.facts
+        scheduler = LCMSchedulerConfig.from_dict(folder.scheduler_config)
         return cls(
             facts.default_steps,
             float(facts.default_guidance_scale),
             facts.default_image_size,
             folder.size_multiple,
             folder.min_side,
+            min(scheduler.original_inference_steps, scheduler.num_train_timesteps, MAX_STEPS),
         )
 
 
@@ -308,7 +313,8 @@ def check_defaults(defaults: Defaults, facts: BundleDefaults) -> None:
     if defaults.seed < 0:
         raise InputError(f"--seed must be 0 or more, got {defaults.seed}")
     if defaults.steps is not None:
-        validation.whole_number(defaults.steps, "--steps", 1, MAX_STEPS)
+        # Checked here, not per image: every image would fail, and the job would keep the bad --steps.
+        validation.whole_number(defaults.steps, "--steps", 1, facts.max_steps, hint=STEPS_HINT)
     if defaults.guidance is not None:
         validation.real_number(defaults.guidance, "--guidance", 0.0, validation.MAX_GUIDANCE)
     for name, side in (("--width", defaults.width), ("--height", defaults.height)):
@@ -378,7 +384,9 @@ def _plan_row(row: Row, defaults: Defaults, facts: BundleDefaults, pictures: _Pi
 
     seed = values["seed"] if "seed" in values else row_seed(defaults.seed, row.row)
     seed = validation.whole_number(seed, "seed", 0, MAX_SEED - 1)
-    steps = validation.whole_number(_pick(values, "steps", defaults.steps, facts.steps), "steps", 1, MAX_STEPS)
+    steps = validation.whole_number(
+        _pick(values, "steps", defaults.steps, facts.steps), "steps", 1, facts.max_steps, hint=STEPS_HINT
+    )
     guidance = validation.real_number(
         _pick(values, "guidance", defaults.guidance, facts.guidance), "guidance", 0.0, validation.MAX_GUIDANCE
     )

@@ -358,8 +358,9 @@ def test_bad_rows_are_reported_by_line_and_strict_stops_at_the_first(tiny_bundle
         f'{{"prompt": "unreadable", "image": {text}}}\n'
         '{"prompt": "typo", "stpes": 3}\n'
         '{"prompt": "same name", "name": "two"}\n'
-        '{"prompt": "too many steps", "steps": 999}\n'
+        f'{{"prompt": "too weak", "image": {square}, "strength": 0.01}}\n'
         '{"prompt": "steer", "negative_prompt": "blurry"}\n'
+        '{"prompt": "too many steps", "steps": 51}\n'
     )
     result = batch(rows, "--model", tiny_bundle_fp32, "-o", tmp_path / "job", *TINY)
     assert result.returncode == 1, result.stderr
@@ -371,14 +372,15 @@ def test_bad_rows_are_reported_by_line_and_strict_stops_at_the_first(tiny_bundle
         (6, "cannot read"),
         (7, "unknown field 'stpes'"),
         (8, "would be line 5's too"),
-        (9, "steps"),  # planned, then refused by the scheduler: a failed image
+        (9, "strength"),  # planned, then refused by the scheduler: a failed image
         (10, "negative_prompt"),  # and by this LCM bundle: its guidance is embedded
+        (11, "steps must be between 1 and 50 for this model"),  # its scheduler's original_inference_steps
     ]:
         assert any(text.startswith(f"  line {line}") and words in text for text in result.stdout.splitlines()), (
             line,
             result.stdout,
         )
-    assert "bad rows: 6" in result.stdout and "failed: 2 images of 2 rows" in result.stdout
+    assert "bad rows: 7" in result.stdout and "failed: 2 images of 2 rows" in result.stdout
     assert "line 1:" not in result.stdout and "line 5:" not in result.stdout
 
     strict = batch(rows, "--model", tiny_bundle_fp32, "-o", tmp_path / "strict", "--strict", *TINY)
@@ -386,13 +388,17 @@ def test_bad_rows_are_reported_by_line_and_strict_stops_at_the_first(tiny_bundle
     assert_one_line_error(strict, "line 2", "not JSON", "--strict")
     assert not (tmp_path / "strict").exists() or not pngs(tmp_path / "strict")
 
-    rows.write_text('{"prompt": "good one"}\n{"prompt": "too many steps", "steps": 999}\n{"prompt": "never made"}\n')
+    too_weak = f'{{"prompt": "too weak", "image": {square}, "strength": 0.01}}'
+    rows.write_text(f'{{"prompt": "good one"}}\n{too_weak}\n{{"prompt": "never made"}}\n')
     strict = batch(rows, "--model", tiny_bundle_fp32, "-o", tmp_path / "strict", "--strict", *TINY)
     assert strict.returncode == 1
     assert strict.stderr.strip().splitlines()[-1].startswith("error: PROMPTS line 2:"), strict.stderr
     assert sorted(pngs(tmp_path / "strict")) == ["1-1.png"]
 
-    for option, value in [("--steps", "0"), ("--precision", "f8"), ("--negative-prompt", "blurry"), ("--vae", "tiny")]:
+    # --steps 51: past the scheduler's 50, refused before the job's folder is made (it used to fail every
+    # image, and the job then kept the bad --steps).
+    options = [("--steps", "0"), ("--steps", "51"), ("--precision", "f8"), ("--negative-prompt", "blurry")]
+    for option, value in [*options, ("--vae", "tiny")]:
         bad_option = batch(rows, "--model", tiny_bundle_fp32, "-o", tmp_path / "other", *TINY, option, value)
         assert bad_option.returncode == (1 if option == "--vae" else 2), option  # 1: the bundle has no tiny VAE
         assert_one_line_error(bad_option, {"--precision": "precision", "--vae": "tiny VAE"}.get(option, option))
