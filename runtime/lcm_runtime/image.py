@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,7 @@ def write_atomically(path: Path, data: bytes, overwrite: bool = False) -> Path:
 
     Without ``overwrite`` an existing file is never replaced (the final link fails instead).
     """
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.part", dir=path.parent)
+    handle, temporary = _create_temporary(path)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -73,3 +73,18 @@ def write_atomically(path: Path, data: bytes, overwrite: bool = False) -> Path:
             os.unlink(temporary)
         raise
     return path
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new ``.NAME.XXXXXXXX.SUFFIX.part`` beside ``path``, created exclusively as mkstemp does, but with
+    the mode any new file gets (0666 less the umask): mkstemp's 0600 made every image unreadable to the
+    user's group, and to a web server serving the folder."""
+    for _ in range(100):
+        temporary = str(path.parent / f".{path.stem}.{secrets.token_hex(4)}{path.suffix}.part")
+        try:
+            return os.open(
+                temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
+            ), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")

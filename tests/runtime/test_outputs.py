@@ -130,3 +130,15 @@ def test_fused_loras_are_a1111s_lora_hashes():
     text = png_parameters("a cat", **common, device="CPU", index=0, count=1, loras=loras)
     assert 'Lora hashes: "lcm-lora-sdv1-5: abababababab, ink  dark: cdcdcdcdcdcd"' in text
     assert "Lora hashes" not in png_parameters("a cat", **common, device="CPU", index=0, count=1)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_get_the_mode_of_any_new_file(tmp_path, umask):
+    """0666 less the umask, as a plain open gives (the temporary file's 0600 used to stay on every PNG)."""
+    previous = os.umask(umask)
+    try:
+        path = save_png(Image.new("RGB", (8, 8)), tmp_path / "a.png")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
