@@ -140,7 +140,8 @@ def verify(folder: Path) -> None:
     planned = f"; the last run planned {verified.planned}" if verified.planned is not None else ""
     if verified.problems:
         raise LCMError(
-            f"{len(verified.problems)} problems in {folder} ({verified.good} of {verified.records} images in the "
+            f"{len(verified.problems)} problem{'s' if len(verified.problems) > 1 else ''} in {folder} "
+            f"({verified.good} of {verified.records} images in the "
             f"manifest match){planned}; rerun the job to redo missing or changed images"
         )
     typer.echo(f"ok: all {verified.records} images in {folder / 'manifest.jsonl'} match their sha256{planned}")

@@ -114,10 +114,10 @@ def parse_jsonl(text: str) -> Rows:
             if isinstance(value, str):
                 value = {"prompt": value}
             if not isinstance(value, dict):
-                raise InputError(f"a row must be a JSON object or a string, got {type(value).__name__}")
+                raise InputError(f"a row must be a JSON object or a string, got {json.dumps(value)[:40]}")
             rows.rows.append(Row(index, number, _typed(value, from_text=False)))
         except json.JSONDecodeError as error:
-            rows.bad.append(BadRow(number, f"not JSON ({error.msg} at column {error.colno})", index))
+            rows.bad.append(BadRow(number, f"not JSON ({error.msg}: column {error.colno})", index))
         except InputError as error:
             rows.bad.append(BadRow(number, str(error), index))
     return rows

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError, first_line
 
@@ -58,7 +58,11 @@ def open_image(source: str | os.PathLike[str] | bytes, argument: str, max_pixels
         raise
     except Exception as error:  # noqa: BLE001 - Pillow raises many kinds for broken files
         # Pillow names an in-memory file by its repr ("<_io.BytesIO object at 0x...>"): not the client's business.
-        detail = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the image", first_line(error, 120))
+        detail = (
+            "not a picture format Pillow reads"
+            if isinstance(error, UnidentifiedImageError)
+            else re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the image", first_line(error, 120))
+        )
         unreadable = (
             f"{argument}: cannot read {stream} as an image"
             if isinstance(stream, Path)

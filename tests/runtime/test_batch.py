@@ -70,6 +70,13 @@ def test_rows_keep_their_line_numbers_and_bad_rows_keep_their_row_number():
     assert [(bad.row, bad.line) for bad in table.bad] == [(2, 5)] and "seed" in table.bad[0].reason
     with pytest.raises(InputError, match="unknown column 'stpes'"):
         parse_csv("prompt,stpes\na,1\n")
+    # Said in the file's own terms: JSON's null and arrays, not Python's NoneType and list.
+    odd = parse_jsonl('null\n[1, 2]\n{"prompt": "x\n')
+    assert [bad.reason for bad in odd.bad[:2]] == [
+        "a row must be a JSON object or a string, got null",
+        "a row must be a JSON object or a string, got [1, 2]",
+    ]
+    assert odd.bad[2].reason == "not JSON (Unterminated string starting at: column 12)"
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/abs/path", "a\\b", ".hidden", "C:\\x", "a b:c*?"])

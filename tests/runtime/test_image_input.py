@@ -52,7 +52,7 @@ def test_an_upload_over_the_pixel_cap_is_refused_before_decoding() -> None:
     ("data", "message"),
     [
         (b"", r"^mask is empty; pass a PNG, JPEG or WebP image$"),
-        (b"not a picture", r"^mask is not a readable image \(cannot identify image file the image\); pass a PNG"),
+        (b"not a picture", r"^mask is not a readable image \(not a picture format Pillow reads\); pass a PNG"),
     ],
     ids=["empty", "not a picture"],
 )
