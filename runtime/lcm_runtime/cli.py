@@ -495,11 +495,16 @@ def serve(
         raise LCMError(f"{INSTALL_HINT} ({error.name} is missing)") from None
     if not 1 <= port <= 65535:
         raise InputError(f"--port must be from 1 to 65535, got {port}")
-    if max_queue < 0 or timeout <= 0 or max_body <= 0 or not 1 <= max_images <= 64 or max_side < 64:
-        raise InputError(
-            "--max-queue must be 0 or more, --timeout and --max-body above 0, --max-images from 1 to 64, "
-            "--max-side at least 64"
-        )
+    limits = [
+        (max_queue >= 0, f"--max-queue must be 0 or more, got {max_queue}"),
+        (timeout > 0, f"--timeout must be above 0 seconds, got {timeout:g}"),
+        (max_body > 0, f"--max-body must be above 0 MB, got {max_body:g}"),
+        (1 <= max_images <= 64, f"--max-images must be from 1 to 64, got {max_images}"),
+        (max_side >= 64, f"--max-side must be at least 64, got {max_side}"),
+    ]
+    for within, message in limits:
+        if not within:
+            raise InputError(message)
     if log_level not in ("debug", "info", "warning", "error"):
         raise InputError(f"--log-level must be debug, info, warning or error, got {log_level!r}")
     from .models import compile_config

@@ -184,6 +184,10 @@ def test_bad_requests_raise_bad_request_error_naming_the_field(client):
 def test_models_lists_the_bundle(client, tiny_bundle_fp32):
     models = client.models.list()
     assert [model.id for model in models.data] == [tiny_bundle_fp32.name]
+    assert client.models.retrieve(tiny_bundle_fp32.name).id == tiny_bundle_fp32.name
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("dall-e-3")
+    assert missing.value.body["param"] == "model" and tiny_bundle_fp32.name in missing.value.body["message"]
 
 
 @pytest.mark.parametrize(

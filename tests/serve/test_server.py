@@ -44,6 +44,7 @@ def rss_kib(pid: int) -> int:
 def test_health_and_metrics(server):
     with server.client() as client:
         assert client.get("/health").json()["status"] == "ok"
+        assert client.head("/health").status_code == 200  # what many uptime monitors send
         before = metric(server, "lcm_images_total")
         assert client.post("/v1/images/generations", json={**SMALL, "n": 2}).status_code == 200
         text = client.get("/metrics").text
@@ -317,6 +318,9 @@ def test_max_queue_0_runs_one_request_at_a_time_and_queues_none(tiny_bundle_fp32
         (["--device", "TPU"], "OpenVINO has no device 'TPU' on this machine"),
         (["--host", "999.1.1.1"], "--host '999.1.1.1' is not an address of this machine"),
         (["--port", "TAKEN"], "is in use by another program; choose another --port"),
+        (["--max-queue", "-1"], "--max-queue must be 0 or more, got -1"),
+        (["--max-side", "10"], "--max-side must be at least 64, got 10"),
+        (["--timeout", "0"], "--timeout must be above 0 seconds, got 0"),
     ],
 )
 def test_a_server_that_cannot_serve_is_refused_in_one_line_before_it_starts(tiny_bundle_fp32, options, message):

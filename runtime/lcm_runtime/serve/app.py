@@ -136,7 +136,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         failure = ApiError(500, "the server failed unexpectedly; see its log", type="server_error")
         return error_response(request.url.path, failure)
 
-    @app.get("/health", tags=["server"])
+    @app.api_route("/health", methods=["GET", "HEAD"], tags=["server"])  # HEAD: what many uptime monitors send
     async def health(request: Request) -> JSONResponse:
         """200 once the models are compiled and the server takes requests; 503 before (or if loading failed)."""
         state: ServerState = request.app.state.server

@@ -121,13 +121,27 @@ def seed_of(seed: int | None, rng_seed: int | None) -> int | None:
     return None if chosen is None or chosen == -1 else chosen
 
 
+def model_entry(state: ServerState) -> dict[str, Any]:
+    return {"id": state.engine.model_name, "object": "model", "created": state.started, "owned_by": "local"}
+
+
 @router.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [model_entry(request.app.state.server)]}
+
+
+@router.get("/models/{model}")
+async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
+    """The OpenAI SDK's ``client.models.retrieve``: this server's one model, by its name."""
     state: ServerState = request.app.state.server
-    return {
-        "object": "list",
-        "data": [{"id": state.engine.model_name, "object": "model", "created": state.started, "owned_by": "local"}],
-    }
+    if model != state.engine.model_name:
+        raise ApiError(
+            404,
+            f"this server has one model, {state.engine.model_name!r}, not {model!r}",
+            param="model",
+            code="not_found",
+        )
+    return model_entry(state)
 
 
 @router.post("/images/generations", response_model=ImagesResponse)
