@@ -281,6 +281,17 @@ def run_export(
 
             with progress.stage("find LoRAs"):
                 resolved_loras = resolve_loras(lcm_lora, loras)
+        prompts = None
+        if options.calibrates:  # a dataset that cannot be read fails before the minutes of loading SOURCE too
+            from .calibration import calibration_prompts
+
+            prompts = calibration_prompts(options)
+        loaded_tiny_vae = None
+        if tiny_vae is not None:  # a few MB, and a bad one fails before the minutes of loading SOURCE too
+            from .tiny_vae import load_tiny_vae
+
+            with progress.stage(f"load tiny VAE {tiny_vae}"):
+                loaded_tiny_vae = load_tiny_vae(tiny_vae, allow_pickle)
         # SOURCE's own checker unless one was given or it is refused (--tiny-random has none).
         own_checker = safety_checker is None and not no_safety_checker
         with progress.stage(f"load {label}"):
@@ -294,17 +305,19 @@ def run_export(
 
             with progress.stage(f"fuse {len(resolved_loras)} LoRA{'s' * (len(resolved_loras) > 1)} into the model"):
                 loaded.loras = fuse_loras(loaded.pipeline, resolved_loras)
-        loaded_tiny_vae = None
-        if tiny_vae is not None:
-            from .tiny_vae import load_tiny_vae
-
-            with progress.stage(f"load tiny VAE {tiny_vae}"):
-                loaded_tiny_vae = load_tiny_vae(tiny_vae, allow_pickle)
-        elif random_tiny_vae:
+        if tiny_vae is None and random_tiny_vae:
             from .tiny_vae import tiny_random_vae
 
             loaded_tiny_vae = tiny_random_vae(seed)
-        result = export_bundle(loaded, out, options, progress, tiny_vae=loaded_tiny_vae, safety_checker=loaded_checker)
+        result = export_bundle(
+            loaded,
+            out,
+            options,
+            progress,
+            tiny_vae=loaded_tiny_vae,
+            safety_checker=loaded_checker,
+            calibration_prompts=prompts,
+        )
     finally:
         spinner.stop()
     print_summary(console, result, time.perf_counter() - started)

@@ -192,10 +192,13 @@ def export_bundle(
     progress: Progress | None = None,
     tiny_vae: LoadedTinyVae | None = None,
     safety_checker: LoadedSafetyChecker | None = None,
+    calibration_prompts: tuple[list[str], str] | None = None,
 ) -> ExportResult:
     """Write a complete, verified bundle for ``loaded`` (plus a TAESD decoder) at ``out`` (atomically).
 
     The safety checker is ``safety_checker`` if given, else the source folder's own (``loaded.safety_checker``).
+    ``calibration_prompts``: the prompts and dataset of ``calibration.calibration_prompts(options)``, when
+    the caller read them before loading SOURCE (a bad dataset then fails first); read here otherwise.
     """
     from .scheduler_tables import write_scheduler_tables
     from .tokenizer import text_max_length, write_tokenizer_folder
@@ -250,9 +253,11 @@ def export_bundle(
         precisions[UNET_SHALLOW] = component_precision(options.weights, "unet")
     calibration = None
     if options.calibrates:
-        from .calibration import calibration_prompts
+        if calibration_prompts is None:
+            from .calibration import calibration_prompts as read_prompts
 
-        prompts, dataset = calibration_prompts(options)
+            calibration_prompts = read_prompts(options)
+        prompts, dataset = calibration_prompts
 
     with staged_output(out, options.force) as staging:
         with progress.stage("configs"):

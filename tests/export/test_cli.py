@@ -84,6 +84,13 @@ def test_folder_that_is_not_a_diffusers_pipeline(tmp_path):
     check(lcm_export(tmp_path / "random-folder", tmp_path / "out"), "not a diffusers pipeline", "model_index.json")
 
 
+def test_a_bad_tiny_vae_fails_before_the_source_is_loaded(tmp_path):
+    """Like --safety-checker and the LoRAs: a mistyped path costs seconds, not the minutes of loading SOURCE."""
+    result = lcm_export("--tiny-random", tmp_path / "out", "--tiny-vae", tmp_path / "no-such-taesd")
+    check(result, "--tiny-vae", "neither an existing folder nor a hub id")
+    assert "load tiny-random" not in result.stderr and not (tmp_path / "out").exists()
+
+
 def test_missing_source_path(tmp_path):
     check(lcm_export(tmp_path / "does-not-exist", tmp_path / "out"), "neither an existing folder nor a hub id")
 
@@ -234,7 +241,7 @@ def test_unknown_calibration_dataset_offline_fails_before_exporting(tmp_path, em
         env_extra={**empty_hub_cache, "HF_DATASETS_OFFLINE": "1"},
     )
     check(result, "calibration dataset", "someone/no-such-prompts", "local")
-    assert "tokenizer" not in result.stderr  # failed before any bundle stage ran
+    assert "load tiny-random" not in result.stderr  # failed before SOURCE was loaded, let alone exported
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".lcm-export-*"))
 
 
