@@ -317,7 +317,6 @@ BAD_REQUESTS = {
         "width",
     ),
     "negative prompt": ("txt2img", {"prompt": "x", "negative_prompt": "blurry", "width": SIZE}, 400, "negative_prompt"),
-    "empty prompt": ("txt2img", {"prompt": "", "width": SIZE, "height": SIZE}, 400, "prompt"),
     "steps 0": ("txt2img", {"prompt": "x", "steps": 0}, 422, "steps"),
     "width 7": ("txt2img", {"prompt": "x", "width": 7, "height": SIZE}, 400, "width"),
     "too many images": ("txt2img", {"prompt": "x", "batch_size": 3, "n_iter": 2}, 400, "n must be"),
@@ -378,3 +377,18 @@ def test_interrupt_stops_the_running_job_with_409(server, route):
             idle = client.get("/sdapi/v1/progress").json()
         assert idle["progress"] == 0 and idle["state"]["job_count"] == 0
         assert_healthy(client)
+
+
+@pytest.mark.parametrize("route", ["txt2img", "img2img"])
+def test_an_empty_prompt_makes_an_image_as_in_a1111(server, route):
+    """A1111 takes an empty (or absent) prompt, an img2img touch-up's usual one; the OpenAI routes refuse it."""
+    request = {"width": SIZE, "height": SIZE, "steps": 1, "seed": 3}
+    if route == "img2img":
+        request["init_images"] = [b64_png(picture(SIZE, SIZE, seed=1))]
+    with server.client() as client:
+        for body in (request, {**request, "prompt": ""}):
+            answer = client.post(f"/sdapi/v1/{route}", json=body)
+            assert answer.status_code == 200, answer.text
+            assert len(answer.json()["images"]) == 1
+        refused = client.post("/v1/images/generations", json={"prompt": " ", "size": f"{SIZE}x{SIZE}"})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "prompt"

@@ -252,8 +252,10 @@ class Engine:
         return job
 
     def check(self, request: GenerationRequest) -> None:
-        if not isinstance(request.prompt, str) or not request.prompt.strip():
-            raise InputError("prompt must be a non-empty string", argument="prompt")
+        # An empty prompt is an image of nothing in particular, as in diffusers and A1111 (img2img touch-ups);
+        # the OpenAI routes ask for one, as OpenAI does.
+        if not isinstance(request.prompt, str):
+            raise InputError("prompt must be a string", argument="prompt")
         # The bundle's guidance mode decides: a distilled LCM refuses a negative prompt, a cfg one takes it.
         Guidance.plan(self.folder.facts, request.guidance, request.guidance_rescale, request.negative_prompt or None)
         if not 1 <= request.n <= self.max_images:

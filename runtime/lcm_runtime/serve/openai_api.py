@@ -62,7 +62,7 @@ class ImageGenerationBody(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    prompt: str = Field(min_length=1)
+    prompt: str = Field(min_length=1, pattern=r"\S")  # OpenAI's: a prompt is required
     model: str | None = None
     n: int | None = Field(default=1, ge=1)
     size: str | None = Field(default=None, description="WxH, or auto for the model's native size")
@@ -234,8 +234,10 @@ async def edits(request: Request) -> Response:
     if mask is not None:
         mask = fit_to_size(mask, width, height, mask=True) if width else fit_to_size(mask, *picture.size, mask=True)
     stream = form_bool(fields.get("stream"), "stream")
+    if not fields.get("prompt", "").strip():
+        raise ApiError(400, "prompt is required: describe the edit", param="prompt")
     generation = GenerationRequest(
-        prompt=fields.get("prompt", ""),
+        prompt=fields["prompt"],
         negative_prompt=fields.get("negative_prompt") or None,
         guidance_rescale=form_number(fields.get("guidance_rescale"), "guidance_rescale", float) or 0.0,
         n=form_number(fields.get("n"), "n", int) or 1,
