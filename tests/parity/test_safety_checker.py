@@ -400,7 +400,7 @@ def test_cli_takes_the_source_checker_unless_refused_or_replaced(
 
     calls = []
 
-    def export_bundle_stub(loaded, out, options, progress, tiny_vae=None, safety_checker=None):
+    def export_bundle_stub(loaded, out, options, progress, tiny_vae=None, safety_checker=None, **_others):
         calls.append((loaded.safety_checker, safety_checker))
         raise ExportCalled
 
