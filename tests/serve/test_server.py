@@ -53,6 +53,33 @@ def test_health_and_metrics(server):
         assert name in text
 
 
+def test_every_error_answer_is_counted_once(server, guarded_server):
+    """lcm_errors_total counts the 400s refused before the engine (body validation, a bad picture) as well
+    as the engine's own, each once, and the middlewares' 413 and 401."""
+    bad = '{status="400"}'
+    before = metric(server, "lcm_errors_total", bad)
+    with server.client() as client:
+        assert client.post("/v1/images/generations", json={"prompt": "x", "n": 0}).status_code == 400
+        assert client.post("/v1/images/edits", data={"prompt": "x"}, files={"image": b"junk"}).status_code == 400
+        refused = client.post("/v1/images/generations", json={**SMALL, "negative_prompt": "blurry"})  # by the engine
+        assert refused.status_code == 400
+    assert metric(server, "lcm_errors_total", bad) == before + 3
+
+    def guarded_errors(status: str) -> float:
+        with guarded_server.client() as client:  # /metrics needs the key on this server
+            text = client.get("/metrics").text
+        found = re.search(rf'^lcm_errors_total{{status="{status}"}} ([0-9.]+)$', text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    for status in ("413", "401"):
+        before = guarded_errors(status)
+        headers = {"Authorization": "Bearer sesame"} if status == "413" else {}
+        body = {"prompt": "x" * (2 * 2**20)} if status == "413" else SMALL
+        answer = httpx.post(f"{guarded_server.url}/v1/images/generations", json=body, headers=headers, timeout=30)
+        assert answer.status_code == int(status)
+        assert guarded_errors(status) == before + 1
+
+
 @pytest.mark.parametrize(
     "body, status, param",
     [
@@ -297,8 +324,9 @@ def test_max_queue_0_runs_one_request_at_a_time_and_queues_none(tiny_bundle_fp32
         assert httpx.post(f"{server.url}/v1/images/generations", json=SMALL, timeout=30).status_code == 200
         statuses: list[int] = []
 
-        def ask() -> None:
-            statuses.append(httpx.post(f"{server.url}/v1/images/generations", json=LONG, timeout=120).status_code)
+        def ask() -> None:  # seconds of work, so the second request surely comes while it runs
+            longer = {**LONG, "size": "384x384"}
+            statuses.append(httpx.post(f"{server.url}/v1/images/generations", json=longer, timeout=120).status_code)
 
         first = threading.Thread(target=ask)
         first.start()

@@ -23,7 +23,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from .engine import GenerationRequest, Job, Result
-from .http import ApiError, ClientGone, api_error, decode_base64, encode_image, fit_to_size, open_picture, wait_for_job
+from .http import (
+    ApiError,
+    ClientGone,
+    answered_failure,
+    decode_base64,
+    encode_image,
+    fit_to_size,
+    open_picture,
+    wait_for_job,
+)
 from .state import ServerState, image_digest
 
 router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111"])
@@ -174,8 +183,7 @@ async def answer(
         state.metrics.answered(API, 499, time.perf_counter() - started)
         return Response(status_code=499)
     except Exception as error:  # noqa: BLE001 - answered in A1111's error shape
-        failure = api_error(error, PARAMS)
-        state.metrics.answered(API, failure.status, time.perf_counter() - started)
+        failure = answered_failure(state.metrics, API, error, PARAMS, started)
         raise failure from None
     state.metrics.images.inc(len(result.images))
     images = [base64.b64encode(encode_image(generated, "PNG")).decode("ascii") for generated in result.images]

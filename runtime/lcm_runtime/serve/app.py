@@ -31,7 +31,11 @@ def is_a1111(path: str) -> bool:
     return path.startswith("/sdapi/")
 
 
-def error_response(request_path: str, error: ApiError) -> JSONResponse:
+def error_response(request_path: str, error: ApiError, app: Any = None) -> JSONResponse:
+    """The error in its API family's shape; counted in ``app``'s lcm_errors_total unless already counted."""
+    server = getattr(getattr(app, "state", None), "server", None)
+    if server is not None and not error.counted:
+        server.metrics.errors.labels(status=str(error.status)).inc()
     if is_a1111(request_path):
         body: dict[str, Any] = {"error": error.type, "detail": error.message, "body": "", "errors": error.message}
     else:
@@ -57,7 +61,7 @@ class BodyLimit:
         )
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await error_response(scope["path"], too_large)(scope, receive, send)
+                await error_response(scope["path"], too_large, scope.get("app"))(scope, receive, send)
                 return
         received = 0
 
@@ -94,7 +98,7 @@ class ApiKey:
                 code="invalid_api_key",
                 headers={"WWW-Authenticate": "Bearer", "x-should-retry": "false"},
             )
-            await error_response(path, error)(scope, receive, send)
+            await error_response(path, error, scope.get("app"))(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -110,7 +114,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError) -> JSONResponse:
-        return error_response(request.url.path, error)
+        return error_response(request.url.path, error, request.app)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -122,19 +126,19 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         if first.get("type") == "json_invalid":
             param, message = None, "the body is not valid JSON; send a JSON object"
         status = 422 if is_a1111(request.url.path) else 400
-        return error_response(request.url.path, ApiError(status, message, param=param))
+        return error_response(request.url.path, ApiError(status, message, param=param), request.app)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         message = str(error.detail) if error.detail else "error"
         answer = ApiError(error.status_code, message, code="not_found" if error.status_code == 404 else None)
-        return error_response(request.url.path, answer)
+        return error_response(request.url.path, answer, request.app)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path, exc_info=error)
         failure = ApiError(500, "the server failed unexpectedly; see its log", type="server_error")
-        return error_response(request.url.path, failure)
+        return error_response(request.url.path, failure, request.app)
 
     @app.api_route("/health", methods=["GET", "HEAD"], tags=["server"])  # HEAD: what many uptime monitors send
     async def health(request: Request) -> JSONResponse:

@@ -20,6 +20,7 @@ from PIL.PngImagePlugin import PngInfo
 from ..errors import BundleError, InputError, LCMError, NonFiniteError, first_line
 from ..image_input import open_image
 from .engine import Cancelled, Engine, GeneratedImage, Job, QueueFull, Result
+from .metrics import Metrics
 
 log = logging.getLogger("lcm_runtime.serve")
 
@@ -39,9 +40,22 @@ class ApiError(Exception):
     param: str | None = None
     code: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Set where a generation request's answer is counted in the metrics, so the error handler that
+    # renders it does not count it again.
+    counted: bool = field(default=False, compare=False)
 
     def __str__(self) -> str:
         return self.message
+
+
+def answered_failure(
+    metrics: Metrics, api: str, error: BaseException, params: Mapping[str, str], started: float
+) -> ApiError:
+    """``error`` as the client's answer, counted in the metrics as a generation request's (and marked so)."""
+    failure = api_error(error, params)
+    metrics.answered(api, failure.status, time.perf_counter() - started)
+    failure.counted = True
+    return failure
 
 
 def api_error(error: BaseException, params: Mapping[str, str]) -> ApiError:

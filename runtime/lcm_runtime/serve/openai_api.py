@@ -22,7 +22,7 @@ from .engine import GeneratedImage, GenerationRequest, Job, Result, StepEvent
 from .http import (
     ApiError,
     ClientGone,
-    api_error,
+    answered_failure,
     decode_base64,
     encode_image,
     fit_to_size,
@@ -311,8 +311,7 @@ async def answer(state: ServerState, request: Request, generation: GenerationReq
         state.metrics.answered("openai", 499, time.perf_counter() - started)
         return Response(status_code=499)
     except Exception as error:  # noqa: BLE001 - answered in OpenAI's error shape
-        failure = api_error(error, PARAMS)
-        state.metrics.answered("openai", failure.status, time.perf_counter() - started)
+        failure = answered_failure(state.metrics, "openai", error, PARAMS, started)
         raise failure from None
     state.metrics.images.inc(len(result.images))
     body = {
@@ -344,8 +343,7 @@ async def stream_answer(
     try:
         job = state.engine.submit(generation, listener)
     except Exception as error:  # noqa: BLE001 - answered in OpenAI's error shape
-        failure = api_error(error, PARAMS)
-        state.metrics.answered("openai", failure.status, time.perf_counter() - started)
+        failure = answered_failure(state.metrics, "openai", error, PARAMS, started)
         raise failure from None
     waiting = asyncio.ensure_future(wait_for_job(state.engine, job, request, state.settings.timeout))
     first = asyncio.ensure_future(events.get())
@@ -362,8 +360,7 @@ async def stream_answer(
         if isinstance(refused, ClientGone):
             state.metrics.answered("openai", 499, time.perf_counter() - started)
             return Response(status_code=499)
-        failure = api_error(refused, PARAMS)
-        state.metrics.answered("openai", failure.status, time.perf_counter() - started)
+        failure = answered_failure(state.metrics, "openai", refused, PARAMS, started)
         raise failure from None
     return StreamingResponse(
         stream_events(state, request, job, events, first, waiting, options, started),
@@ -409,8 +406,7 @@ async def stream_events(
     except ClientGone:
         state.metrics.answered("openai", 499, time.perf_counter() - started)
     except Exception as error:  # noqa: BLE001
-        failure = api_error(error, PARAMS)
-        state.metrics.answered("openai", failure.status, time.perf_counter() - started)
+        failure = answered_failure(state.metrics, "openai", error, PARAMS, started)
         yield sse("error", {"type": "error", **openai_error_body(failure)})
     finally:
         getter.cancel()
