@@ -485,14 +485,6 @@ def serve(
     ),
 ) -> None:
     """Serve the OpenAI images API, AUTOMATIC1111's /sdapi/v1 and a web page at http://HOST:PORT/."""
-    try:
-        from .serve.engine import Engine
-        from .serve.run import serve as run_server
-        from .serve.state import Settings
-    except ImportError as error:
-        from .serve import INSTALL_HINT
-
-        raise LCMError(f"{INSTALL_HINT} ({error.name} is missing)") from None
     if not 1 <= port <= 65535:
         raise InputError(f"--port must be from 1 to 65535, got {port}")
     limits = [
@@ -507,13 +499,22 @@ def serve(
             raise InputError(message)
     if log_level not in ("debug", "info", "warning", "error"):
         raise InputError(f"--log-level must be debug, info, warning or error, got {log_level!r}")
-    from .models import compile_config
-
-    compile_config(precision)  # here for --ray too: its replicas would each fail to load
     if not ray and (ray_address is not None or replicas != 1 or cpus_per_replica != 1.0):
         raise InputError("--ray-address, --replicas and --cpus-per-replica go with --ray; add --ray")
     if replicas < 1 or cpus_per_replica <= 0:
         raise InputError("--replicas must be 1 or more and --cpus-per-replica above 0")
+    from .models import compile_config
+
+    compile_config(precision)  # here for --ray too: its replicas would each fail to load
+    # After the checks of the arguments alone: a mistyped option is refused without importing the server.
+    try:
+        from .serve.engine import Engine
+        from .serve.run import serve as run_server
+        from .serve.state import Settings
+    except ImportError as error:
+        from .serve import INSTALL_HINT
+
+        raise LCMError(f"{INSTALL_HINT} ({error.name} is missing)") from None
     if ray:
         _serve_on_ray(
             model or _default_model(),
