@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from . import validation
 from .errors import InputError, first_line
 from .noise import MAX_SEED, image_seed
-from .schedulers.scheduling_lcm import LCMSchedulerConfig
 
 if TYPE_CHECKING:
     from .loading import ModelFolder
@@ -236,14 +235,13 @@ class BundleDefaults:
     @classmethod
     def from_folder(cls, folder: ModelFolder) -> BundleDefaults:
         facts = folder.facts
-        scheduler = LCMSchedulerConfig.from_dict(folder.scheduler_config)
         return cls(
             facts.default_steps,
             float(facts.default_guidance_scale),
             facts.default_image_size,
             folder.size_multiple,
             folder.min_side,
-            min(scheduler.original_inference_steps, scheduler.num_train_timesteps, MAX_STEPS),
+            min(folder.scheduler.original_inference_steps, MAX_STEPS),  # from_dict: at most the train steps
         )
 
 

@@ -503,9 +503,6 @@ def serve(
         raise InputError("--ray-address, --replicas and --cpus-per-replica go with --ray; add --ray")
     if replicas < 1 or cpus_per_replica <= 0:
         raise InputError("--replicas must be 1 or more and --cpus-per-replica above 0")
-    from .models import compile_config
-
-    compile_config(precision)  # here for --ray too: its replicas would each fail to load
     # After the checks of the arguments alone: a mistyped option is refused without importing the server.
     try:
         from .serve.engine import Engine
@@ -516,6 +513,9 @@ def serve(
 
         raise LCMError(f"{INSTALL_HINT} ({error.name} is missing)") from None
     if ray:
+        from .models import compile_config
+
+        compile_config(precision)  # checked here, as the Engine checks it locally: each replica would fail
         _serve_on_ray(
             model or _default_model(),
             host,

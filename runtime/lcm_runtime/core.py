@@ -43,7 +43,7 @@ from .safety_checker import (
     load_preprocessor_config,
     nsfw_flags,
 )
-from .schedulers.scheduling_lcm import LCMScheduler, LCMSchedulerConfig
+from .schedulers.scheduling_lcm import LCMScheduler
 from .tokenizer import PromptTokenizer
 from .vae_choice import choose_vae, choose_vae_tile, decoder_scaling_factor
 from .vae_tiling import decode_tiled
@@ -213,9 +213,7 @@ class LCMPipelineBase:
         self.safety_checker = bool(safety_checker) and parts.safety is not None
         self.max_images_per_call = validation.whole_number(max_images_per_call, "max_images_per_call", 1, 1024)
         # A scheduler per pipeline: it holds the state of a call (timesteps, step index).
-        self.scheduler = LCMScheduler(
-            LCMSchedulerConfig.from_dict(self.folder.scheduler_config), self.folder.scheduler_tables
-        )
+        self.scheduler = LCMScheduler(self.folder.scheduler, self.folder.scheduler_tables)
 
     @staticmethod
     def _load_safety(folder: ModelFolder) -> SafetyParts | None:

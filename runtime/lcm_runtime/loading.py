@@ -27,6 +27,7 @@ class ModelFolder:
     manifest: Manifest | None
     facts: ModelFacts
     scheduler_config: dict[str, Any]
+    scheduler: LCMSchedulerConfig  # scheduler_config, parsed and checked
     scheduler_tables: dict[str, np.ndarray] | None
     size_multiple: int  # image sides must be multiples of this (VAE factor x UNet down-sampling)
     min_side: int  # and at least this: a token-downsampled UNet pools the latent grid (a side below fails)
@@ -96,7 +97,7 @@ def open_model_folder(path: str | os.PathLike[str]) -> ModelFolder:
     unet_config = bundle.read_json(resolve_inside(root, f"unet/{bundle.CONFIG_FILE}"))
     vae_config = bundle.read_json(resolve_inside(root, f"vae_decoder/{bundle.CONFIG_FILE}"))
     scheduler_config = bundle.read_json(resolve_inside(root, bundle.SCHEDULER_CONFIG))
-    LCMSchedulerConfig.from_dict(scheduler_config)  # a malformed config fails here, before any model is compiled
+    scheduler = LCMSchedulerConfig.from_dict(scheduler_config)  # a malformed config fails here, before compiling
     unet_channels = _channels(unet_config, (320,), "unet")
     vae_channels = _channels(vae_config, (128,), "vae_decoder")
 
@@ -125,6 +126,7 @@ def open_model_folder(path: str | os.PathLike[str]) -> ModelFolder:
         manifest=manifest,
         facts=facts,
         scheduler_config=scheduler_config,
+        scheduler=scheduler,
         scheduler_tables=tables,
         size_multiple=facts.vae_scale_factor * facts.latent_size_multiple,
         min_side=facts.vae_scale_factor * token_downsampling_factor(manifest),

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .. import validation
 from ..core import LCMPipelineOutput
 from ..deep_cache import check_interval
 from ..denoise import StepEndCallback
@@ -264,8 +263,6 @@ class Engine:
             side = getattr(request, name)
             if side is not None and side > self.max_side:
                 raise InputError(f"{name} must be at most {self.max_side} on this server, got {side}", argument=name)
-            if side is not None:
-                validation.image_side(side, name, self.folder.size_multiple, self.folder.min_side)
         if request.image is not None and request.width is None and request.height is None:
             # Image-to-image makes a picture of the image's own size: it is bounded as a requested size is.
             width, height = request.image.size
